@@ -1,0 +1,23 @@
+"""debcr: restore fluorescence microscopy images with m-rBCR in PyTorch.
+
+``import debcr`` is light: ``debcr.data`` and ``debcr.config`` use numpy only, and
+``debcr.model`` (which needs torch) is imported on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "config", "data", "model"]
+
+if TYPE_CHECKING:
+    from debcr import config, data, model
+
+
+def __getattr__(name: str):
+    if name in {"config", "data", "model", "metrics"}:
+        return importlib.import_module(f"debcr.{name}")
+    raise AttributeError(f"module 'debcr' has no attribute {name!r}")

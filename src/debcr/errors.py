@@ -1,0 +1,24 @@
+"""Exceptions raised for user mistakes and bad files.
+
+Every message says what is wrong, with which value, and what to do about it.
+They subclass the built-in exception a user would expect (``ValueError``,
+``FileNotFoundError``) so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class DebcrError(Exception):
+    """Base class of all debcr errors."""
+
+
+class DataError(DebcrError, ValueError):
+    """An image, array or data file cannot be used as given."""
+
+
+class ModelFileError(DebcrError, ValueError):
+    """A model file or checkpoint is missing, corrupt or of the wrong kind."""
+
+
+class ConfigError(DebcrError, ValueError):
+    """A configuration value or key is invalid."""
