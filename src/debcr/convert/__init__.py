@@ -1,0 +1,1 @@
+"""Convert the original TensorFlow m-rBCR weights to PyTorch."""
