@@ -1,1 +1,157 @@
-"""Convert the original TensorFlow m-rBCR weights to PyTorch."""
+"""Bring models trained with the original TensorFlow DeBCR into debcr.
+
+:func:`read_tf_checkpoint` reads an m-rBCR checkpoint written by debcr 0.1.0
+(without TensorFlow) and returns a PyTorch state dict; :func:`convert_tf_checkpoint`
+writes it as a debcr model file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from debcr.convert.keras_layout import CHECKPOINT_LAYERS, keras_to_state_dict
+from debcr.convert.tf_bundle import list_bundle, read_bundle
+from debcr.errors import ModelFileError
+
+__all__ = ["convert_tf_checkpoint", "list_bundle", "read_bundle", "read_tf_checkpoint"]
+
+_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+# Bookkeeping that TensorFlow stores beside the model variables.
+_IGNORED_KEYS = ("save_counter", "optimizer/")
+
+
+def _split_key(key: str) -> tuple[str, str] | None:
+    """``model/.../kernel/.ATTRIBUTES/VARIABLE_VALUE`` → (layer path, ``kernel``)."""
+    if not key.endswith(_VALUE_SUFFIX):
+        return None
+    layer, _, kind = key[: -len(_VALUE_SUFFIX)].rpartition("/")
+    return layer, kind
+
+
+def read_tf_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an original DeBCR (TensorFlow) m-rBCR checkpoint as a PyTorch state dict.
+
+    Parameters
+    ----------
+    prefix
+        Checkpoint prefix such as ``weights/2D_denoising/ckpt-best`` (the ``.index``
+        file, a ``.data-…`` file or a folder holding one checkpoint also work).
+
+    Returns
+    -------
+    dict
+        Parameter name of :class:`debcr.nn.MRBCR` → float32 array, every
+        parameter present exactly once.
+
+    Raises
+    ------
+    ModelFileError
+        If the files are missing, corrupt, or do not hold an m-rBCR model
+        (unexpected, missing or mis-shaped variables are listed).
+    """
+    tensors = read_bundle(prefix)
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    unexpected: list[str] = []
+    for key, value in tensors.items():
+        if key.startswith(_IGNORED_KEYS):
+            continue
+        parts = _split_key(key)
+        name = CHECKPOINT_LAYERS.get(parts[0]) if parts else None
+        if parts is None or name is None or parts[1] not in ("kernel", "bias"):
+            unexpected.append(key)
+            continue
+        layers.setdefault(name, {})[parts[1]] = value
+    missing = sorted(
+        f"{name}.{kind}"
+        for name in set(CHECKPOINT_LAYERS.values())
+        for kind in ("kernel", "bias")
+        if kind not in layers.get(name, {})
+    )
+    if unexpected or missing:
+        raise ModelFileError(_mismatch_message(prefix, unexpected, missing))
+    state = keras_to_state_dict(layers)
+    _check_shapes(prefix, state)
+    return {k: v.astype(np.float32, copy=False) for k, v in state.items()}
+
+
+def _mismatch_message(prefix: Any, unexpected: list[str], missing: list[str]) -> str:
+    lines = [f"{prefix} is not a checkpoint of the original DeBCR m-rBCR model."]
+    if missing:
+        lines.append(f"{len(missing)} model variables are missing, e.g. {', '.join(missing[:3])}.")
+    if unexpected:
+        lines.append(
+            f"{len(unexpected)} variables do not belong to m-rBCR, e.g. {', '.join(unexpected[:3])}."
+        )
+    lines.append(
+        "Only checkpoints written by debcr 0.1.0 (tf.train.Checkpoint of the m-rBCR model) "
+        "can be converted."
+    )
+    return " ".join(lines)
+
+
+def _check_shapes(prefix: Any, state: dict[str, np.ndarray]) -> None:
+    from debcr.nn import MRBCR
+
+    expected = {k: tuple(v.shape) for k, v in MRBCR().state_dict().items()}
+    wrong = [
+        f"{k}: {state[k].shape} instead of {shape}"
+        for k, shape in expected.items()
+        if tuple(state[k].shape) != shape
+    ]
+    if wrong or set(state) != set(expected):
+        raise ModelFileError(
+            f"{prefix} holds m-rBCR variables of the wrong shape ({'; '.join(wrong[:3])}); "
+            "it was built with other hyper-parameters than the published m-rBCR."
+        )
+
+
+def convert_tf_checkpoint(
+    prefix: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    task: str | None = None,
+    overwrite: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Convert an original DeBCR checkpoint into a debcr model file (safetensors).
+
+    Parameters
+    ----------
+    prefix
+        TensorFlow checkpoint prefix (see :func:`read_tf_checkpoint`).
+    output
+        Path of the model file to write (``.safetensors``).
+    task
+        Optional task label stored in the file (e.g. ``"2D_denoising"``).
+    overwrite
+        Replace an existing output file.
+    metadata
+        Extra provenance fields (e.g. source, licence) stored in the file.
+
+    Returns
+    -------
+    Path
+        The written model file.
+    """
+    import torch
+
+    from debcr.inference import effective_halo
+    from debcr.modelfile import save_model
+    from debcr.nn import MRBCR
+
+    state = read_tf_checkpoint(prefix)
+    model = MRBCR()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    info = {
+        "task": task or "",
+        "converted_from": "TensorFlow checkpoint of debcr 0.1.0",
+        "source": os.fspath(prefix),
+        **(metadata or {}),
+    }
+    # Measured once here so that every later prediction can skip the probe.
+    info["halo"] = effective_halo(model)
+    return save_model(model, output, metadata=info, overwrite=overwrite)

@@ -58,3 +58,47 @@ def keras_to_state_dict(layers: dict[str, dict[str, np.ndarray]]) -> dict[str, n
         state[f"{path}.weight"] = kernel_to_torch(tensors["kernel"])
         state[f"{path}.bias"] = np.ascontiguousarray(tensors["bias"])
     return state
+
+
+def _checkpoint_layer_table() -> dict[str, str]:
+    """Checkpoint layer path (``model/layer_with_weights-i/...``) → structural layer name.
+
+    Keras numbers the layers that own weights in the order they were created: in
+    the forward sub-model the 12 Dense layers interleaved over the scales (½, ¼,
+    full), then the fusion and the three heads; in the inverse sub-model each
+    branch's six Conv1D and four residual-dense blocks (the ¼ branch, the shared
+    fusion, the ½ and full branches), then the three heads.
+    """
+    fwd = "model/layer_with_weights-0/layer_with_weights-{}"
+    inv = "model/layer_with_weights-1/layer_with_weights-{}"
+    table: dict[str, str] = {}
+    order = ("2", "4", "0")
+    for k in range(12):
+        for j, s in enumerate(order):
+            table[fwd.format(3 * k + j)] = f"fwd.scale{s}.dense{k + 1:02d}"
+    table[fwd.format(36) + "/conv/layer_with_weights-0"] = "fwd.fusion.conv1x1"
+    table[fwd.format(36) + "/conv/layer_with_weights-1"] = "fwd.fusion.conv3x3"
+    for j, s in enumerate(("0", "2", "4")):
+        table[fwd.format(37 + j)] = f"fwd.out{s}"
+
+    def branch(s: str, start: int) -> None:
+        names = [f"inv.x{s}.conv1d{k}" for k in range(6)]
+        for r in range(4):
+            for i in range(3):
+                names += [f"inv.x{s}.rdb{r}.c1_{i}", f"inv.x{s}.rdb{r}.c2_{i}"]
+            names.append(f"inv.x{s}.rdb{r}.c1x1")
+        for offset, name in enumerate(names):
+            table[inv.format(start + offset)] = name
+
+    branch("4", 0)
+    table[inv.format(34) + "/conv/layer_with_weights-0"] = "inv.fusion.conv1x1"
+    table[inv.format(34) + "/conv/layer_with_weights-1"] = "inv.fusion.conv3x3"
+    branch("2", 35)
+    branch("0", 69)
+    for j, s in enumerate(("0", "2", "4")):
+        table[inv.format(103 + j)] = f"inv.out{s}"
+    return table
+
+
+#: Checkpoint layer path → structural Keras layer name.
+CHECKPOINT_LAYERS: dict[str, str] = _checkpoint_layer_table()

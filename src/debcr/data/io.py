@@ -42,6 +42,7 @@ __all__ = [
     "ReadOptions",
     "WriteOptions",
     "as_image_stack",
+    "atomic_output",
     "format_for_path",
     "load",
     "open_output",
@@ -1193,6 +1194,22 @@ def _staged(targets: Sequence[Path]) -> Iterator[list[Path]]:
         for tmp in tmps:  # only leftovers after an error remain here
             if tmp.exists() or tmp.is_symlink():
                 _remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_output(
+    path: PathLike, *, overwrite: bool = False, inputs: PathLike | Iterable[PathLike] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary path to write ``path`` through; it is renamed into place on success.
+
+    The same rules as :func:`write` apply: an input is never replaced, an existing output
+    only with ``overwrite=True``, and nothing is left behind if the block raises.
+    """
+    target = Path(path)
+    _check_targets([target], _as_path_list(inputs), overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _staged([target]) as (tmp,):
+        yield tmp
 
 
 def _plane_path(path: Path, index: int, count: int) -> Path:

@@ -169,6 +169,8 @@ class MRBCR(nn.Module):
         super().__init__()
         self.forward_net = ForwardNet()
         self.inverse_net = InverseNet()
+        #: Provenance and settings (task, normalisation, source) kept with the weights.
+        self.metadata: dict = {}
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         check_input_shape(x)

@@ -1,0 +1,40 @@
+"""Loading, writing, normalising and tiling microscopy images (numpy only, no torch).
+
+The paper's data API: :func:`load`, :func:`write`, :func:`normalize`, :func:`crop`,
+:func:`stitch` and :func:`show`, plus :func:`denormalize` to return restored
+images to the units they were measured in.
+"""
+
+from debcr.data.io import (
+    ImageMetadata,
+    as_image_stack,
+    atomic_output,
+    load,
+    open_output,
+    register_format,
+    supported_formats,
+    write,
+)
+from debcr.data.normalize import NormStats, apply_stats, compute_stats, denormalize, normalize
+from debcr.data.tiling import PatchGrid, blend_window, crop, patch_grid, stitch
+
+__all__ = [
+    "ImageMetadata",
+    "NormStats",
+    "PatchGrid",
+    "apply_stats",
+    "as_image_stack",
+    "atomic_output",
+    "blend_window",
+    "compute_stats",
+    "crop",
+    "denormalize",
+    "load",
+    "normalize",
+    "open_output",
+    "patch_grid",
+    "register_format",
+    "stitch",
+    "supported_formats",
+    "write",
+]

@@ -1,0 +1,406 @@
+"""Tiled whole-image restoration: any size, stacks, data larger than memory, dask.
+
+How an image is restored
+------------------------
+1. Normalisation statistics (percentiles by default) are computed once on the
+   whole image or stack — never per tile, which would make seams.
+2. Each slice is cut into tiles whose *cores* partition the slice. Every tile is
+   read with a halo around its core (reflect-padded at the image border); the halo
+   is the network's effective receptive field (:func:`effective_halo`), so a
+   tile's core equals what the network computes on the whole image. Tile origins
+   are multiples of 4, keeping the network's strided ½ and ¼ grids aligned with
+   the image.
+3. Tiles of one size are batched through the network; only the cores are kept
+   and written into the output (an array in memory, or a file on disk as the
+   tiles finish, so memory stays bounded by the tile size).
+4. The result is mapped back to the input's intensity units.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from debcr.data.io import as_image_stack, load, open_output
+from debcr.data.normalize import DEFAULT_SAMPLE_PIXELS, NormStats, compute_stats
+from debcr.errors import DataError
+from debcr.nn import MRBCR, SIZE_MULTIPLE
+from debcr.runtime import autocast_context, resolve_device
+
+logger = logging.getLogger(__name__)
+
+#: Default tile core (pixels per side) on CPU and on accelerators.
+DEFAULT_TILE = {"cpu": 512, "accelerator": 1024}
+#: Default number of tiles per forward pass.
+DEFAULT_BATCH = {"cpu": 1, "accelerator": 4}
+#: Fraction of the total input influence allowed outside the halo.
+HALO_TOLERANCE = 1e-4
+
+
+def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
+    return -(-value // multiple) * multiple
+
+
+@torch.no_grad()
+def _impulse_support(model: MRBCR, size: int) -> int:
+    """Radius of the theoretical receptive field (weights replaced by positive values)."""
+    probe = MRBCR().double()
+    for dst, src in zip(probe.parameters(), model.parameters()):
+        dst.copy_(src.detach().abs().double() + 1e-3)
+    x = torch.zeros(1, 1, size, size, dtype=torch.float64)
+    base = probe.restore(x)
+    x[..., size // 2, size // 2] = 1.0
+    changed = torch.nonzero((probe.restore(x) - base)[0, 0] != 0)
+    return int((changed - size // 2).abs().max())
+
+
+def effective_halo(model: MRBCR, tolerance: float = HALO_TOLERANCE, size: int = 192) -> int:
+    """Halo (pixels, multiple of 4) that holds all but ``tolerance`` of the input influence.
+
+    The gradient of one output pixel with respect to the input (on uniform noise in
+    [0, 1], in float64) measures how far the network actually looks. Its theoretical
+    receptive field is much wider (about ±185 px along the width), but the influence
+    decays quickly; the halo is the smallest square radius outside which less than
+    ``tolerance`` of the total absolute gradient lies. The result is cached in
+    ``model.metadata["halo"]``.
+    """
+    cached = getattr(model, "metadata", {}).get("halo")
+    if cached:
+        return int(cached)
+    net = MRBCR().double()
+    net.load_state_dict(model.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, size, size, dtype=torch.float64, generator=generator)
+    x.requires_grad_(True)
+    net.restore(x)[0, 0, size // 2, size // 2].backward()
+    grad = x.grad[0, 0].abs()
+    total = float(grad.sum()) or 1.0
+    c = size // 2
+    halo = size // 2
+    for radius in range(SIZE_MULTIPLE, size // 2, SIZE_MULTIPLE):
+        inside = float(grad[c - radius : c + radius + 1, c - radius : c + radius + 1].sum())
+        if 1.0 - inside / total < tolerance:
+            halo = radius
+            break
+    if hasattr(model, "metadata"):
+        model.metadata["halo"] = halo
+    return halo
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles of one slice: cores partition the slice, inputs add a halo on every side."""
+
+    shape: tuple[int, int]
+    core: tuple[int, int]
+    halo: int
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Size of every tile fed to the network."""
+        return (self.core[0] + 2 * self.halo, self.core[1] + 2 * self.halo)
+
+    def starts(self, axis: int) -> list[int]:
+        """Core origins along ``axis``: a multiple-of-4 grid, the last one flush with the end."""
+        length, core = self.shape[axis], self.core[axis]
+        last = max(0, length - core) // SIZE_MULTIPLE * SIZE_MULTIPLE
+        starts = list(range(0, last, core)) + [last]
+        return sorted(set(starts))
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """All core origins (y, x), row-major."""
+        return [(y, x) for y in self.starts(0) for x in self.starts(1)]
+
+
+def plan_tiles(shape: tuple[int, int], tile: int, halo: int) -> TilePlan:
+    """Plan tiles for a slice of ``shape`` with cores of at most ``tile`` pixels."""
+    core = tuple(min(_round_up(tile), _round_up(n)) for n in shape)
+    return TilePlan(shape=(int(shape[0]), int(shape[1])), core=core, halo=halo)
+
+
+def _read_window(image: Any, y0: int, x0: int, size: tuple[int, int]) -> np.ndarray:
+    """Read ``image[y0:y0+h, x0:x0+w]``, reflect-padding wherever it leaves the image."""
+    h, w = size
+    height, width = image.shape
+    ys, ye = max(y0, 0), min(y0 + h, height)
+    xs, xe = max(x0, 0), min(x0 + w, width)
+    block = np.asarray(image[ys:ye, xs:xe], dtype=np.float32)
+    pad = ((ys - y0, y0 + h - ye), (xs - x0, x0 + w - xe))
+    if any(p for pair in pad for p in pair):
+        # numpy's reflect keeps mirroring for pads wider than the image; a 1-pixel axis
+        # cannot be mirrored, so it is repeated instead.
+        mode = "reflect" if min(block.shape) > 1 else "edge"
+        block = np.pad(block, pad, mode=mode)
+    return block
+
+
+def _identity(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _normalizer(stats: NormStats | None, z: int):
+    """(normalise, map back) functions for slice ``z``."""
+    if stats is None:
+        return _identity, _identity
+    sliced = stats.select(z) if stats.per_slice else stats
+    lo, hi = float(sliced.lo), float(sliced.hi)
+    scale = hi - lo + sliced.eps
+    if hi <= lo:
+        return (lambda a: np.zeros_like(a)), (lambda a: a + lo)
+    return (lambda a: (a - lo) / scale), (lambda a: a * scale + lo)
+
+
+def _batched(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@dataclass
+class _Engine:
+    model: MRBCR
+    device: torch.device
+    precision: str
+    batch: int
+    tile: int
+    halo: int
+
+    def forward(self, tiles: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(tiles[:, None]).to(self.device)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast_context(self.device, self.precision):
+            y = self.model.restore(x)
+        return y[:, 0].float().cpu().numpy()
+
+    def run_slice(self, image: Any, out: Any, z: int, norms: tuple, bar: Any) -> None:
+        plan = plan_tiles(image.shape, self.tile, self.halo)
+        forward_norm, inverse_norm = norms
+        ch, cw = plan.core
+        h = self.halo
+        for group in _batched(plan.tiles(), self.batch):
+            windows = np.stack(
+                [forward_norm(_read_window(image, y - h, x - h, plan.input_size)) for y, x in group]
+            )
+            restored = self.forward(windows)
+            for (y, x), tile in zip(group, restored):
+                ye, xe = min(y + ch, image.shape[0]), min(x + cw, image.shape[1])
+                out[z, y:ye, x:xe] = inverse_norm(tile[h : h + ye - y, h : h + xe - x])
+            bar.update(len(group))
+
+    def total_tiles(self, shape: tuple[int, ...]) -> int:
+        return shape[0] * len(plan_tiles(shape[1:], self.tile, self.halo).tiles())
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def _as_stack(image: Any) -> tuple[Any, tuple[int, ...]]:
+    stack = as_image_stack(image, name="the input image")
+    if len(stack.shape) == 2:
+        stack = stack[None]
+    if stack.shape[-1] < 1 or stack.shape[-2] < 1:
+        raise DataError(f"the input image is empty (shape {tuple(image.shape)})")
+    return stack, tuple(image.shape)
+
+
+def _resolve_input(image: Any) -> tuple[Any, list[Path]]:
+    """Array-like of the input, plus the files it came from (never to be overwritten)."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        data = load(path, lazy=True)
+        if isinstance(data, dict):
+            if "low" not in data:
+                raise DataError(
+                    f"{path} holds several arrays ({', '.join(data)}); name one as "
+                    f"'{path}' with key= in debcr.data.load, or store the input under 'low'"
+                )
+            data = data["low"]
+        return data, [path]
+    if isinstance(image, torch.Tensor):
+        return image.detach().cpu().numpy(), []
+    if not hasattr(image, "shape"):
+        image = np.asarray(image)
+    return image, []
+
+
+def _check_dtype(image: Any) -> None:
+    dtype = np.dtype(image.dtype)
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(
+        dtype, np.complexfloating
+    ):
+        raise DataError(
+            f"the input image has dtype {dtype}; debcr restores real-valued intensity images "
+            "(integer or float)"
+        )
+
+
+def predict_array(
+    model: MRBCR,
+    image: Any,
+    *,
+    batch_size: int | None = None,
+    tile_size: int | None = None,
+    halo: int | None = None,
+    normalize: bool | NormStats = True,
+    pmin: float = 0.1,
+    pmax: float = 99.9,
+    keep_normalized: bool = False,
+    device: str | torch.device | None = None,
+    precision: str = "float32",
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> np.ndarray | Path:
+    """Restore an image or stack held in memory, in a memmap/zarr array, or in a file.
+
+    See :func:`debcr.model.predict` for the parameters.
+    """
+    source, inputs = _resolve_input(image)
+    _check_dtype(source)
+    stack, out_shape = _as_stack(source)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    if dev.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    stats = _stats_for(stack, normalize, pmin, pmax)
+    kind = "cpu" if dev.type == "cpu" else "accelerator"
+    engine = _Engine(
+        model=model,
+        device=dev,
+        precision=precision,
+        batch=int(batch_size or DEFAULT_BATCH[kind]),
+        tile=int(tile_size or DEFAULT_TILE[kind]),
+        halo=int(halo if halo is not None else effective_halo(model)),
+    )
+    _check_engine(engine)
+    target = (
+        open_output(output, out_shape, np.float32, overwrite=overwrite, inputs=inputs)
+        if output is not None
+        else contextlib.nullcontext(np.empty(out_shape, np.float32))
+    )
+    with target as out:
+        out_stack = out.reshape(stack.shape) if hasattr(out, "reshape") else out
+        _run(engine, stack, out_stack, stats, keep_normalized, progress)
+    return Path(output) if output is not None else out
+
+
+def _stats_for(stack: Any, normalize: bool | NormStats, pmin: float, pmax: float) -> NormStats | None:
+    if isinstance(normalize, NormStats):
+        return normalize
+    if not normalize:
+        return None
+    sample = DEFAULT_SAMPLE_PIXELS if math.prod(stack.shape) > DEFAULT_SAMPLE_PIXELS else None
+    return compute_stats(stack, pmin=pmin, pmax=pmax, sample=sample)
+
+
+def _check_engine(engine: _Engine) -> None:
+    if engine.batch < 1:
+        raise DataError(f"batch_size must be at least 1, got {engine.batch}")
+    if engine.tile < SIZE_MULTIPLE:
+        raise DataError(f"tile_size must be at least {SIZE_MULTIPLE} pixels, got {engine.tile}")
+    if engine.halo < 0 or engine.halo % SIZE_MULTIPLE:
+        raise DataError(
+            f"halo must be a non-negative multiple of {SIZE_MULTIPLE}, got {engine.halo}"
+        )
+    if engine.precision not in ("float32", "bfloat16", "float16"):
+        raise DataError(
+            f"precision must be 'float32', 'bfloat16' or 'float16', got {engine.precision!r}"
+        )
+
+
+def _run(
+    engine: _Engine,
+    stack: Any,
+    out: Any,
+    stats: NormStats | None,
+    keep_normalized: bool,
+    progress: bool,
+) -> None:
+    from tqdm.auto import tqdm
+
+    total = engine.total_tiles(tuple(stack.shape))
+    with tqdm(total=total, desc="restoring", unit="tile", disable=not progress) as bar:
+        for z in range(stack.shape[0]):
+            forward_norm, inverse_norm = _normalizer(stats, z)
+            norms = (forward_norm, _identity if keep_normalized else inverse_norm)
+            while True:
+                try:
+                    engine.run_slice(stack[z], out, z, norms, bar)
+                    break
+                except RuntimeError as exc:
+                    if not _is_oom(exc) or not _shrink(engine):
+                        raise
+                    if engine.device.type == "cuda":
+                        torch.cuda.empty_cache()
+
+
+def _shrink(engine: _Engine) -> bool:
+    """Halve the batch, then the tile, after an out-of-memory error; False if at the minimum."""
+    if engine.batch > 1:
+        engine.batch //= 2
+    elif engine.tile > 2 * SIZE_MULTIPLE * 16:
+        engine.tile = _round_up(engine.tile // 2)
+    else:
+        return False
+    logger.warning(
+        "Out of memory on %s: retrying with batch_size=%d, tile_size=%d",
+        engine.device,
+        engine.batch,
+        engine.tile,
+    )
+    return True
+
+
+def predict_dask(model: MRBCR, image: Any, **kwargs: Any) -> Any:
+    """Lazy restoration of a :class:`dask.array.Array`, block by block with a halo.
+
+    Normalisation statistics are computed once from a strided sample of the whole
+    array; every block is restored with :func:`predict_array` and ``map_overlap``
+    supplies the neighbouring pixels the halo needs, so the result matches the
+    in-memory one. Runs on any dask scheduler, including ``dask.distributed``.
+    """
+    import dask.array as da
+
+    if image.ndim not in (2, 3):
+        raise DataError(
+            f"a dask input must be 2-D (Y, X) or 3-D (Z/T, Y, X); got shape {image.shape}"
+        )
+    normalize = kwargs.pop("normalize", True)
+    pmin, pmax = kwargs.pop("pmin", 0.1), kwargs.pop("pmax", 99.9)
+    if kwargs.get("output") is not None:
+        raise DataError("output= is not supported for dask inputs; call .to_zarr() on the result")
+    if normalize is True:
+        sample = _strided(image, DEFAULT_SAMPLE_PIXELS).compute()
+        normalize = compute_stats(sample, pmin=pmin, pmax=pmax)
+    halo = kwargs.pop("halo", None)
+    halo = int(halo if halo is not None else effective_halo(model))
+    kwargs["progress"] = False
+    image = image.astype(np.float32)
+    # Blocks must start on the network's multiple-of-4 grid and be at least a halo wide.
+    chunk_yx = tuple(max(_round_up(max(c)), _round_up(max(halo, 1))) for c in image.chunks[-2:])
+    image = image.rechunk(((1,) if image.ndim == 3 else ()) + chunk_yx)
+    depth = {image.ndim - 2: halo, image.ndim - 1: halo}
+    if image.ndim == 3:
+        depth[0] = 0
+
+    def restore_block(block: np.ndarray) -> np.ndarray:
+        return predict_array(model, block, normalize=normalize, halo=halo, **kwargs)
+
+    return da.map_overlap(
+        restore_block, image, depth=depth, boundary="none", dtype=np.float32, trim=True
+    )
+
+
+def _strided(image: Any, max_pixels: int) -> Any:
+    step = max(1, math.ceil((math.prod(image.shape) / max_pixels) ** (1 / image.ndim)))
+    return image[(slice(None, None, step),) * image.ndim]

@@ -1,0 +1,200 @@
+"""The paper's model API: :func:`init`, :func:`predict` (and :func:`save`).
+
+>>> import debcr
+>>> model = debcr.model.init("2D_denoising")          # a built-in pretrained model
+>>> restored = debcr.model.predict(model, image)       # any size, in the input's units
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from debcr.data.normalize import NormStats
+from debcr.errors import ModelFileError
+from debcr.inference import predict_array, predict_dask
+from debcr.modelfile import load_model, save_model
+from debcr.nn import MRBCR, init_glorot_
+from debcr.runtime import resolve_device
+from debcr.weights import PRETRAINED
+
+__all__ = ["MRBCR", "init", "predict", "save"]
+
+
+def init(
+    source: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = "cpu",
+    seed: int | None = None,
+) -> MRBCR:
+    """Create an m-rBCR model: a built-in pretrained one, one from a file, or a new one.
+
+    Parameters
+    ----------
+    source
+        ``None`` for a new, untrained model (Glorot-uniform weights, as the original);
+        the name of a built-in model (``"2D_denoising"``, ``"3D_denoising"``,
+        ``"bright_SR"``, ``"confocal_SR"``); or the path of a debcr model file
+        (``.safetensors``) or of an original DeBCR TensorFlow checkpoint
+        (prefix ``…/ckpt-best``, converted on the fly).
+    device
+        Where to put the model (``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``).
+    seed
+        Seed for the initial weights of a new model.
+
+    Returns
+    -------
+    MRBCR
+        In eval mode; ``model.metadata`` tells its task, source and normalisation.
+    """
+    dev = resolve_device(device)
+    if source is None:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = init_glorot_(MRBCR())
+        model.metadata = {"task": "", "source": "untrained"}
+        return model.to(dev).eval()
+    name = os.fspath(source)
+    if name in PRETRAINED:
+        return load_model(PRETRAINED[name].path, map_location=dev)
+    path = Path(name)
+    if path.suffix == ".safetensors" or path.is_file() and path.suffix != ".index":
+        return load_model(path, map_location=dev)
+    if Path(name + ".index").is_file() or path.suffix == ".index" or path.is_dir():
+        return _from_tf_checkpoint(path, dev)
+    raise ModelFileError(
+        f"no model named {name!r}: not a built-in model ({', '.join(PRETRAINED)}), "
+        "and no model file or TensorFlow checkpoint exists at that path"
+    )
+
+
+def _from_tf_checkpoint(path: Path, device: torch.device) -> MRBCR:
+    from debcr.convert import read_tf_checkpoint
+
+    state = read_tf_checkpoint(path)
+    model = MRBCR()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    model.metadata = {"source": os.fspath(path), "converted_from": "TensorFlow checkpoint"}
+    return model.to(device).eval()
+
+
+def save(
+    model: MRBCR,
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save ``model`` as a debcr model file (safetensors + metadata, written atomically)."""
+    return save_model(model, path, metadata=metadata, overwrite=overwrite)
+
+
+def predict(
+    model: MRBCR | str | os.PathLike,
+    image: Any,
+    batch_size: int | None = None,
+    *,
+    tile_size: int | None = None,
+    halo: int | None = None,
+    normalize: bool | NormStats = True,
+    pmin: float = 0.1,
+    pmax: float = 99.9,
+    keep_normalized: bool = False,
+    device: str | torch.device | None = None,
+    precision: str = "float32",
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Restore an image, a stack or a time series with ``model``.
+
+    Each 2-D slice is restored on its own (as in the paper); slices larger than
+    ``tile_size`` are tiled with a halo taken from the network's receptive field,
+    so any size works and no seams appear.
+
+    Parameters
+    ----------
+    model
+        A model from :func:`init`, or anything :func:`init` accepts.
+    image
+        ``(H, W)`` image, ``(N/Z/T, H, W)`` stack or stack of patches (length-1
+        axes are squeezed): a numpy array or memmap, a zarr array, a torch
+        tensor, a path to a TIFF/PNG/NPY/NPZ/Zarr file, or a ``dask.array``
+        (the result is then a lazy dask array).
+    batch_size
+        Tiles per forward pass (default: 1 on CPU, 4 on a GPU; patch stacks are
+        batched up to this many).
+    tile_size
+        Core size of the tiles in pixels (default 512 on CPU, 1024 on a GPU).
+        Smaller tiles need less memory.
+    halo
+        Context added around each tile (multiple of 4); default: the network's
+        effective receptive field (about 48–64 px for the published models).
+    normalize
+        ``True``: percentile-normalise with statistics of the *whole* input
+        (``pmin``, ``pmax``), then map the result back to the input's units.
+        ``False``: feed the values as they are (already normalised data).
+        A :class:`~debcr.data.NormStats` uses those statistics.
+    pmin, pmax
+        Percentiles for ``normalize=True``.
+    keep_normalized
+        Return the normalised result instead of mapping it back.
+    device
+        ``"cpu"``, ``"cuda"``, ``"mps"``; default: the best available.
+    precision
+        ``"float32"`` (default), ``"bfloat16"`` or ``"float16"`` (autocast).
+    output
+        If given, the result is written there (``.tif``, ``.npy``, ``.zarr``…) as
+        tiles finish, so images larger than memory work; the path is returned.
+    overwrite
+        Allow replacing an existing ``output`` (inputs are never replaced).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    numpy.ndarray | pathlib.Path | dask.array.Array
+        float32 with the input's shape.
+    """
+    if not isinstance(model, MRBCR):
+        model = init(model, device=device or "auto")
+    options = dict(
+        batch_size=batch_size,
+        tile_size=tile_size,
+        halo=halo,
+        normalize=normalize,
+        pmin=pmin,
+        pmax=pmax,
+        keep_normalized=keep_normalized,
+        device=device,
+        precision=precision,
+        output=output,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    if _is_dask(image):
+        return predict_dask(model, image, **options)
+    if batch_size is None:
+        options["batch_size"] = _patch_batch(image)
+    return predict_array(model, image, **options)
+
+
+def _is_dask(image: Any) -> bool:
+    return type(image).__module__.startswith("dask.")
+
+
+def _patch_batch(image: Any) -> int | None:
+    """Stacks of small patches (the paper's workflow) are batched 32 at a time."""
+    shape = getattr(image, "shape", None)
+    if shape is not None and len(shape) == 3 and max(shape[1:]) <= 256:
+        return 32
+    return None
+
+
+def parameters(model: MRBCR) -> int:
+    """Number of trainable parameters (236,630 for m-rBCR)."""
+    return int(sum(np.prod(p.shape) for p in model.parameters() if p.requires_grad))

@@ -1,0 +1,144 @@
+"""debcr model files: safetensors weights plus JSON metadata, never pickles.
+
+A model file holds the m-rBCR parameters and, in the safetensors header,
+``format``/``format_version``, the architecture and its version, the
+normalisation the model expects, and provenance (task, source, licence). Loading
+checks all of it, so a wrong or damaged file fails with a clear message instead
+of producing a silently wrong model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import debcr
+from debcr.data.io import atomic_output
+from debcr.errors import ModelFileError
+from debcr.nn import ARCHITECTURE, ARCHITECTURE_VERSION, MRBCR
+
+FORMAT = "debcr-model"
+FORMAT_VERSION = 1
+
+#: What the published models expect: percentile normalisation (0.1, 99.9) of the input.
+DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "percentile", "pmin": 0.1, "pmax": 99.9}
+
+
+def save_model(
+    model: MRBCR,
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` to a ``.safetensors`` model file (atomically).
+
+    Parameters
+    ----------
+    model
+        The network; its ``metadata`` attribute (if any) is stored too, updated by
+        ``metadata``.
+    path
+        Output file; ``.safetensors`` is appended if it has another suffix.
+    metadata
+        Provenance and settings (JSON-serialisable), e.g. ``task``, ``source``,
+        ``license``, ``normalization``.
+    overwrite
+        Replace an existing file.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    info = {**getattr(model, "metadata", {}), **(metadata or {})}
+    info.setdefault("normalization", DEFAULT_NORMALIZATION)
+    header = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "architecture": ARCHITECTURE,
+        "architecture_version": str(ARCHITECTURE_VERSION),
+        "debcr_version": debcr.__version__,
+        "metadata": json.dumps(info, sort_keys=True),
+    }
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        save_file(tensors, os.fspath(tmp), metadata=header)
+        # safetensors creates files private to the user; model files are meant to be shared.
+        os.chmod(tmp, 0o644)
+    return path
+
+
+def read_header(path: str | os.PathLike) -> dict[str, str]:
+    """The safetensors header metadata of a model file (no weights are read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if size <= 0 or size > min(path.stat().st_size - 8, 100_000_000):
+                raise ValueError("bad header length")
+            header = json.loads(fh.read(size))
+        return dict(header.get("__metadata__") or {})
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(
+            f"{path} is not a safetensors model file ({exc}); debcr model files are written by "
+            "debcr.model.save or `debcr convert-tf`"
+        ) from exc
+
+
+def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> MRBCR:
+    """Load a model file written by :func:`save_model`.
+
+    Returns an :class:`~debcr.nn.MRBCR` in eval mode whose ``metadata`` attribute
+    holds the stored provenance and normalisation settings.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ModelFileError
+        If it is not a debcr model file, is truncated or corrupt, was written for
+        another architecture (version), or does not fill every parameter.
+    """
+    path = Path(path)
+    header = read_header(path)
+    if header.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path} is a safetensors file but not a debcr model file "
+            f"(format {header.get('format')!r}, expected {FORMAT!r})"
+        )
+    if int(header.get("format_version", -1)) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} was written by a newer debcr ({header.get('debcr_version')}); "
+            f"upgrade debcr (`pip install -U debcr`) to read it"
+        )
+    arch = (header.get("architecture"), header.get("architecture_version"))
+    if arch != (ARCHITECTURE, str(ARCHITECTURE_VERSION)):
+        raise ModelFileError(
+            f"{path} holds architecture {arch[0]} v{arch[1]}, but this debcr builds "
+            f"{ARCHITECTURE} v{ARCHITECTURE_VERSION}"
+        )
+    try:
+        tensors = load_file(os.fspath(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path} is truncated or corrupt ({exc}); copy it again") from exc
+    model = MRBCR()
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise ModelFileError(
+            f"{path} does not match the m-rBCR network: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(wrong)} mis-shaped parameters "
+            f"(e.g. {(missing + unexpected + wrong)[:3]})"
+        )
+    model.load_state_dict(tensors, strict=True)
+    model.metadata = json.loads(header.get("metadata", "{}"))
+    return model.to(map_location).eval()

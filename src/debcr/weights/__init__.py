@@ -1,0 +1,49 @@
+"""The four published DeBCR models, converted from TensorFlow and shipped with debcr.
+
+Weights: Li, Yushkevich et al., DeBCR (github.com/leeroyhannover/DeBCR, tag v0.1),
+licensed CC BY 4.0 (``LICENSE-weights.txt`` beside this file). They were converted
+from the original TensorFlow checkpoints to safetensors by debcr without
+changing any value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """One built-in model."""
+
+    name: str
+    description: str
+
+    @property
+    def path(self) -> Path:
+        """The shipped ``.safetensors`` file."""
+        return Path(str(resources.files(__name__) / f"{self.name}.safetensors"))
+
+
+ATTRIBUTION = (
+    "Pretrained m-rBCR weights by Li, Yushkevich, Chu, Kudryashev and Yakimovich "
+    "(DeBCR, Communications Engineering 2026; github.com/leeroyhannover/DeBCR v0.1), "
+    "licensed CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/); "
+    "converted from TensorFlow to safetensors by debcr, values unchanged."
+)
+
+PRETRAINED: dict[str, Pretrained] = {
+    p.name: p
+    for p in (
+        Pretrained("2D_denoising", "denoising of 2D fluorescence images (widefield/confocal)"),
+        Pretrained("3D_denoising", "denoising of 3D fluorescence stacks, slice by slice"),
+        Pretrained("bright_SR", "resolution enhancement of brightfield/widefield images"),
+        Pretrained("confocal_SR", "resolution enhancement of confocal images (confocal → STED)"),
+    )
+}
+
+
+def available() -> list[str]:
+    """Names of the built-in models."""
+    return list(PRETRAINED)
