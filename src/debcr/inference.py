@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TILE = {"cpu": 512, "accelerator": 1024}
 #: Default number of tiles per forward pass.
 DEFAULT_BATCH = {"cpu": 1, "accelerator": 4}
+#: How restored intensities are reported (see :func:`debcr.model.predict`).
+UNITS = ("calibrated", "percentile", "normalized")
 #: Fraction of the total input influence allowed outside the halo.
 HALO_TOLERANCE = 1e-4
 
@@ -110,15 +112,25 @@ class TilePlan:
         return (self.core[0] + 2 * self.halo, self.core[1] + 2 * self.halo)
 
     def starts(self, axis: int) -> list[int]:
-        """Core origins along ``axis``: a multiple-of-4 grid, the last one flush with the end."""
+        """Core origins along ``axis``: multiples of 4, together covering the whole axis."""
         length, core = self.shape[axis], self.core[axis]
-        last = max(0, length - core) // SIZE_MULTIPLE * SIZE_MULTIPLE
+        # Rounded up, the last core may reach past the end (into reflect padding), never short.
+        last = _round_up(max(0, length - core))
         starts = list(range(0, last, core)) + [last]
         return sorted(set(starts))
 
-    def tiles(self) -> list[tuple[int, int]]:
-        """All core origins (y, x), row-major."""
-        return [(y, x) for y in self.starts(0) for x in self.starts(1)]
+    def segments(self, axis: int) -> list[tuple[int, int]]:
+        """Per tile along ``axis``: (core origin, end of the part it writes).
+
+        Each tile writes from its origin up to the next tile's origin, so every pixel
+        is written (and counted in the calibration) exactly once.
+        """
+        starts = self.starts(axis)
+        return list(zip(starts, [*starts[1:], self.shape[axis]]))
+
+    def tiles(self) -> list[tuple[int, int, int, int]]:
+        """All tiles as (y, x, y_end, x_end) of the region they write, row-major."""
+        return [(y, x, ye, xe) for y, ye in self.segments(0) for x, xe in self.segments(1)]
 
 
 def plan_tiles(shape: tuple[int, int], tile: int, halo: int) -> TilePlan:
@@ -143,20 +155,59 @@ def _read_window(image: Any, y0: int, x0: int, size: tuple[int, int]) -> np.ndar
     return block
 
 
-def _identity(a: np.ndarray) -> np.ndarray:
-    return a
+@dataclass(frozen=True)
+class _Scale:
+    """Percentile normalisation of one slice: ``x_norm = (x - lo) / width``."""
+
+    lo: float = 0.0
+    width: float = 1.0
+
+    def forward(self, a: np.ndarray) -> np.ndarray:
+        if self.width <= 0:  # constant image: nothing to scale
+            return np.zeros_like(a)
+        return (a - self.lo) / self.width
+
+    def inverse(self, a: np.ndarray) -> np.ndarray:
+        return a * max(self.width, 0.0) + self.lo
 
 
-def _normalizer(stats: NormStats | None, z: int):
-    """(normalise, map back) functions for slice ``z``."""
+def _scale_for(stats: NormStats | None, z: int) -> _Scale:
     if stats is None:
-        return _identity, _identity
+        return _Scale()
     sliced = stats.select(z) if stats.per_slice else stats
     lo, hi = float(sliced.lo), float(sliced.hi)
-    scale = hi - lo + sliced.eps
-    if hi <= lo:
-        return (lambda a: np.zeros_like(a)), (lambda a: a + lo)
-    return (lambda a: (a - lo) / scale), (lambda a: a * scale + lo)
+    return _Scale(lo=lo, width=hi - lo + sliced.eps if hi > lo else 0.0)
+
+
+class _Calibration:
+    """Least-squares affine map of the network output onto the (normalised) input.
+
+    Restoration removes zero-mean noise, so the input is an unbiased estimate of the
+    clean image: fitting ``alpha * output + beta`` to it puts the result in the
+    input's intensity units without any ground truth. Sums are accumulated tile by
+    tile over the whole image.
+    """
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(5)  # n, Σy, Σy², Σxy, Σx
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        x64, y64 = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()
+        self.sums += (x64.size, y64.sum(), y64 @ y64, x64 @ y64, x64.sum())
+
+    def coefficients(self) -> tuple[float, float]:
+        n, sy, syy, sxy, sx = self.sums
+        var = syy - sy * sy / n if n else 0.0
+        if n < 2 or var <= 1e-12 * max(syy, 1e-30):
+            return 1.0, 0.0
+        alpha = (sxy - sx * sy / n) / var
+        if alpha <= 0:
+            logger.warning(
+                "The restored image is anti-correlated with the input; intensities are not "
+                "calibrated (is the model meant for this kind of image?)"
+            )
+            return 1.0, 0.0
+        return float(alpha), float((sx - alpha * sy) / n)
 
 
 def _batched(items: list, size: int) -> Iterator[list]:
@@ -172,6 +223,7 @@ class _Engine:
     batch: int
     tile: int
     halo: int
+    units: str = "calibrated"
 
     def forward(self, tiles: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(tiles[:, None]).to(self.device)
@@ -181,19 +233,24 @@ class _Engine:
             y = self.model.restore(x)
         return y[:, 0].float().cpu().numpy()
 
-    def run_slice(self, image: Any, out: Any, z: int, norms: tuple, bar: Any) -> None:
+    def run_slice(
+        self, image: Any, out: Any, z: int, scale: _Scale, calib: _Calibration, bar: Any
+    ) -> None:
+        """Write the network output (normalised units) of slice ``z`` into ``out[z]``."""
         plan = plan_tiles(image.shape, self.tile, self.halo)
-        forward_norm, inverse_norm = norms
-        ch, cw = plan.core
         h = self.halo
         for group in _batched(plan.tiles(), self.batch):
             windows = np.stack(
-                [forward_norm(_read_window(image, y - h, x - h, plan.input_size)) for y, x in group]
+                [
+                    scale.forward(_read_window(image, y - h, x - h, plan.input_size))
+                    for y, x, _, _ in group
+                ]
             )
             restored = self.forward(windows)
-            for (y, x), tile in zip(group, restored):
-                ye, xe = min(y + ch, image.shape[0]), min(x + cw, image.shape[1])
-                out[z, y:ye, x:xe] = inverse_norm(tile[h : h + ye - y, h : h + xe - x])
+            for (y, x, ye, xe), window, tile in zip(group, windows, restored):
+                core = tile[h : h + ye - y, h : h + xe - x]
+                calib.add(window[h : h + ye - y, h : h + xe - x], core)
+                out[z, y:ye, x:xe] = core
             bar.update(len(group))
 
     def total_tiles(self, shape: tuple[int, ...]) -> int:
@@ -254,7 +311,7 @@ def predict_array(
     normalize: bool | NormStats = True,
     pmin: float = 0.1,
     pmax: float = 99.9,
-    keep_normalized: bool = False,
+    units: str = "calibrated",
     device: str | torch.device | None = None,
     precision: str = "float32",
     output: str | os.PathLike | None = None,
@@ -281,6 +338,7 @@ def predict_array(
         batch=int(batch_size or DEFAULT_BATCH[kind]),
         tile=int(tile_size or DEFAULT_TILE[kind]),
         halo=int(halo if halo is not None else effective_halo(model)),
+        units=units,
     )
     _check_engine(engine)
     target = (
@@ -290,7 +348,7 @@ def predict_array(
     )
     with target as out:
         out_stack = out.reshape(stack.shape) if hasattr(out, "reshape") else out
-        _run(engine, stack, out_stack, stats, keep_normalized, progress)
+        _run(engine, stack, out_stack, stats, units, progress)
     return Path(output) if output is not None else out
 
 
@@ -312,6 +370,8 @@ def _check_engine(engine: _Engine) -> None:
         raise DataError(
             f"halo must be a non-negative multiple of {SIZE_MULTIPLE}, got {engine.halo}"
         )
+    if engine.units not in UNITS:
+        raise DataError(f"units must be one of {', '.join(map(repr, UNITS))}, got {engine.units!r}")
     if engine.precision not in ("float32", "bfloat16", "float16"):
         raise DataError(
             f"precision must be 'float32', 'bfloat16' or 'float16', got {engine.precision!r}"
@@ -323,25 +383,36 @@ def _run(
     stack: Any,
     out: Any,
     stats: NormStats | None,
-    keep_normalized: bool,
+    units: str,
     progress: bool,
 ) -> None:
     from tqdm.auto import tqdm
 
+    calib = _Calibration()
     total = engine.total_tiles(tuple(stack.shape))
     with tqdm(total=total, desc="restoring", unit="tile", disable=not progress) as bar:
         for z in range(stack.shape[0]):
-            forward_norm, inverse_norm = _normalizer(stats, z)
-            norms = (forward_norm, _identity if keep_normalized else inverse_norm)
             while True:
                 try:
-                    engine.run_slice(stack[z], out, z, norms, bar)
+                    engine.run_slice(stack[z], out, z, _scale_for(stats, z), calib, bar)
                     break
                 except RuntimeError as exc:
                     if not _is_oom(exc) or not _shrink(engine):
                         raise
                     if engine.device.type == "cuda":
                         torch.cuda.empty_cache()
+    alpha, beta = calib.coefficients() if units == "calibrated" else (1.0, 0.0)
+    _finish(out, stats, alpha, beta, to_input_units=units != "normalized")
+
+
+def _finish(out: Any, stats: NormStats | None, alpha: float, beta: float, to_input_units: bool) -> None:
+    """Second pass, in row blocks: calibrate and map back to the input's units."""
+    rows = max(1, (1 << 22) // max(1, out.shape[-1]))
+    for z in range(out.shape[0]):
+        scale = _scale_for(stats, z)
+        for r in range(0, out.shape[1], rows):
+            block = np.asarray(out[z, r : r + rows], dtype=np.float32) * alpha + beta
+            out[z, r : r + rows] = scale.inverse(block) if to_input_units else block
 
 
 def _shrink(engine: _Engine) -> bool:
@@ -364,10 +435,11 @@ def _shrink(engine: _Engine) -> bool:
 def predict_dask(model: MRBCR, image: Any, **kwargs: Any) -> Any:
     """Lazy restoration of a :class:`dask.array.Array`, block by block with a halo.
 
-    Normalisation statistics are computed once from a strided sample of the whole
-    array; every block is restored with :func:`predict_array` and ``map_overlap``
-    supplies the neighbouring pixels the halo needs, so the result matches the
-    in-memory one. Runs on any dask scheduler, including ``dask.distributed``.
+    Normalisation statistics come from a strided sample of the whole array; each
+    block is restored by :func:`predict_array` with ``map_overlap`` supplying the
+    neighbouring pixels its halo needs (image borders are reflect-padded exactly as
+    in memory), and the intensity calibration is a lazy reduction over the whole
+    result. It runs on any dask scheduler, including ``dask.distributed``.
     """
     import dask.array as da
 
@@ -375,30 +447,70 @@ def predict_dask(model: MRBCR, image: Any, **kwargs: Any) -> Any:
         raise DataError(
             f"a dask input must be 2-D (Y, X) or 3-D (Z/T, Y, X); got shape {image.shape}"
         )
+    if kwargs.pop("output", None) is not None:
+        raise DataError("output= is not supported for dask inputs; call .to_zarr() on the result")
     normalize = kwargs.pop("normalize", True)
     pmin, pmax = kwargs.pop("pmin", 0.1), kwargs.pop("pmax", 99.9)
-    if kwargs.get("output") is not None:
-        raise DataError("output= is not supported for dask inputs; call .to_zarr() on the result")
+    units = kwargs.pop("units", "calibrated")
+    kwargs.pop("overwrite", None)
     if normalize is True:
-        sample = _strided(image, DEFAULT_SAMPLE_PIXELS).compute()
+        sample = np.asarray(_strided(image, DEFAULT_SAMPLE_PIXELS).compute())
         normalize = compute_stats(sample, pmin=pmin, pmax=pmax)
+    stats = normalize if isinstance(normalize, NormStats) else None
     halo = kwargs.pop("halo", None)
     halo = int(halo if halo is not None else effective_halo(model))
     kwargs["progress"] = False
-    image = image.astype(np.float32)
+
+    lo, width = _lazy_scale(stats, image)
+    safe = da.where(width > 0, width, 1.0)
+    x = da.where(width > 0, (image.astype(np.float32) - lo) / safe, 0.0).astype(np.float32)
     # Blocks must start on the network's multiple-of-4 grid and be at least a halo wide.
-    chunk_yx = tuple(max(_round_up(max(c)), _round_up(max(halo, 1))) for c in image.chunks[-2:])
-    image = image.rechunk(((1,) if image.ndim == 3 else ()) + chunk_yx)
-    depth = {image.ndim - 2: halo, image.ndim - 1: halo}
-    if image.ndim == 3:
+    chunk_yx = tuple(max(_round_up(max(c)), _round_up(max(halo, 1))) for c in x.chunks[-2:])
+    x = x.rechunk(((1,) if x.ndim == 3 else ()) + chunk_yx)
+    depth = {x.ndim - 2: halo, x.ndim - 1: halo}
+    if x.ndim == 3:
         depth[0] = 0
 
     def restore_block(block: np.ndarray) -> np.ndarray:
-        return predict_array(model, block, normalize=normalize, halo=halo, **kwargs)
+        return predict_array(
+            model, block, normalize=False, units="normalized", halo=halo, **kwargs
+        )
 
-    return da.map_overlap(
-        restore_block, image, depth=depth, boundary="none", dtype=np.float32, trim=True
-    )
+    y = da.map_overlap(restore_block, x, depth=depth, boundary="none", dtype=np.float32)
+    if units == "calibrated":
+        alpha, beta = _lazy_calibration(x, y)
+        y = y * alpha + beta
+    if units != "normalized":
+        y = y * width + lo
+    return y.astype(np.float32)
+
+
+def _lazy_scale(stats: NormStats | None, image: Any) -> tuple[Any, Any]:
+    """(lo, width) broadcastable against ``image``: scalars, or per slice for 3-D stacks."""
+    if stats is None:
+        return np.float32(0.0), np.float32(1.0)
+    scales = [_scale_for(stats, z) for z in range(image.shape[0] if stats.per_slice else 1)]
+    lo = np.array([s.lo for s in scales], dtype=np.float64)
+    width = np.array([s.width for s in scales], dtype=np.float64)
+    if stats.per_slice:
+        return lo[:, None, None], width[:, None, None]
+    return lo[0], width[0]
+
+
+def _lazy_calibration(x: Any, y: Any) -> tuple[Any, Any]:
+    """Dask version of :meth:`_Calibration.coefficients` (same sums, same fallbacks)."""
+    import dask.array as da
+
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    n = float(np.prod(x.shape))
+    sy, syy, sxy, sx = y64.sum(), (y64 * y64).sum(), (x64 * y64).sum(), x64.sum()
+    var = syy - sy * sy / n
+    ok = var > 1e-12 * da.maximum(syy, 1e-30)
+    alpha = da.where(ok, (sxy - sx * sy / n) / da.where(ok, var, 1.0), 1.0)
+    ok = ok & (alpha > 0)
+    alpha = da.where(ok, alpha, 1.0)
+    beta = da.where(ok, (sx - alpha * sy) / n, 0.0)
+    return alpha.astype(np.float32), beta.astype(np.float32)
 
 
 def _strided(image: Any, max_pixels: int) -> Any:

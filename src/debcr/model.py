@@ -103,7 +103,7 @@ def predict(
     normalize: bool | NormStats = True,
     pmin: float = 0.1,
     pmax: float = 99.9,
-    keep_normalized: bool = False,
+    units: str = "calibrated",
     device: str | torch.device | None = None,
     precision: str = "float32",
     output: str | os.PathLike | None = None,
@@ -136,13 +136,18 @@ def predict(
         effective receptive field (about 48–64 px for the published models).
     normalize
         ``True``: percentile-normalise with statistics of the *whole* input
-        (``pmin``, ``pmax``), then map the result back to the input's units.
-        ``False``: feed the values as they are (already normalised data).
-        A :class:`~debcr.data.NormStats` uses those statistics.
+        (``pmin``, ``pmax``; never per tile). ``False``: feed the values as they
+        are (data normalised beforehand, as in the original). A
+        :class:`~debcr.data.NormStats` uses those statistics.
     pmin, pmax
         Percentiles for ``normalize=True``.
-    keep_normalized
-        Return the normalised result instead of mapping it back.
+    units
+        Intensities of the result. ``"calibrated"`` (default): the network output
+        is fitted (least squares, one affine map for the whole input) to the
+        input, which is unbiased for zero-mean noise, then mapped back to the
+        input's units — restored images keep the input's brightness and offset.
+        ``"percentile"``: only the percentile normalisation is inverted.
+        ``"normalized"``: the network output as is.
     device
         ``"cpu"``, ``"cuda"``, ``"mps"``; default: the best available.
     precision
@@ -169,7 +174,7 @@ def predict(
         normalize=normalize,
         pmin=pmin,
         pmax=pmax,
-        keep_normalized=keep_normalized,
+        units=units,
         device=device,
         precision=precision,
         output=output,

@@ -16,6 +16,7 @@ from debcr.data.io import (
     write,
 )
 from debcr.data.normalize import NormStats, apply_stats, compute_stats, denormalize, normalize
+from debcr.data.show import show
 from debcr.data.tiling import PatchGrid, blend_window, crop, patch_grid, stitch
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "open_output",
     "patch_grid",
     "register_format",
+    "show",
     "stitch",
     "supported_formats",
     "write",

@@ -1,0 +1,442 @@
+"""Whole-image restoration: speed and quality vs the original; disk-to-disk memory on a huge image.
+
+Commands (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_predict.py                       # (a) 2048², (b) 8192²
+    .venv/bin/python benchmarks/bench_predict.py --grid 2 --size 2048  # quick: 1024², 2048²
+    .venv/bin/python benchmarks/bench_predict.py --part a              # only (a) (or b)
+
+(a) Speed and quality on real content. A 2048² uint8 image is made of the 16 raw frames 0–15 of FMD
+    Confocal_BPAE_B field 19 (the test field) arranged 4×4 (``--grid`` 1–4 picks a smaller mosaic);
+    the ground truth is the field's avg50 image tiled the same way. Timed (``--repeats``, median,
+    after a warm-up on a 512² crop; model load reported separately):
+
+    * ours: ``debcr.model.predict(model, image, progress=False)`` with the defaults (float32), and
+      with ``precision="bfloat16"``; the published 2D_denoising weights; output in input units.
+    * the original (debcr 0.1.0 / TensorFlow, in a subprocess of its own environment, see
+      original_env.py), the paper's workflow: ``normalize(img, 0.1, 99.9)`` → ``crop(img[None], 128,
+      (0.5, 0.5))`` → ``predict(model, patches, batch_size=32)`` → ``stitch(pred, patch_num,
+      (0.5, 0.5), use_cosine=True)``; its output (normalised units) is saved to
+      ``benchmarks/_work/bench_predict/original_<N>.npy``.
+
+    Quality against the GT (skimage, data_range=255): "raw" = output in input units (ours as
+    returned; the original's mapped back with the same percentiles, x·(p99.9 − p0.1) + p0.1);
+    "affine" = after the least-squares fit α·x + β to the GT (CARE's normalize_minmse convention).
+
+(b) Disk to disk. An N² uint16 TIFF (default 8192², ``--size``) is made by tiling the real nuclei
+    image stardist/img2d.tif (512²) and written uncompressed to ``benchmarks/_work/bench_predict/``;
+    a fresh subprocess runs ``debcr.model.predict(model, "in.tif", output="out.tif",
+    progress=False)``; reported: wall time of the process and of the call, Mpx/s, and the process's
+    peak RSS (ru_maxrss from ``os.wait4``; resident pages of the memory-mapped input/output count
+    too). Target: < 1.5 GB.
+    At ~0.2–0.3 Mpx/s on a 2-core CPU the 8192² run takes about 4–6 minutes; ``--size 4096`` ~1 min.
+
+Timings on a shared 2-core machine are noisy (another CPU-heavy job slows either side); the load
+average before each part is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _common import (
+    STARDIST_IMG,
+    WEIGHTS_2D_DENOISING,
+    WORK,
+    fmd_mosaic,
+    fmt,
+    machine_line,
+    median,
+    original_env_info,
+    run_json,
+    table,
+    time_repeated,
+)
+
+OUT_DIR = WORK / "bench_predict"
+
+ORIGINAL_WORKFLOW = r"""
+import contextlib, io, json, sys, time
+import numpy as np
+in_path, weights, out_path, repeats = sys.argv[1:5]
+sink = io.StringIO()
+with contextlib.redirect_stdout(sink):
+    import tensorflow as tf
+    import debcr
+    t0 = time.perf_counter()
+    model = debcr.model.init(weights_path=weights, input_size=128, ckpt_name="ckpt-best")
+    load_s = time.perf_counter() - t0
+img = np.load(in_path)
+with contextlib.redirect_stdout(sink):
+    t0 = time.perf_counter()
+    debcr.model.predict(model, np.zeros((32, 128, 128), np.float32), batch_size=32)
+    warmup_s = time.perf_counter() - t0
+runs = []
+for _ in range(int(repeats)):
+    with contextlib.redirect_stdout(sink):
+        t = [time.perf_counter()]
+        norm = debcr.data.normalize(img, 0.1, 99.9)
+        t.append(time.perf_counter())
+        patches = debcr.data.crop(norm[None], 128, (0.5, 0.5))
+        n_patch, patch_num = debcr.data.crop(norm[None], 128, (0.5, 0.5), dry_run=True)
+        t.append(time.perf_counter())
+        pred = debcr.model.predict(model, patches, batch_size=32)
+        t.append(time.perf_counter())
+        out = debcr.data.stitch(pred, patch_num, (0.5, 0.5), use_cosine=True)
+        t.append(time.perf_counter())
+    runs.append({"normalize": t[1] - t[0], "crop": t[2] - t[1], "predict": t[3] - t[2],
+                 "stitch": t[4] - t[3], "total": t[4] - t[0]})
+np.save(out_path, np.asarray(out[0], np.float32))
+print(json.dumps({"load_s": load_s, "warmup_s": warmup_s, "runs": runs, "n_patches": int(n_patch),
+                  "patch_num": list(patch_num), "out_shape": list(out.shape),
+                  "tf_version": tf.__version__}))
+"""
+
+DISK_CHILD = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+import debcr
+model = debcr.model.init("2D_denoising")
+t1 = time.perf_counter()
+rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+debcr.model.predict(model, sys.argv[1], output=sys.argv[2], overwrite=True, progress=False)
+t2 = time.perf_counter()
+print(json.dumps({"startup_s": t1 - t0, "predict_s": t2 - t1, "rss_before_predict_kb": rss_before}))
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# quality
+def affine_fit(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """α·pred + β with (α, β) minimising ‖α·pred + β − gt‖² (CARE's normalize_minmse)."""
+    x = pred.astype(np.float64).ravel()
+    y = gt.astype(np.float64).ravel()
+    xc = x - x.mean()
+    alpha = float(np.dot(xc, y - y.mean()) / max(np.dot(xc, xc), 1e-30))
+    beta = float(y.mean() - alpha * x.mean())
+    return alpha * pred.astype(np.float64) + beta
+
+
+def quality(pred: np.ndarray, gt: np.ndarray) -> dict:
+    from skimage.metrics import peak_signal_noise_ratio as psnr
+    from skimage.metrics import structural_similarity as ssim
+
+    gt64 = gt.astype(np.float64)
+    raw = pred.astype(np.float64)
+    fit = affine_fit(raw, gt64)
+    return {
+        "psnr_raw": psnr(gt64, raw, data_range=255),
+        "ssim_raw": ssim(gt64, raw, data_range=255),
+        "psnr_affine": psnr(gt64, fit, data_range=255),
+        "ssim_affine": ssim(gt64, fit, data_range=255),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# (a)
+def part_a(args: argparse.Namespace) -> dict:
+    import debcr
+
+    noisy, gt = fmd_mosaic(args.grid)
+    n = noisy.shape[0]
+    mpx = noisy.size / 1e6
+    print(
+        f"## (a) whole-image restoration, {n}×{n} uint8 (FMD field 19, {args.grid}×{args.grid} "
+        f"raw frames), load average {os.getloadavg()[0]:.2f}\n"
+    )
+
+    t0 = time.perf_counter()
+    model = debcr.model.init("2D_denoising")
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    debcr.model.predict(model, noisy[:512, :512], progress=False)  # also finds/caches the halo
+    warm_s = time.perf_counter() - t0
+
+    rows: list[dict] = [{"method": "noisy input", **quality(noisy, gt)}]
+    ours_fp32 = None
+    for precision in args.precisions:
+        result: dict[str, np.ndarray] = {}
+
+        def run(precision=precision, result=result):
+            result["out"] = debcr.model.predict(model, noisy, precision=precision, progress=False)
+
+        times = time_repeated(run, args.repeats, warmup=0)
+        rows.append(
+            {
+                "method": f"ours {precision} (predict defaults)",
+                "times": times,
+                **quality(result["out"], gt),
+            }
+        )
+        if precision == "float32":
+            ours_fp32 = result["out"]
+    print(
+        f"ours: model load {load_s:.2f} s, first call on a 512² crop (warm-up, computes the halo) "
+        f"{warm_s:.2f} s; {args.repeats} timed runs per precision\n"
+    )
+
+    orig = None
+    info = original_env_info(args.original)
+    if info is not None:
+        orig = run_original(info, noisy, args.original_repeats)
+    if orig is not None:
+        import original_env
+
+        lo, hi = np.percentile(noisy, (0.1, 99.9))
+        out01 = orig["out"]
+        out_raw = out01.astype(np.float64) * (hi - lo) + lo
+        extent = out01.shape
+        gt_crop = gt[: extent[0], : extent[1]]
+        rows.append(
+            {
+                "method": f"original TF {orig['tf_version']} workflow",
+                "times": [r["total"] for r in orig["runs"]],
+                **quality(out_raw, gt_crop),
+            }
+        )
+        zeros = int(np.count_nonzero(out01 == 0))
+        stages = {k: median([r[k] for r in orig["runs"]]) for k in orig["runs"][0]}
+        print(
+            f"original: {original_env.describe(info)}\n"
+            f"original: model build+restore {orig['load_s']:.2f} s, warm-up predict of 32 patches "
+            f"{orig['warmup_s']:.2f} s; {orig['n_patches']} patches ({orig['patch_num'][0]}×"
+            f"{orig['patch_num'][1]}), stitched extent {extent[0]}×{extent[1]} of {n}×{n}; "
+            f"{len(orig['runs'])} timed run(s); stage medians: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items())
+            + f"\noriginal: {zeros} output pixels are exactly 0 (border ring), "
+            f"percentiles used for mapping back: p0.1={lo:g}, p99.9={hi:g}\n"
+        )
+        if ours_fp32 is not None:
+            both = quality(ours_fp32, out_raw) if extent == ours_fp32.shape else None
+            if both:
+                print(
+                    f"ours float32 vs original (raw units): PSNR {both['psnr_raw']:.2f} dB, "
+                    f"SSIM {both['ssim_raw']:.4f}\n"
+                )
+
+    orig_mpxs = None
+    if orig is not None:
+        orig_mpxs = mpx / median(rows[-1]["times"])
+    headers = [
+        "method",
+        "median s",
+        "Mpx/s",
+        "ratio vs original",
+        "PSNR raw dB",
+        "SSIM raw",
+        "PSNR affine dB",
+        "SSIM affine",
+    ]
+    body = []
+    for r in rows:
+        if "times" in r:
+            med = median(r["times"])
+            speed = mpx / med
+            ratio = fmt(speed / orig_mpxs) + "×" if orig_mpxs else "n/a"
+            timing = [f"{med:.2f}", f"{speed:.3f}", ratio]
+        else:
+            timing = ["—", "—", "—"]
+        body.append(
+            [
+                r["method"],
+                *timing,
+                f"{r['psnr_raw']:.2f}",
+                f"{r['ssim_raw']:.4f}",
+                f"{r['psnr_affine']:.2f}",
+                f"{r['ssim_affine']:.4f}",
+            ]
+        )
+    print(table(headers, body) + "\n")
+    return {
+        "rows": rows,
+        "mpx_per_s": {r["method"]: mpx / median(r["times"]) for r in rows if "times" in r},
+    }
+
+
+def run_original(info: dict, image: np.ndarray, repeats: int) -> dict | None:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out_path = OUT_DIR / f"original_{image.shape[0]}.npy"
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        in_path = Path(tmp) / "input.npy"
+        np.save(in_path, image)
+        try:
+            res = run_json(
+                [
+                    info["python"],
+                    "-c",
+                    ORIGINAL_WORKFLOW,
+                    str(in_path),
+                    str(WEIGHTS_2D_DENOISING),
+                    str(out_path),
+                    str(repeats),
+                ]
+            )
+        except RuntimeError as exc:
+            print(f"original debcr failed: {exc}", file=sys.stderr)
+            return None
+    res["out"] = np.load(out_path)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# (b)
+def make_big_tiff(size: int) -> Path:
+    import tifffile
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUT_DIR / f"in_{size}.tif"
+    if path.exists():
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if page.shape == (size, size) and page.compression == 1:
+                return path
+    tile = tifffile.imread(STARDIST_IMG)
+    reps = -(-size // tile.shape[0]), -(-size // tile.shape[1])
+    big = np.tile(tile, reps)[:size, :size]
+    tmp = path.with_suffix(".tmp.tif")
+    tifffile.imwrite(tmp, big, photometric="minisblack")  # uncompressed, contiguous
+    tmp.replace(path)
+    return path
+
+
+def part_b(args: argparse.Namespace, speed_hint: float | None) -> dict:
+    import tifffile
+
+    size = args.size
+    mpx = size * size / 1e6
+    t0 = time.perf_counter()
+    src = make_big_tiff(size)
+    make_s = time.perf_counter() - t0
+    dst = OUT_DIR / f"out_{size}.tif"
+    if dst.exists():
+        dst.unlink()
+    eta = f", expected ≈{mpx / speed_hint / 60:.1f} min at the speed of (a)" if speed_hint else ""
+    print(
+        f"## (b) disk to disk, {size}×{size} uint16 TIFF ({src.stat().st_size / 2**20:.0f} MiB, "
+        f"uncompressed; made in {make_s:.1f} s) → float32 TIFF{eta}; load average "
+        f"{os.getloadavg()[0]:.2f}\n",
+        flush=True,
+    )
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DISK_CHILD, str(src), str(dst)], stdout=out, stderr=err, env=env
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        print(f"disk-to-disk run failed (rc={proc.returncode}):\n{stderr[-3000:]}", file=sys.stderr)
+        return {}
+    child = json.loads(stdout.strip().splitlines()[-1])
+    peak_gb = usage.ru_maxrss * 1024 / 1e9
+    base_gb = child["rss_before_predict_kb"] * 1024 / 1e9
+
+    res = tifffile.memmap(dst, mode="r")
+    rows = np.linspace(0, size - 1, 17).astype(int)
+    sample = np.asarray(res[rows])
+    check = (
+        f"output {res.shape} {res.dtype}, {dst.stat().st_size / 2**20:.0f} MiB; sampled rows "
+        f"finite: {bool(np.isfinite(sample).all())}, range {sample.min():.1f}–{sample.max():.1f}"
+        f"; first/last row mean {float(res[0].mean()):.1f}/{float(res[-1].mean()):.1f}"
+    )
+    del res
+    if not args.keep:
+        dst.unlink()
+    headers = [
+        "image",
+        "process wall s",
+        "predict call s",
+        "Mpx/s (call)",
+        "Mpx/s (process)",
+        "peak RSS GB",
+        "RSS before predict GB",
+        "target < 1.5 GB",
+    ]
+    print(
+        table(
+            headers,
+            [
+                [
+                    f"{size}×{size} uint16 → float32",
+                    f"{wall:.1f}",
+                    f"{child['predict_s']:.1f}",
+                    f"{mpx / child['predict_s']:.3f}",
+                    f"{mpx / wall:.3f}",
+                    f"{peak_gb:.3f}",
+                    f"{base_gb:.3f}",
+                    "met" if peak_gb < 1.5 else "NOT met",
+                ]
+            ],
+        )
+    )
+    print(f"\n{check}\n")
+    return {"wall_s": wall, "predict_s": child["predict_s"], "peak_rss_gb": peak_gb}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=("a", "b", "both"), default="both")
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=4,
+        help="(a) mosaic of grid×grid FMD frames, 512 px each (1–4; default 4 → 2048²)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="(a) timed runs of ours (default 3)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=("float32", "bfloat16", "float16"),
+        help="(a) our precisions",
+    )
+    parser.add_argument(
+        "--original",
+        choices=("auto", "skip"),
+        default="auto",
+        help="(a) auto: run the original if its env exists or can be built",
+    )
+    parser.add_argument(
+        "--original-repeats",
+        type=int,
+        default=1,
+        help="(a) timed runs of the original workflow (default 1; ~1–2 min each)",
+    )
+    parser.add_argument("--size", type=int, default=8192, help="(b) image side (default 8192)")
+    parser.add_argument("--keep", action="store_true", help="(b) keep the output TIFF")
+    parser.add_argument("--json", type=Path, help="also write a summary here")
+    args = parser.parse_args()
+
+    print(f"Machine: {machine_line()}\n")
+    summary: dict = {}
+    speed = None
+    if args.part in ("a", "both"):
+        res = part_a(args)
+        summary["a"] = {k: v for k, v in res.items() if k != "rows"}
+        speed = res["mpx_per_s"].get("ours float32 (predict defaults)")
+    if args.part in ("b", "both"):
+        summary["b"] = part_b(args, speed)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
