@@ -167,7 +167,7 @@ def bench_original(info: dict, batch: np.ndarray, repeats: int, warmup: int) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--repeats", type=int, default=7, help="timed calls per variant (default 7)"

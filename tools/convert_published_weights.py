@@ -34,8 +34,7 @@ def main() -> None:
             metadata={
                 "name": name,
                 "description": entry.description,
-                "source": "github.com/leeroyhannover/DeBCR tag v0.1, weights/"
-                f"{name}/ckpt-best",
+                "source": f"github.com/leeroyhannover/DeBCR tag v0.1, weights/{name}/ckpt-best",
                 "license": "CC-BY-4.0",
                 "attribution": ATTRIBUTION,
                 "converted_from": "TensorFlow 2 checkpoint (debcr 0.1.0), values unchanged",

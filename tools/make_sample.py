@@ -33,8 +33,11 @@ def main() -> None:
     noisy = GAIN * rng.poisson(photons) + OFFSET + rng.normal(0, READ_NOISE, clean.shape)
     expected = GAIN * photons + OFFSET
     OUT.mkdir(exist_ok=True)
-    tifffile.imwrite(OUT / "nuclei_noisy.tif", np.clip(np.rint(noisy), 0, 65535).astype(np.uint16),
-                     compression="zlib")
+    tifffile.imwrite(
+        OUT / "nuclei_noisy.tif",
+        np.clip(np.rint(noisy), 0, 65535).astype(np.uint16),
+        compression="zlib",
+    )
     tifffile.imwrite(OUT / "nuclei_clean.tif", expected.astype(np.float32), compression="zlib")
 
 

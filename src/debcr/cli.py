@@ -121,20 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output")
     conv.set_defaults(func=_cmd_convert)
 
-    pred = sub.add_parser("predict", help="restore images (files or folders); inputs are never touched")
-    pred.add_argument("inputs", nargs="+", help="image files (TIFF, PNG, NPY, NPZ, Zarr) or folders")
-    pred.add_argument("-o", "--output", required=True, help="output file, or folder for several inputs")
+    pred = sub.add_parser(
+        "predict", help="restore images (files or folders); inputs are never touched"
+    )
+    pred.add_argument(
+        "inputs", nargs="+", help="image files (TIFF, PNG, NPY, NPZ, Zarr) or folders"
+    )
+    pred.add_argument(
+        "-o", "--output", required=True, help="output file, or folder for several inputs"
+    )
     pred.add_argument(
         "--model",
         default="2D_denoising",
-        help=f"built-in model ({', '.join(BUILTIN_MODELS)}) or a model file (default: 2D_denoising)",
+        help=f"built-in model ({', '.join(BUILTIN_MODELS)}) or a model file "
+        "(default: 2D_denoising)",
     )
     pred.add_argument("--tile", type=int, default=None, help="tile core size in pixels")
     pred.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
-    pred.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     pred.add_argument(
-        "--precision", default="float32", choices=("float32", "bfloat16", "float16")
+        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)"
     )
+    pred.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"))
     pred.add_argument("--suffix", default=".tif", help="file type for outputs in a folder (.tif)")
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

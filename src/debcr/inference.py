@@ -52,19 +52,6 @@ def _round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
     return -(-value // multiple) * multiple
 
 
-@torch.no_grad()
-def _impulse_support(model: MRBCR, size: int) -> int:
-    """Radius of the theoretical receptive field (weights replaced by positive values)."""
-    probe = MRBCR().double()
-    for dst, src in zip(probe.parameters(), model.parameters()):
-        dst.copy_(src.detach().abs().double() + 1e-3)
-    x = torch.zeros(1, 1, size, size, dtype=torch.float64)
-    base = probe.restore(x)
-    x[..., size // 2, size // 2] = 1.0
-    changed = torch.nonzero((probe.restore(x) - base)[0, 0] != 0)
-    return int((changed - size // 2).abs().max())
-
-
 def effective_halo(model: MRBCR, tolerance: float = HALO_TOLERANCE, size: int = 192) -> int:
     """Halo (pixels, multiple of 4) that holds all but ``tolerance`` of the input influence.
 
@@ -116,7 +103,7 @@ class TilePlan:
         length, core = self.shape[axis], self.core[axis]
         # Rounded up, the last core may reach past the end (into reflect padding), never short.
         last = _round_up(max(0, length - core))
-        starts = list(range(0, last, core)) + [last]
+        starts = [*list(range(0, last, core)), last]
         return sorted(set(starts))
 
     def segments(self, axis: int) -> list[tuple[int, int]]:
@@ -352,7 +339,9 @@ def predict_array(
     return Path(output) if output is not None else out
 
 
-def _stats_for(stack: Any, normalize: bool | NormStats, pmin: float, pmax: float) -> NormStats | None:
+def _stats_for(
+    stack: Any, normalize: bool | NormStats, pmin: float, pmax: float
+) -> NormStats | None:
     if isinstance(normalize, NormStats):
         return normalize
     if not normalize:
@@ -405,7 +394,9 @@ def _run(
     _finish(out, stats, alpha, beta, to_input_units=units != "normalized")
 
 
-def _finish(out: Any, stats: NormStats | None, alpha: float, beta: float, to_input_units: bool) -> None:
+def _finish(
+    out: Any, stats: NormStats | None, alpha: float, beta: float, to_input_units: bool
+) -> None:
     """Second pass, in row blocks: calibrate and map back to the input's units."""
     rows = max(1, (1 << 22) // max(1, out.shape[-1]))
     for z in range(out.shape[0]):
@@ -472,9 +463,7 @@ def predict_dask(model: MRBCR, image: Any, **kwargs: Any) -> Any:
         depth[0] = 0
 
     def restore_block(block: np.ndarray) -> np.ndarray:
-        return predict_array(
-            model, block, normalize=False, units="normalized", halo=halo, **kwargs
-        )
+        return predict_array(model, block, normalize=False, units="normalized", halo=halo, **kwargs)
 
     y = da.map_overlap(restore_block, x, depth=depth, boundary="none", dtype=np.float32)
     if units == "calibrated":

@@ -62,7 +62,7 @@ def init(
     if name in PRETRAINED:
         return load_model(PRETRAINED[name].path, map_location=dev)
     path = Path(name)
-    if path.suffix == ".safetensors" or path.is_file() and path.suffix != ".index":
+    if path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".index"):
         return load_model(path, map_location=dev)
     if Path(name + ".index").is_file() or path.suffix == ".index" or path.is_dir():
         return _from_tf_checkpoint(path, dev)

@@ -65,7 +65,9 @@ def save_model(
         "debcr_version": debcr.__version__,
         "metadata": json.dumps(info, sort_keys=True),
     }
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
+    }
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, os.fspath(tmp), metadata=header)
         # safetensors creates files private to the user; model files are meant to be shared.

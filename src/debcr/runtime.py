@@ -31,7 +31,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise DebcrError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto'") from exc
+        raise DebcrError(
+            f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto'"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DebcrError(
             f"device {device!r} was requested but this PyTorch has no CUDA GPU available "

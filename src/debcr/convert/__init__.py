@@ -84,7 +84,8 @@ def _mismatch_message(prefix: Any, unexpected: list[str], missing: list[str]) ->
         lines.append(f"{len(missing)} model variables are missing, e.g. {', '.join(missing[:3])}.")
     if unexpected:
         lines.append(
-            f"{len(unexpected)} variables do not belong to m-rBCR, e.g. {', '.join(unexpected[:3])}."
+            f"{len(unexpected)} variables do not belong to m-rBCR, "
+            f"e.g. {', '.join(unexpected[:3])}."
         )
     lines.append(
         "Only checkpoints written by debcr 0.1.0 (tf.train.Checkpoint of the m-rBCR model) "

@@ -16,6 +16,8 @@ by 4 work (:func:`pad_to_multiple` handles the rest).
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -42,7 +44,7 @@ class PixelMLP(nn.Module):
         super().__init__()
         channels = [in_channels] + [width] * depth
         self.layers = nn.ModuleList(
-            nn.Conv2d(c_in, c_out, 1) for c_in, c_out in zip(channels[:-1], channels[1:])
+            nn.Conv2d(c_in, c_out, 1) for c_in, c_out in itertools.pairwise(channels)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -96,7 +98,7 @@ class InverseBranch(nn.Module):
         # The original applies Keras Conv1D to 4-D tensors: a kernel along W only.
         self.row_convs = nn.ModuleList(
             nn.Conv2d(c_in, c_out, (1, 5), padding=(0, 2))
-            for c_in, c_out in zip(channels[:-1], channels[1:])
+            for c_in, c_out in itertools.pairwise(channels)
         )
         self.rdbs = nn.ModuleList(ResidualDenseBlock(width + 4 * i) for i in range(n_rdb))
         self.out_channels = width + 4 * n_rdb

@@ -1,0 +1,50 @@
+"""Shared paths and fixtures. Real data lives in ../shared beside the repository root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data"
+REFERENCE = SHARED / "debcr_reference"
+FIXTURE = REFERENCE / "mrbcr_2D_denoising_reference.npz"
+FMD = DATA / "fmd_confocal_bpae_b"
+TASKS = ("2D_denoising", "3D_denoising", "bright_SR", "confocal_SR")
+
+if not FIXTURE.is_file():
+    raise RuntimeError(
+        f"the real test data are missing: expected {SHARED} beside the repository "
+        "(../shared with debcr_reference/ and data/)"
+    )
+
+
+def fmd_frame(field: int = 19, index: int = 0) -> np.ndarray:
+    """One noisy FMD Confocal_BPAE_B frame (512×512 uint8)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(FMD / "raw" / str(field) / f"HV110_P05005100{index:02d}.png"))
+
+
+def fmd_gt(field: int = 19) -> np.ndarray:
+    """The FMD ground truth (mean of 50 frames) of a field."""
+    from PIL import Image
+
+    return np.asarray(Image.open(FMD / "gt" / str(field) / "avg50.png"))
+
+
+@pytest.fixture(scope="session")
+def fixture_npz() -> dict[str, np.ndarray]:
+    with np.load(FIXTURE) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+@pytest.fixture(scope="session")
+def denoiser():
+    """The built-in 2D_denoising model (loaded once per session)."""
+    from debcr.model import init
+
+    return init("2D_denoising")
