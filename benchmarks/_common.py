@@ -36,6 +36,44 @@ def time_repeated(fn: Callable[[], object], repeats: int, warmup: int = 1) -> li
     return times
 
 
+def _busy_seconds() -> float:
+    """CPU seconds spent busy by the whole machine since boot (all cores, from /proc/stat)."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherLoad:
+    """Context manager: share of the machine's CPU used by *other* processes meanwhile.
+
+    ``fraction`` = (machine busy CPU time − this process's and its waited-for children's CPU
+    time) / (cores × wall time). Near 0 on a quiet machine; 0.5 means another job took about
+    half of the cores, so timings taken meanwhile are inflated.
+    """
+
+    fraction: float = 0.0
+
+    def __enter__(self) -> OtherLoad:
+        self._t = time.perf_counter()
+        self._busy = _busy_seconds()
+        self._own = _own_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self._t
+        other = (_busy_seconds() - self._busy) - (_own_seconds() - self._own)
+        self.fraction = max(0.0, other) / max(wall * (os.cpu_count() or 1), 1e-9)
+
+    def __str__(self) -> str:
+        return f"{100 * self.fraction:.0f}%"
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

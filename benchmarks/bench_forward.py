@@ -40,6 +40,7 @@ from _common import (
     FMD_FIELD19_RAW,
     WEIGHTS_2D_DENOISING,
     WORK,
+    OtherLoad,
     fmt,
     machine_line,
     median,
@@ -125,7 +126,8 @@ def bench_ours(batch: np.ndarray, repeats: int, warmup: int) -> tuple[list[dict]
                     with torch.autocast("cpu", dtype=torch.bfloat16):
                         return model.restore(x)
 
-            times = time_repeated(call, repeats, warmup)
+            with OtherLoad() as load:
+                times = time_repeated(call, repeats, warmup)
             out = call().float()[:, 0].numpy()
             if reference is None:
                 reference = out
@@ -135,6 +137,7 @@ def bench_ours(batch: np.ndarray, repeats: int, warmup: int) -> tuple[list[dict]
                     "times": times,
                     "out": out,
                     "diff_fp32": float(np.abs(out - reference).max()),
+                    "other": str(load),
                 }
             )
     return rows, n_params
@@ -146,22 +149,24 @@ def bench_original(info: dict, batch: np.ndarray, repeats: int, warmup: int) -> 
         batch_path, out_path = Path(tmp) / "batch.npy", Path(tmp) / "z0.npy"
         np.save(batch_path, batch)
         try:
-            res = run_json(
-                [
-                    info["python"],
-                    "-c",
-                    ORIGINAL_SNIPPET,
-                    str(batch_path),
-                    str(WEIGHTS_2D_DENOISING),
-                    str(out_path),
-                    str(repeats),
-                    str(warmup),
-                ]
-            )
+            with OtherLoad() as load:
+                res = run_json(
+                    [
+                        info["python"],
+                        "-c",
+                        ORIGINAL_SNIPPET,
+                        str(batch_path),
+                        str(WEIGHTS_2D_DENOISING),
+                        str(out_path),
+                        str(repeats),
+                        str(warmup),
+                    ]
+                )
         except RuntimeError as exc:
             print(f"original debcr failed: {exc}", file=sys.stderr)
             return None
         res["out"] = np.load(out_path)
+    res["other"] = str(load)
     return res
 
 
@@ -215,6 +220,7 @@ def main() -> int:
         "speed-up vs original",
         "max abs diff vs ours fp32",
         "max abs diff vs original",
+        "other CPU load",
     ]
     rows = []
     for r in ours:
@@ -229,6 +235,7 @@ def main() -> int:
                 fmt(orig_best / med if orig_best else None) + "×" * bool(orig),
                 f"{r['diff_fp32']:.2e}",
                 f"{np.abs(r['out'] - orig['out']).max():.2e}" if orig else "n/a",
+                r["other"],
             ]
         )
     if orig:
@@ -244,9 +251,14 @@ def main() -> int:
                     f"{orig_best / med:.2f}×",
                     f"{np.abs(orig['out'] - ours[0]['out']).max():.2e}",
                     "—",
+                    orig["other"],
                 ]
             )
     print(table(headers, rows))
+    print(
+        "\nother CPU load = share of the 2 cores used by other processes during that row's "
+        "measurement (the original's: over its whole subprocess); > ~10% means inflated times."
+    )
     if args.json:
         args.json.write_text(
             json.dumps(

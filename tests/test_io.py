@@ -323,7 +323,7 @@ def test_as_image_stack_squeezes_views(tmp_path: Path, nuclei: np.ndarray) -> No
     [
         ((2, 3, 8, 9), None, "2-D images"),
         ((9,), None, "2-D images"),
-        ((1, 1, 9), None, "2-D images"),
+        ((2, 3, 1, 8, 9), None, "2-D images"),
         ((3, 8, 9), "CYX", "channels"),
         ((8, 9, 3), "YXS", "colour"),
         ((0, 9), None, "empty"),

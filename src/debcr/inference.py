@@ -32,7 +32,7 @@ import torch
 
 from debcr.data.io import as_image_stack, load, open_output
 from debcr.data.normalize import DEFAULT_SAMPLE_PIXELS, NormStats, compute_stats
-from debcr.errors import DataError
+from debcr.errors import DataError, DebcrError
 from debcr.nn import MRBCR, SIZE_MULTIPLE
 from debcr.runtime import autocast_context, resolve_device
 
@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Default tile core (pixels per side) on CPU and on accelerators.
 DEFAULT_TILE = {"cpu": 512, "accelerator": 1024}
+#: Smallest tile core the out-of-memory retry goes down to.
+MIN_TILE = 64
 #: Default number of tiles per forward pass.
 DEFAULT_BATCH = {"cpu": 1, "accelerator": 4}
 #: How restored intensities are reported (see :func:`debcr.model.predict`).
@@ -334,9 +336,32 @@ def predict_array(
         else contextlib.nullcontext(np.empty(out_shape, np.float32))
     )
     with target as out:
-        out_stack = out.reshape(stack.shape) if hasattr(out, "reshape") else out
+        out_stack = _stack_view(out, stack.shape)
         _run(engine, stack, out_stack, stats, units, progress)
     return Path(output) if output is not None else out
+
+
+class _SingleSlice:
+    """A 2-D output array seen as a stack of one slice (for zarr arrays, which cannot reshape)."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.shape = (1, *base.shape)
+
+    def __getitem__(self, key: tuple) -> np.ndarray:
+        return np.asarray(self.base[key[1:]])
+
+    def __setitem__(self, key: tuple, value: Any) -> None:
+        self.base[key[1:]] = value
+
+
+def _stack_view(out: Any, stack_shape: tuple[int, ...]) -> Any:
+    """View the output (input's shape) as the (Z, Y, X) stack the engine writes."""
+    if isinstance(out, np.ndarray):
+        return out.reshape(stack_shape)
+    if len(out.shape) == 2:
+        return _SingleSlice(out)
+    return as_image_stack(out)
 
 
 def _stats_for(
@@ -386,8 +411,14 @@ def _run(
                     engine.run_slice(stack[z], out, z, _scale_for(stats, z), calib, bar)
                     break
                 except RuntimeError as exc:
-                    if not _is_oom(exc) or not _shrink(engine):
+                    if not _is_oom(exc):
                         raise
+                    if not _shrink(engine):
+                        raise DebcrError(
+                            f"out of memory on {engine.device} even with batch_size=1 and "
+                            f"tile_size={engine.tile}; free memory on the device or use "
+                            "device='cpu'"
+                        ) from exc
                     if engine.device.type == "cuda":
                         torch.cuda.empty_cache()
     alpha, beta = calib.coefficients() if units == "calibrated" else (1.0, 0.0)
@@ -410,7 +441,7 @@ def _shrink(engine: _Engine) -> bool:
     """Halve the batch, then the tile, after an out-of-memory error; False if at the minimum."""
     if engine.batch > 1:
         engine.batch //= 2
-    elif engine.tile > 2 * SIZE_MULTIPLE * 16:
+    elif engine.tile > MIN_TILE:
         engine.tile = _round_up(engine.tile // 2)
     else:
         return False

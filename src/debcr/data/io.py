@@ -259,8 +259,11 @@ def _squeeze_plan(shape: tuple[int, ...], axes: str | None, name: str) -> tuple[
                 )
     if any(n == 0 for n in shape):
         raise DataError(f"{name} is empty (shape {shape}); give an image with pixels")
-    keep = tuple(i for i, n in enumerate(shape) if n != 1)
-    if len(keep) not in (2, 3):
+    # Y and X are always kept (a 1-pixel-wide image is still an image); only the leading
+    # length-1 axes (T, C, Z of a hyperstack) are dropped.
+    lead = len(shape) - 2
+    keep = tuple(i for i, n in enumerate(shape) if n != 1 or i >= lead)
+    if len(keep) not in (2, 3) or len(shape) < 2:
         raise DataError(
             f"{name} has shape {shape} ({len(keep)}-D after dropping length-1 axes); "
             f"{_SUPPORTED_NDIM_TEXT}. Select one channel/time point or reshape the array first"

@@ -1,0 +1,89 @@
+"""The ``debcr`` command: help, version, info, predict, demo; errors as one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+import debcr
+from conftest import ROOT, fmd_frame
+from debcr.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "debcr.cli", *args], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    code = (
+        "import sys\nfrom debcr.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip().endswith("False"), result.stdout
+    assert "predict" in result.stdout and "convert-tf" in result.stdout
+    version = _run("--version")
+    assert version.stdout.strip() == f"debcr {debcr.__version__}"
+
+
+def test_info_reports_versions_and_device(capsys) -> None:
+    import torch
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"torch: {torch.__version__}" in out
+    assert "debcr: " + debcr.__version__ in out
+    assert "device: " in out and ("CPU" in out or "CUDA" in out or "MPS" in out)
+    assert "threads: " in out
+
+
+def test_predict_files_and_folders(tmp_path: Path, capsys) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(2):
+        tifffile.imwrite(raw / f"img{i}.tif", fmd_frame(19, i)[:96, :80])
+    before = {p.name: p.read_bytes() for p in raw.iterdir()}
+    out = tmp_path / "restored"
+    assert main(["predict", str(raw), "-o", str(out), "-q"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["img0_restored.tif", "img1_restored.tif"]
+    restored = tifffile.imread(out / "img0_restored.tif")
+    assert restored.shape == (96, 80) and restored.dtype == np.float32
+    assert {p.name: p.read_bytes() for p in raw.iterdir()} == before  # inputs untouched
+    single = tmp_path / "one.npy"
+    assert main(["predict", str(raw / "img1.tif"), "-o", str(single), "-q"]) == 0
+    assert np.load(single).shape == (96, 80)
+    assert "img1.tif ->" in capsys.readouterr().out
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
+    missing = _run("predict", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "o.tif"))
+    assert missing.returncode == 2
+    assert "error: input" in missing.stderr and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((16, 16), np.uint8))
+    bad_model = _run(
+        "predict", str(tmp_path / "a.tif"), "-o", str(tmp_path / "b.tif"), "--model", "x"
+    )
+    assert bad_model.returncode == 2 and "no model named 'x'" in bad_model.stderr
+    assert "Traceback" not in bad_model.stderr
+
+
+def test_demo_writes_tiff_and_figure(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "-o", str(tmp_path / "demo"), "-q"]) == 0
+    out = capsys.readouterr().out
+    restored = tifffile.imread(tmp_path / "demo" / "restored.tif")
+    assert restored.shape == (512, 512)
+    png = tmp_path / "demo" / "comparison.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    psnr = {
+        k: float(v) for k, v in (line.split(": ") for line in out.splitlines() if "psnr" in line)
+    }
+    assert psnr["psnr_restored_db"] > psnr["psnr_noisy_db"] + 5

@@ -1,0 +1,46 @@
+"""Lazy restoration of dask arrays, on a real dask.distributed cluster."""
+
+from __future__ import annotations
+
+import dask.array as da
+import distributed
+import numpy as np
+import pytest
+
+from conftest import fmd_frame
+from debcr.errors import DataError
+from debcr.model import predict
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.tile(fmd_frame(19, 3), (1, 2))[:300, :700]  # 300×700: non-square, odd chunks
+
+
+def test_dask_input_gives_a_lazy_result_equal_to_memory(denoiser, image) -> None:
+    lazy = predict(denoiser, da.from_array(image, chunks=(150, 250)), tile_size=256)
+    assert isinstance(lazy, da.Array) and lazy.shape == image.shape and lazy.dtype == np.float32
+    expected = predict(denoiser, image, tile_size=256, progress=False)
+    got = lazy.compute(scheduler="threads")
+    assert np.abs(got - expected).max() / np.ptp(expected) <= 1e-5
+
+
+def test_dask_on_a_local_cluster_with_two_workers(denoiser, image) -> None:
+    stack = np.stack([image[:, :352], image[:, 348:]])
+    expected = predict(denoiser, stack, units="normalized", progress=False)
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        lazy = predict(denoiser, da.from_array(stack, chunks=(1, 160, 200)), units="normalized")
+        got = client.compute(lazy).result()
+        assert len(client.scheduler_info()["workers"]) == 2
+    assert got.shape == stack.shape
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_dask_rejects_output_paths_and_4d(denoiser, tmp_path) -> None:
+    with pytest.raises(DataError, match="to_zarr"):
+        predict(denoiser, da.zeros((64, 64)), output=tmp_path / "x.zarr")
+    with pytest.raises(DataError, match="2-D"):
+        predict(denoiser, da.zeros((2, 2, 64, 64)))
