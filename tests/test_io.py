@@ -33,7 +33,6 @@ NUCLEI = DATA / "cells3d_nuclei" / "nuclei.tif"
 IMG2D = DATA / "stardist" / "img2d.tif"
 FMD_GT = DATA / "fmd_confocal_bpae_b" / "gt" / "19" / "avg50.png"
 
-pytestmark = pytest.mark.skipif(not NUCLEI.exists(), reason=f"real test data missing in {DATA}")
 
 META3D = ImageMetadata(axes="ZYX", scale=(0.29, 0.26, 0.26), unit="um", extra={"note": [1, 2]})
 

@@ -28,8 +28,6 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NUCLEI = DATA / "cells3d_nuclei" / "nuclei.tif"
 FMD_GT = DATA / "fmd_confocal_bpae_b" / "gt" / "19" / "avg50.png"
 
-pytestmark = pytest.mark.skipif(not NUCLEI.exists(), reason=f"real test data missing in {DATA}")
-
 
 @pytest.fixture(scope="module")
 def fmd() -> np.ndarray:

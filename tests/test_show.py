@@ -17,10 +17,6 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NUCLEI = DATA / "cells3d_nuclei" / "nuclei.tif"
 FMD_GT = DATA / "fmd_confocal_bpae_b" / "gt" / "19" / "avg50.png"
 
-pytestmark = pytest.mark.skipif(
-    not (NUCLEI.exists() and FMD_GT.exists()), reason=f"real test data missing in {DATA}"
-)
-
 
 @pytest.fixture(scope="module")
 def nuclei() -> np.ndarray:
@@ -266,7 +262,8 @@ def test_bad_arguments_are_refused(nuclei):
 
 
 def test_lazy_and_boolean_arrays(nuclei):
-    da = pytest.importorskip("dask.array")
+    import dask.array as da
+
     lazy = da.from_array(nuclei, chunks=(1, 256, 256))
     fig = show({"lazy": lazy, "mask": nuclei > 1000}, slices=[12], zoom=(0, 32, 0, 64))
     np.testing.assert_array_equal(_shown(fig.axes[0]), nuclei[12, :32, :64])

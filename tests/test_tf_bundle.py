@@ -22,10 +22,6 @@ TASKS = ["2D_denoising", "3D_denoising", "bright_SR", "confocal_SR"]
 MODEL_FLOATS = 236_630
 DATA_SUFFIX = ".data-00000-of-00001"
 
-needs_reference = pytest.mark.skipif(
-    not WEIGHTS.is_dir(), reason=f"reference checkpoints not found at {WEIGHTS}"
-)
-
 
 def _prefix(task: str) -> Path:
     return WEIGHTS / task / "ckpt-best"
@@ -86,7 +82,6 @@ def test_crc32c_of_one_megabyte_is_fast() -> None:
 # The published checkpoints
 
 
-@needs_reference
 @pytest.mark.parametrize("task", TASKS)
 def test_reference_checkpoints_hold_all_model_floats(task: str) -> None:
     tensors = read_bundle(_prefix(task))
@@ -100,7 +95,6 @@ def test_reference_checkpoints_hold_all_model_floats(task: str) -> None:
     assert "_CHECKPOINTABLE_OBJECT_GRAPH" not in tensors
 
 
-@needs_reference
 def test_reference_fixture_weights_found_exactly(weights_2d: dict[str, np.ndarray]) -> None:
     fixture = np.load(REFERENCE / "mrbcr_2D_denoising_reference.npz")
     names = [name for name in fixture.files if name.startswith("w.")]
@@ -116,7 +110,6 @@ def test_reference_fixture_weights_found_exactly(weights_2d: dict[str, np.ndarra
     assert sorted(matched.values()) == sorted(k for k in weights_2d if k.startswith("model/"))
 
 
-@needs_reference
 def test_list_bundle_agrees_with_read_bundle(weights_2d: dict[str, np.ndarray]) -> None:
     listing = list_bundle(_prefix("2D_denoising"))
     assert list(listing) == list(weights_2d)
@@ -126,7 +119,6 @@ def test_list_bundle_agrees_with_read_bundle(weights_2d: dict[str, np.ndarray]) 
     assert listing[kernel] == ("float32", (1, 32))
 
 
-@needs_reference
 @pytest.mark.parametrize(
     "path",
     [
@@ -145,7 +137,6 @@ def test_accepts_prefix_index_data_file_or_directory(
     assert all(np.array_equal(tensors[key], weights_2d[key]) for key in tensors)
 
 
-@needs_reference
 def test_arrays_are_writable(weights_2d: dict[str, np.ndarray]) -> None:
     value = next(iter(weights_2d.values()))
     value_copy = value.copy()
@@ -157,7 +148,6 @@ def test_arrays_are_writable(weights_2d: dict[str, np.ndarray]) -> None:
 # Bad files
 
 
-@needs_reference
 def test_missing_data_file(tmp_path: Path) -> None:
     shutil.copyfile(str(_prefix("2D_denoising")) + ".index", tmp_path / "ckpt-best.index")
     with pytest.raises(
@@ -175,7 +165,6 @@ def test_missing_index_file(tmp_path: Path) -> None:
         read_bundle(tmp_path / "ckpt-best")
 
 
-@needs_reference
 def test_index_cut_in_half(tmp_path: Path) -> None:
     index = Path(str(_prefix("2D_denoising")) + ".index").read_bytes()
     (tmp_path / "ckpt-best.index").write_bytes(index[: len(index) // 2])
@@ -183,7 +172,6 @@ def test_index_cut_in_half(tmp_path: Path) -> None:
         list_bundle(tmp_path / "ckpt-best")
 
 
-@needs_reference
 def test_index_block_outside_file(tmp_path: Path) -> None:
     # The footer survives, but the blocks it points to are gone.
     index = Path(str(_prefix("2D_denoising")) + ".index").read_bytes()
@@ -192,7 +180,6 @@ def test_index_block_outside_file(tmp_path: Path) -> None:
         list_bundle(tmp_path / "ckpt-best")
 
 
-@needs_reference
 def test_data_file_too_short(checkpoint_copy: Path) -> None:
     data_path = Path(str(checkpoint_copy) + DATA_SUFFIX)
     data_path.write_bytes(data_path.read_bytes()[:500_000])
@@ -200,7 +187,6 @@ def test_data_file_too_short(checkpoint_copy: Path) -> None:
         read_bundle(checkpoint_copy)
 
 
-@needs_reference
 def test_flipped_byte_in_data_file(checkpoint_copy: Path) -> None:
     data_path = Path(str(checkpoint_copy) + DATA_SUFFIX)
     data = bytearray(data_path.read_bytes())
@@ -215,7 +201,6 @@ def test_flipped_byte_in_data_file(checkpoint_copy: Path) -> None:
     assert differing == 1
 
 
-@needs_reference
 def test_flipped_byte_in_index(checkpoint_copy: Path) -> None:
     index_path = Path(str(checkpoint_copy) + ".index")
     index = bytearray(index_path.read_bytes())
@@ -247,7 +232,6 @@ def test_directory_without_index(tmp_path: Path) -> None:
         list_bundle(tmp_path)
 
 
-@needs_reference
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_damaged_index_never_raises_raw_errors(data: st.DataObject) -> None:
