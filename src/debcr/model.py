@@ -22,7 +22,7 @@ from debcr.nn import MRBCR, init_glorot_
 from debcr.runtime import resolve_device
 from debcr.weights import PRETRAINED
 
-__all__ = ["MRBCR", "init", "predict", "save"]
+__all__ = ["MRBCR", "init", "predict", "save", "train"]
 
 
 def init(
@@ -186,6 +186,45 @@ def predict(
     if batch_size is None:
         options["batch_size"] = _patch_batch(image)
     return predict_array(model, image, **options)
+
+
+def train(
+    train_data: Any,
+    val_data: Any,
+    config: Any = None,
+    init_model: MRBCR | str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+) -> MRBCR:
+    """Train m-rBCR on paired patches and return the best model (lowest validation loss).
+
+    Parameters
+    ----------
+    train_data, val_data
+        Dicts or NPZ files (paths or loaded) with arrays ``low`` (input) and ``gt``
+        (ground truth), each ``(N, P, P)`` — as written by ``debcr prepare``. The
+        whole validation set is evaluated every ``val_freq`` steps.
+    config
+        A :class:`debcr.config.TrainConfig`, a dict of its fields (the original's
+        keys work), or ``None`` for the paper's recipe.
+    init_model
+        Start from this model: a built-in name (fine-tuning, e.g. ``"2D_denoising"``),
+        a model file, or an :class:`MRBCR`; ``None`` uses ``config.init_model``
+        (a new model if that is unset too).
+    resume
+        Continue the run in ``config.weights_path`` from its last checkpoint
+        (optimiser state, step, early-stopping state and RNG states).
+
+    Returns
+    -------
+    MRBCR
+        The best model; ``best.safetensors``, ``last.safetensors``, ``metrics.csv``
+        and ``curves.png`` are in ``config.weights_path``.
+    """
+    from debcr.config import TrainConfig
+    from debcr.training import fit
+
+    return fit(train_data, val_data, config or TrainConfig(), init_model, resume=resume)
 
 
 def _is_dask(image: Any) -> bool:
