@@ -88,6 +88,92 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _group_list(text: str | None) -> list[str]:
+    """``"1-18,21"`` → ``["1", …, "18", "21"]``."""
+    groups: list[str] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if "-" in part and all(p.isdigit() for p in part.split("-", 1)):
+            first, last = (int(p) for p in part.split("-", 1))
+            groups += [str(g) for g in range(first, last + 1)]
+        elif part:
+            groups.append(part)
+    return groups
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from debcr.data import pairs_from_folders, prepare
+
+    low, gt = Path(args.low), Path(args.gt)
+    explicit = {s: _group_list(getattr(args, f"{s}_groups")) for s in ("train", "val", "test")}
+    if any(explicit.values()):
+        split: object = {k: v for k, v in explicit.items() if v}
+    else:
+        split = tuple(float(f) for f in args.split.split(","))
+    source = pairs_from_folders(low, gt) if low.is_dir() and gt.is_dir() else low
+    result = prepare(
+        source,
+        None if source is not low else gt,
+        args.name,
+        args.output,
+        patch_size=args.patch,
+        overlap=args.overlap,
+        split=split,
+        seed=args.seed,
+        background_filter=args.background,
+        overwrite=args.overwrite,
+    )
+    for name, path in result.paths.items():
+        print(f"{name}: {path} ({result.patches[name]} patch pairs, groups {result.groups[name]})")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from debcr import config as cfg
+    from debcr.model import train
+    from debcr.training import CONFIG
+
+    items = list(args.overrides)
+    if args.config and "=" in args.config:  # `debcr train --resume RUN num_steps=10`
+        items.insert(0, args.config)
+        args.config = None
+    overrides = cfg.parse_overrides(items)
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = cfg.load(run_dir / CONFIG).with_overrides(weights_path=str(run_dir), **overrides)
+    else:
+        if args.config is None:
+            raise DebcrError(
+                "give a CONFIG.yaml (e.g. from `debcr.config.save`) or --resume RUN_DIR"
+            )
+        config = cfg.load(args.config).with_overrides(**overrides)
+    if args.train:
+        config = config.with_overrides(train_data=args.train)
+    if args.val:
+        config = config.with_overrides(val_data=args.val)
+    if args.init:
+        config = config.with_overrides(init_model=args.init)
+    if not config.train_data or not config.val_data:
+        raise DebcrError(
+            "no training/validation data: pass --train X_train.npz --val X_val.npz "
+            "(or set train_data/val_data in the config)"
+        )
+    if args.resume:
+        cfg.save(config, Path(args.resume) / CONFIG)
+    train(config.train_data, config.val_data, config, resume=bool(args.resume))
+    print(f"best model: {Path(config.weights_path) / 'best.safetensors'}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from debcr.evaluate import evaluate
+
+    result = evaluate(args.pred, args.gt, args.input, args.output, overwrite=args.overwrite)
+    for name, path in result["files"].items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from debcr.demo import run_demo
 
@@ -146,6 +232,47 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_cmd_predict)
+
+    prep = sub.add_parser(
+        "prepare", help="paired raw images → normalised patch pairs split by field (NPZ)"
+    )
+    prep.add_argument("low", help="low-quality images: folder (one subfolder per field) or file")
+    prep.add_argument("gt", help="ground truth: folder matching LOW, or file")
+    prep.add_argument("--name", required=True, help="dataset name (NAME_train.npz, ...)")
+    prep.add_argument("-o", "--output", required=True, help="output folder")
+    prep.add_argument("--patch", type=int, default=128, help="patch size (default 128)")
+    prep.add_argument("--overlap", type=float, default=0.0, help="patch overlap 0–0.9")
+    prep.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions of fields")
+    for part in ("train", "val", "test"):
+        prep.add_argument(
+            f"--{part}-groups", help=f"fields for {part}, e.g. 1-18 (overrides --split)"
+        )
+    prep.add_argument("--background", type=float, default=None, help="drop background patches")
+    prep.add_argument("--seed", type=int, default=0)
+    prep.add_argument("--overwrite", action="store_true")
+    prep.set_defaults(func=_cmd_prepare)
+
+    tr = sub.add_parser(
+        "train",
+        help="train or fine-tune m-rBCR (CONFIG.yaml with key=value overrides, or --resume)",
+    )
+    tr.add_argument("config", nargs="?", help="YAML configuration (debcr or original DeBCR keys)")
+    tr.add_argument("overrides", nargs="*", help="config overrides such as batch_size=16")
+    tr.add_argument("--train", help="training pairs (NPZ with 'low' and 'gt')")
+    tr.add_argument("--val", help="validation pairs (NPZ with 'low' and 'gt')")
+    tr.add_argument("--init", help="start from a built-in model name or a model file")
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="PSNR/SSIM/NRMSE/FRC/entropy report of restored images against GT"
+    )
+    ev.add_argument("pred", help="restored image or stack")
+    ev.add_argument("gt", help="ground truth of the same shape")
+    ev.add_argument("--input", default=None, help="the degraded input, for comparison")
+    ev.add_argument("-o", "--output", required=True, help="report folder")
+    ev.add_argument("--overwrite", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
 
     demo = sub.add_parser(
         "demo", help="restore the bundled sample with the built-in model; writes TIFF + PNG"

@@ -16,12 +16,14 @@ from debcr.data.io import (
     write,
 )
 from debcr.data.normalize import NormStats, apply_stats, compute_stats, denormalize, normalize
+from debcr.data.prepare import Pair, pairs_from_folders, prepare
 from debcr.data.show import show
 from debcr.data.tiling import PatchGrid, blend_window, crop, patch_grid, stitch
 
 __all__ = [
     "ImageMetadata",
     "NormStats",
+    "Pair",
     "PatchGrid",
     "apply_stats",
     "as_image_stack",
@@ -33,7 +35,9 @@ __all__ = [
     "load",
     "normalize",
     "open_output",
+    "pairs_from_folders",
     "patch_grid",
+    "prepare",
     "register_format",
     "show",
     "stitch",

@@ -1,0 +1,222 @@
+"""Training with Lightning on real FMD patches: files, best/last, seeds, resume, early stop."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import fmd_frame, fmd_gt
+
+from debcr.config import TrainConfig
+from debcr.data import crop, normalize
+from debcr.errors import DataError
+from debcr.model import init, train
+from debcr.modelfile import load_model, read_header
+
+PATCH = 32
+
+
+def _pairs(field: int, frames: int) -> dict[str, np.ndarray]:
+    gt = normalize(fmd_gt(field), clip=False)
+    lows, gts = [], []
+    for i in range(frames):
+        lows.append(crop(normalize(fmd_frame(field, i), clip=False), PATCH, 0.0))
+        gts.append(crop(gt, PATCH, 0.0))
+    low, target = np.concatenate(lows), np.concatenate(gts)
+    keep = target.reshape(len(target), -1).std(axis=1) > 0.05  # skip empty background
+    return {"low": low[keep][:64], "gt": target[keep][:64]}
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[dict, dict]:
+    return _pairs(1, 1), _pairs(20, 1)
+
+
+def _config(run: Path, **overrides) -> TrainConfig:
+    settings = dict(
+        weights_path=str(run),
+        batch_size=4,
+        num_steps=8,
+        val_freq=4,
+        save_freq=2,
+        patience=10,
+        patch_size=PATCH,
+        accelerator="cpu",
+        devices=1,
+        progress=False,
+        seed=7,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def _steps(run: Path, key: str) -> list[int]:
+    with (run / "metrics.csv").open() as fh:
+        return [int(row["step"]) for row in csv.DictReader(fh) if row.get(key)]
+
+
+def test_training_writes_best_last_logs_and_curves(data, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    model = train(*data, _config(run))
+    names = {p.name for p in run.iterdir()}
+    assert {
+        "best.safetensors",
+        "last.safetensors",
+        "resume.ckpt",
+        "metrics.csv",
+        "curves.png",
+        "config.yaml",
+    } <= names
+    assert not [n for n in names if n.startswith(".tmp")]
+    assert len(_steps(run, "val_loss")) == 2  # the whole validation set, every 4 steps
+    assert len(_steps(run, "train_loss")) >= 8
+    best = json.loads(read_header(run / "best.safetensors")["metadata"])
+    with (run / "metrics.csv").open() as fh:
+        val = [float(r["val_loss"]) for r in csv.DictReader(fh) if r.get("val_loss")]
+    assert best["val_loss"] == pytest.approx(min(val), rel=1e-6)
+    reloaded = load_model(run / "best.safetensors")
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key])
+    assert json.loads(read_header(run / "last.safetensors")["metadata"])["step"] == 8
+
+
+def test_same_seed_same_weights(data, tmp_path: Path) -> None:
+    a = train(*data, _config(tmp_path / "a", num_steps=4))
+    b = train(*data, _config(tmp_path / "b", num_steps=4))
+    c = train(*data, _config(tmp_path / "c", num_steps=4, seed=8))
+    key = "inverse_net.head0.weight"
+    assert torch.equal(a.state_dict()[key], b.state_dict()[key])
+    assert not torch.equal(a.state_dict()[key], c.state_dict()[key])
+
+
+def test_fine_tuning_starts_from_the_builtin_model(data, tmp_path: Path) -> None:
+    base = init("2D_denoising")
+    tuned = train(
+        *data,
+        _config(tmp_path / "ft", num_steps=4, learning_rate=1e-4, augmentation="flip_rot90"),
+        init_model="2D_denoising",
+    )
+    key = "inverse_net.head0.weight"
+    delta = (tuned.state_dict()[key] - base.state_dict()[key]).abs()
+    assert 0 < float(delta.max()) < 0.05  # moved a little from the published weights
+    assert tuned.metadata["task"] == "2D_denoising"
+
+
+def test_resume_continues_from_the_last_step(data, tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    train(*data, _config(run, num_steps=6))
+    with pytest.raises(FileExistsError, match="resume"):
+        train(*data, _config(run, num_steps=6))
+    train(*data, _config(run, num_steps=10), resume=True)
+    steps = _steps(run, "train_loss")
+    assert max(steps) == 9 and len(steps) == len(set(steps))  # continued, not restarted
+    assert json.loads(read_header(run / "last.safetensors")["metadata"])["step"] == 10
+
+
+def test_early_stopping_after_patience(data, tmp_path: Path) -> None:
+    run = tmp_path / "es"
+    train(*data, _config(run, num_steps=40, val_freq=2, patience=2, learning_rate=1e-9))
+    last = json.loads(read_header(run / "last.safetensors")["metadata"])["step"]
+    assert last < 40  # stopped early: the loss cannot improve with lr 1e-9 past float noise
+
+
+def test_bad_training_data_is_reported(data, tmp_path: Path) -> None:
+    train_set, val_set = data
+    with pytest.raises(DataError, match="'low' .* and 'gt' .* must have the same shape"):
+        train(
+            {"low": train_set["low"], "gt": train_set["gt"][:3]}, val_set, _config(tmp_path / "x")
+        )
+    with pytest.raises(DataError, match="no array 'gt'"):
+        train({"low": train_set["low"]}, val_set, _config(tmp_path / "y"))
+    with pytest.raises(DataError, match="divisible by 4"):
+        bad = {"low": train_set["low"][:, :30, :30], "gt": train_set["gt"][:, :30, :30]}
+        train(bad, val_set, _config(tmp_path / "z"))
+
+
+def _cli_train(run: Path, data_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "debcr.cli",
+        "train",
+        str(run / "config.in.yaml"),
+        "--train",
+        str(data_dir / "t_train.npz"),
+        "--val",
+        str(data_dir / "t_val.npz"),
+        *extra,
+    ]
+
+
+def _write_data(data, folder: Path) -> None:
+    np.savez(folder / "t_train.npz", **data[0])
+    np.savez(folder / "t_val.npz", **data[1])
+
+
+def test_kill_9_loses_at_most_save_freq_steps(data, tmp_path: Path) -> None:
+    from debcr import config as cfg
+
+    run = tmp_path / "k"
+    run.mkdir()
+    _write_data(data, tmp_path)
+    cfg.save(_config(run / "out", num_steps=400, val_freq=50, save_freq=3), run / "config.in.yaml")
+    proc = subprocess.Popen(
+        _cli_train(run, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    resume = run / "out" / "resume.ckpt"
+    deadline = time.time() + 240
+    step = 0
+    while time.time() < deadline and step < 7:
+        time.sleep(0.5)
+        if resume.exists():
+            step = torch.load(resume, weights_only=False, map_location="cpu")["global_step"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert step >= 7, proc.stderr.read().decode()[-2000:]
+    with (run / "out" / "metrics.csv").open() as fh:
+        done = max(int(r["step"]) for r in csv.DictReader(fh)) + 1
+    saved = torch.load(resume, weights_only=False, map_location="cpu")["global_step"]
+    assert done - saved <= 3 + 1  # at most save_freq steps (+ the one in flight) lost
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "debcr.cli",
+            "train",
+            "--resume",
+            str(run / "out"),
+            f"num_steps={saved + 4}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        json.loads(read_header(run / "out" / "last.safetensors")["metadata"])["step"] == saved + 4
+    )
+
+
+def test_ddp_with_two_cpu_processes(data, tmp_path: Path) -> None:
+    from debcr import config as cfg
+
+    run = tmp_path / "d"
+    run.mkdir()
+    _write_data(data, tmp_path)
+    cfg.save(
+        _config(run / "out", num_steps=4, val_freq=2, devices=2, strategy="ddp"),
+        run / "config.in.yaml",
+    )
+    result = subprocess.run(_cli_train(run, tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gloo" in result.stderr or "distributed" in result.stderr.lower()
+    assert json.loads(read_header(run / "out" / "last.safetensors")["metadata"])["step"] == 4
+    assert len(_steps(run / "out", "val_loss")) == 2
