@@ -44,7 +44,7 @@ def load_pairs(source: Any, what: str = "training data") -> tuple[np.ndarray, np
         raise DataError(f"{what}: 'low' {low.shape} and 'gt' {gt.shape} must have the same shape")
     if low.ndim != 3 or low.shape[0] == 0:
         raise DataError(f"{what}: expected a stack of patches (N, P, P), got shape {low.shape}")
-    n, h, w = low.shape
+    _, h, w = low.shape
     if h != w or h % SIZE_MULTIPLE:
         raise DataError(
             f"{what}: patches must be square with a side divisible by {SIZE_MULTIPLE}, "

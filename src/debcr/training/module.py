@@ -53,8 +53,9 @@ class MRBCRModule(L.LightningModule):
         low, gt = augment(low, gt, self.augmentation)
         outputs = self.net(low)
         loss = mrbcr_loss(outputs, gt, self.loss_kind, self.fft_weight)
-        self.log("train_loss", loss, prog_bar=True, batch_size=low.shape[0])
-        self.log("train_psnr", psnr(outputs[0].detach(), gt), prog_bar=True, batch_size=low.shape[0])
+        n = low.shape[0]
+        self.log("train_loss", loss, prog_bar=True, batch_size=n)
+        self.log("train_psnr", psnr(outputs[0].detach(), gt), prog_bar=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
