@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One thread per process: the suite starts subprocesses (CLI runs, DDP ranks, dask workers) on a
+# 2-core machine, and OpenMP threads spinning against each other slow small convolutions ~50×.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import pytest

@@ -254,13 +254,11 @@ def test_one_line_per_problem() -> None:
     assert lines[3].endswith("(got [0, 'x'])")
 
 
-def test_val_freq_beyond_num_steps_is_an_error_with_advice() -> None:
-    with pytest.raises(ConfigError) as excinfo:
-        TrainConfig(num_steps=50)
-    text = _message(excinfo)
-    assert "val_freq: must not exceed num_steps (50)" in text and "(got 100)" in text
-    assert "with_overrides" in text
-    assert TrainConfig().with_overrides(num_steps=50, val_freq=10).val_freq == 10
+def test_val_freq_beyond_num_steps_is_allowed() -> None:
+    """The original's notebooks set NUM_STEPS alone; training then validates at the end."""
+    config = TrainConfig()
+    config["NUM_STEPS"] = 50
+    assert (config.num_steps, config.val_freq) == (50, 100)
 
 
 @pytest.mark.parametrize(
@@ -291,8 +289,8 @@ def test_item_assignment_is_validated_and_atomic() -> None:
     with pytest.raises(ConfigError) as excinfo:
         config["batch_size"] = 0
     assert "batch_size: must be an integer >= 1 (got 0)" in _message(excinfo)
-    with pytest.raises(ConfigError, match="val_freq: must not exceed num_steps"):
-        config["val_freq"] = 5000  # fails the cross-field check after the field check
+    with pytest.raises(ConfigError, match="val_freq: must be an integer >= 1"):
+        config["val_freq"] = 0
     with pytest.raises(ConfigError, match="did you mean 'patience'"):
         config.patients = 3
     assert config.to_dict() == before

@@ -47,7 +47,9 @@ def test_multiscale_sum_uses_strided_targets() -> None:
     outputs = [rng.random((2, 1, s, s)).astype(np.float32) for s in (32, 16, 8)]
     expected = sum(
         _numpy_scale_loss(o, t, "reference")
-        for o, t in zip(outputs, (target, target[..., ::2, ::2], target[..., ::4, ::4]), strict=True)
+        for o, t in zip(
+            outputs, (target, target[..., ::2, ::2], target[..., ::4, ::4]), strict=True
+        )
     )
     got = mrbcr_loss([torch.from_numpy(o) for o in outputs], torch.from_numpy(target))
     assert float(got) == pytest.approx(expected, rel=1e-5)

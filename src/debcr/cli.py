@@ -140,7 +140,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = cfg.parse_overrides(items)
     if args.resume:
         run_dir = Path(args.resume)
-        config = cfg.load(run_dir / CONFIG).with_overrides(weights_path=str(run_dir), **overrides)
+        overrides["weights_path"] = str(run_dir)
+        config = cfg.load(run_dir / CONFIG).with_overrides(overrides)
     else:
         if args.config is None:
             raise DebcrError(

@@ -392,19 +392,6 @@ class TrainConfig(BaseModel):
             raise PydanticCustomError("devices", "device indices must be distinct and >= 0")
         return value
 
-    @model_validator(mode="after")
-    def _cross_field(self) -> TrainConfig:
-        if self.val_freq > self.num_steps:
-            raise PydanticCustomError(
-                "val_freq_after_end",
-                "must not exceed num_steps ({num_steps}): the run would end before its first "
-                "validation, so it would never early-stop or keep a best checkpoint; lower "
-                "val_freq or raise num_steps (to change both at once use "
-                "config.with_overrides(num_steps=..., val_freq=...)) (got {value})",
-                {"key": "val_freq", "num_steps": self.num_steps, "value": self.val_freq},
-            )
-        return self
-
     # ---- the original's dict interface ---------------------------------------------------
 
     def __getitem__(self, key: str) -> Any:

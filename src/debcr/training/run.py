@@ -168,7 +168,8 @@ def fit(
     trainer = L.Trainer(
         max_steps=config.num_steps,
         max_epochs=-1,
-        val_check_interval=config.val_freq,
+        # A run shorter than val_freq still validates once, at its end, to keep a best model.
+        val_check_interval=min(config.val_freq, config.num_steps),
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         accelerator=config.accelerator,
@@ -197,8 +198,12 @@ def fit(
     trainer.fit(
         module,
         train_dataloaders=_loader(
-            train_low, train_gt, config.batch_size, shuffle=True,
-            workers=config.num_workers, seed=config.seed,
+            train_low,
+            train_gt,
+            config.batch_size,
+            shuffle=True,
+            workers=config.num_workers,
+            seed=config.seed,
         ),
         val_dataloaders=_loader(
             val_low, val_gt, val_batch, shuffle=False, workers=config.num_workers, seed=None
