@@ -87,3 +87,58 @@ def test_demo_writes_tiff_and_figure(tmp_path: Path, capsys) -> None:
         k: float(v) for k, v in (line.split(": ") for line in out.splitlines() if "psnr" in line)
     }
     assert psnr["psnr_restored_db"] > psnr["psnr_noisy_db"] + 5
+
+
+def test_prepare_and_evaluate_commands(tmp_path: Path, capsys) -> None:
+    from conftest import FMD
+
+    out = tmp_path / "sets"
+    code = main(
+        [
+            "prepare",
+            str(FMD / "raw"),
+            str(FMD / "gt"),
+            "--name",
+            "fmd",
+            "-o",
+            str(out),
+            "--patch",
+            "128",
+            "--train-groups",
+            "1-2",
+            "--val-groups",
+            "20",
+            "--test-groups",
+            "19",
+        ]
+    )
+    assert code == 0
+    with np.load(out / "fmd_val.npz") as val:
+        assert val["low"].shape[1:] == (128, 128) and set(val["groups"]) == {"20"}
+    with np.load(out / "fmd_train.npz") as train:
+        assert set(train["groups"]) == {"1", "2"}
+    assert "train:" in capsys.readouterr().out
+
+    from conftest import fmd_gt
+
+    tifffile.imwrite(tmp_path / "gt.tif", fmd_gt(19))
+    tifffile.imwrite(tmp_path / "raw.tif", fmd_frame(19, 0))
+    assert main(["predict", str(tmp_path / "raw.tif"), "-o", str(tmp_path / "pred.tif"), "-q"]) == 0
+    report = tmp_path / "report"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "pred.tif"),
+                str(tmp_path / "gt.tif"),
+                "--input",
+                str(tmp_path / "raw.tif"),
+                "-o",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    summary = (report / "summary.md").read_text()
+    assert "affine" in summary and "minmax" in summary and "raw" in summary
+    assert (report / "frc.png").read_bytes()[:4] == b"\x89PNG"

@@ -220,3 +220,19 @@ def test_ddp_with_two_cpu_processes(data, tmp_path: Path) -> None:
     assert "gloo" in result.stderr or "distributed" in result.stderr.lower()
     assert json.loads(read_header(run / "out" / "last.safetensors")["metadata"])["step"] == 4
     assert len(_steps(run / "out", "val_loss")) == 2
+
+
+def test_training_and_prediction_normalise_alike(denoiser) -> None:
+    """Patches from `prepare` are exactly what `predict` feeds the network for that image."""
+    from debcr.data import prepare
+    from debcr.data.normalize import compute_stats
+    from debcr.inference import _scale_for
+
+    image = fmd_frame(19, 0)
+    result = prepare(
+        [image], [fmd_gt(19)], patch_size=128, split=(1.0, 0.0, 0.0), return_arrays=True
+    )
+    patches = result.arrays["train"]["low"]
+    scale = _scale_for(compute_stats(image[None]), 0)
+    network_input = scale.forward(image.astype(np.float32))
+    np.testing.assert_allclose(patches[0], network_input[:128, :128], rtol=1e-6, atol=1e-6)

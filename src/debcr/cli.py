@@ -111,6 +111,10 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     else:
         split = tuple(float(f) for f in args.split.split(","))
     source = pairs_from_folders(low, gt) if low.is_dir() and gt.is_dir() else low
+    if isinstance(split, dict) and isinstance(source, list):
+        # Fields not named in any --*-groups option are left out, not an error.
+        listed = {g for groups in split.values() for g in groups}
+        source = [pair for pair in source if pair.group in listed]
     result = prepare(
         source,
         None if source is not low else gt,
@@ -246,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions of fields")
     for part in ("train", "val", "test"):
         prep.add_argument(
-            f"--{part}-groups", help=f"fields for {part}, e.g. 1-18 (overrides --split)"
+            f"--{part}-groups",
+            help=f"fields for {part}, e.g. 1-18 (overrides --split; unlisted fields are left out)",
         )
     prep.add_argument("--background", type=float, default=None, help="drop background patches")
     prep.add_argument("--seed", type=int, default=0)
