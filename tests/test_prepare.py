@@ -285,7 +285,10 @@ def test_overwrite_refused_then_allowed_and_stale_set_removed(tmp_path: Path) ->
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import debcr.data.prepare as module
+    import importlib
+
+    # `debcr.data.prepare` is the function in the package namespace; patch its module.
+    module = importlib.import_module("debcr.data.prepare")
 
     real_write = module.write
     calls = []
