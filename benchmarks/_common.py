@@ -49,29 +49,127 @@ def _own_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _pid_cpu_seconds(pid: int) -> float:
+    """CPU seconds of process ``pid`` and its waited-for children (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # after the command name: state is field 3, utime/stime/cutime/cstime are fields 14–17
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 class OtherLoad:
     """Context manager: share of the machine's CPU used by *other* processes meanwhile.
 
-    ``fraction`` = (machine busy CPU time − this process's and its waited-for children's CPU
-    time) / (cores × wall time). Near 0 on a quiet machine; 0.5 means another job took about
-    half of the cores, so timings taken meanwhile are inflated.
+    ``fraction`` = (machine busy CPU time − CPU time of this process, its waited-for children
+    and the processes in ``pids``) / (cores × wall time). Near 0 on a quiet machine; 0.5 means
+    another job took about half of the cores, so timings taken meanwhile are inflated. Entering
+    the same instance several times accumulates over all the ``with`` blocks.
     """
 
-    fraction: float = 0.0
+    def __init__(self, pids: Sequence[int] = ()) -> None:
+        self.pids = list(pids)
+        self._other = 0.0
+        self._wall = 0.0
+
+    @property
+    def fraction(self) -> float:
+        return max(0.0, self._other) / max(self._wall * (os.cpu_count() or 1), 1e-9)
+
+    def _own(self) -> float:
+        return _own_seconds() + sum(_pid_cpu_seconds(pid) for pid in self.pids)
 
     def __enter__(self) -> OtherLoad:
         self._t = time.perf_counter()
         self._busy = _busy_seconds()
-        self._own = _own_seconds()
+        self._own0 = self._own()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        wall = time.perf_counter() - self._t
-        other = (_busy_seconds() - self._busy) - (_own_seconds() - self._own)
-        self.fraction = max(0.0, other) / max(wall * (os.cpu_count() or 1), 1e-9)
+        self._wall += time.perf_counter() - self._t
+        self._other += (_busy_seconds() - self._busy) - (self._own() - self._own0)
 
     def __str__(self) -> str:
         return f"{100 * self.fraction:.0f}%"
+
+
+_WORKER_LOOP = r"""
+import contextlib as _cl, io as _io, json as _json, sys as _sys, time as _time
+_out = _sys.stdout
+def _reply(obj):
+    _out.write(_json.dumps(obj) + "\n")
+    _out.flush()
+with _cl.redirect_stdout(_io.StringIO()):
+    _t0 = _time.perf_counter()
+    setup()
+    _setup_s = _time.perf_counter() - _t0
+_reply({"ready": True, "setup_s": _setup_s})
+for _line in _sys.stdin:
+    _req = _json.loads(_line)
+    with _cl.redirect_stdout(_io.StringIO()):
+        _res = JOBS[_req["job"]](*_req.get("args", []))
+    _reply(_res)
+"""
+
+
+class OriginalWorker:
+    """A persistent subprocess running ``code`` with another interpreter (the original's env).
+
+    ``code`` must define ``setup()`` (run once; e.g. build the model) and a dict ``JOBS`` of
+    functions returning JSON-serialisable results; :meth:`call` runs one job and returns its
+    result. Keeping the process alive lets a benchmark interleave the original's runs with ours,
+    so that both see the same background load. Prints go to a sink; stderr to a temp file.
+    """
+
+    def __init__(self, python: str, code: str, argv: Sequence[str] = (), timeout: float = 1800):
+        import tempfile
+
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        self._err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [python, "-c", code + _WORKER_LOOP, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            env=env,
+        )
+        self.pid = self.proc.pid
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line:
+            self.proc.wait()
+            self._err.seek(0)
+            tail = "\n".join(self._err.read().strip().splitlines()[-15:])
+            raise RuntimeError(f"original worker exited (rc={self.proc.returncode}):\n{tail}")
+        return json.loads(line)
+
+    def call(self, job: str, *args: object) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"job": job, "args": list(args)}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._err.close()
+
+    def __enter__(self) -> OriginalWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def median(values: Sequence[float]) -> float:

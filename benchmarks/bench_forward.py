@@ -2,7 +2,7 @@
 
 Command (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_forward.py                  # 7 repeats after 2 warm-ups
+    .venv/bin/python benchmarks/bench_forward.py                  # 7 rounds after 2 warm-ups
     .venv/bin/python benchmarks/bench_forward.py --original skip  # ours only
 
 What is measured
@@ -11,18 +11,21 @@ What is measured
   percentile-normalised (0.1/99.9) to [0, 1]. The same float32 array goes to both implementations.
 * Ours: ``model.restore(x)`` (full-resolution output) under ``torch.inference_mode`` with the
   published 2D_denoising weights, in float32 and in bfloat16 (``torch.autocast``), with NCHW and
-  with channels_last tensors/weights. Median, min and max of ``--repeats`` timed calls after
-  ``--warmup`` untimed ones (``time.perf_counter``), patches/s, speed-up vs the original, and the
-  max abs. difference of each output from our float32 NCHW output and from the original's output.
+  with channels_last tensors/weights.
 * The original (if its environment exists, see ``original_env.py``; built on first use): debcr
-  0.1.0's Keras model restored from the published checkpoint, run in graph mode in a subprocess of
-  the original environment's python: ``model.predict_on_batch``, a ``tf.function``-wrapped
-  ``model(inputs, training=False)``, and ``debcr.model.predict(model, x, 32)`` (the Keras
-  ``predict`` loop). The speed-up column divides the best graph-mode median of the original
-  (``predict_on_batch`` or ``tf.function``) by ours.
+  0.1.0's Keras model restored from the published checkpoint, run in graph mode in a persistent
+  subprocess of the original environment's python: ``model.predict_on_batch``, a
+  ``tf.function``-wrapped ``model(inputs, training=False)``, and ``debcr.model.predict(model, x,
+  32)`` (the Keras ``predict`` loop).
+* Every variant is first called ``--warmup`` times untimed; then ``--repeats`` rounds each time
+  every variant once (order rotated per round), so that ours and the original see the same
+  background load. Reported: median, min and max (``time.perf_counter``), patches/s, the speed-up
+  over the original's best graph-mode median (``predict_on_batch`` or ``tf.function``), the max
+  abs. difference of each output from our float32 NCHW output and from the original's output, and
+  the share of the CPU taken by other processes while each variant ran.
 
 Timings on a shared 2-core machine are noisy: another CPU-heavy job running at the same time slows
-either side. The load average before the run is printed.
+either side (see the "other CPU load" column).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import argparse
 import json
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,55 +45,58 @@ from _common import (
     FMD_FIELD19_RAW,
     WEIGHTS_2D_DENOISING,
     WORK,
+    OriginalWorker,
     OtherLoad,
     fmt,
     machine_line,
     median,
     original_env_info,
     read_png,
-    run_json,
     table,
-    time_repeated,
 )
 
-ORIGINAL_SNIPPET = r"""
-import contextlib, io, json, sys, time
+ORIGINAL_CODE = r"""
+import sys, time
 import numpy as np
-batch_path, weights, out_path, repeats, warmup = sys.argv[1:6]
-repeats, warmup = int(repeats), int(warmup)
-sink = io.StringIO()
-with contextlib.redirect_stdout(sink):
+batch_path, weights, out_path = sys.argv[1:4]
+S = {}
+
+def setup():
     import tensorflow as tf
     import debcr
     from debcr._core.model.utils import multi_input
     t0 = time.perf_counter()
     model = debcr.model.init(weights_path=weights, input_size=128, ckpt_name="ckpt-best")
-    load_s = time.perf_counter() - t0
-x = np.load(batch_path)
-inputs = multi_input(x[..., None])
-graph_call = tf.function(lambda a, b, c: model([a, b, c], training=False))
-tensors = [tf.constant(a) for a in inputs]
+    S["load_s"] = time.perf_counter() - t0
+    x = np.load(batch_path)
+    inputs = multi_input(x[..., None])
+    S.update(tf=tf, debcr=debcr, model=model, x=x, inputs=inputs,
+             tensors=[tf.constant(a) for a in inputs],
+             graph=tf.function(lambda a, b, c: model([a, b, c], training=False)))
 
-def timed(fn):
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return {"s": time.perf_counter() - t0}
 
-res = {}
-with contextlib.redirect_stdout(sink):
-    res["predict_on_batch"] = timed(lambda: model.predict_on_batch(inputs))
-    res["tf.function"] = timed(lambda: [t.numpy() for t in graph_call(*tensors)])
-    res["debcr.model.predict"] = timed(lambda: debcr.model.predict(model, x, batch_size=32))
-    z0 = np.asarray(model.predict_on_batch(inputs)[0])[..., 0]
-np.save(out_path, z0.astype(np.float32))
-print(json.dumps({"times": res, "load_s": load_s, "tf_version": tf.__version__,
-                  "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}))
+def _save():
+    z0 = np.asarray(S["model"].predict_on_batch(S["inputs"])[0])[..., 0]
+    np.save(out_path, z0.astype(np.float32))
+    return {"saved": out_path}
+
+JOBS = {
+    "predict_on_batch": lambda: _timed(lambda: S["model"].predict_on_batch(S["inputs"])),
+    "tf.function": lambda: _timed(lambda: [t.numpy() for t in S["graph"](*S["tensors"])]),
+    "debcr.model.predict": lambda: _timed(
+        lambda: S["debcr"].model.predict(S["model"], S["x"], batch_size=32)),
+    "save": _save,
+    "info": lambda: {
+        "tf_version": S["tf"].__version__, "load_s": S["load_s"],
+        "intra_op_threads": S["tf"].config.threading.get_intra_op_parallelism_threads(),
+    },
+}
 """
+ORIGINAL_JOBS = ("predict_on_batch", "tf.function", "debcr.model.predict")
 
 
 def make_batch(n: int = 32, size: int = 128) -> np.ndarray:
@@ -106,17 +114,15 @@ def make_batch(n: int = 32, size: int = 128) -> np.ndarray:
     return normalize(np.stack(patches), pmin=0.1, pmax=99.9).astype(np.float32)
 
 
-def bench_ours(batch: np.ndarray, repeats: int, warmup: int) -> tuple[list[dict], int]:
+def our_variants(batch: np.ndarray) -> dict[str, Callable[[], torch.Tensor]]:
+    """Name → zero-argument call returning the full-resolution output (N, 1, H, W)."""
     import debcr
 
-    rows = []
-    base = debcr.model.init("2D_denoising").eval()
-    n_params = sum(p.numel() for p in base.parameters() if p.requires_grad)
-    reference = None
+    variants = {}
     for layout in ("NCHW", "channels_last"):
-        fmt_ = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-        model = debcr.model.init("2D_denoising").eval().to(memory_format=fmt_)
-        x = torch.from_numpy(batch[:, None]).contiguous(memory_format=fmt_)
+        mf = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        model = debcr.model.init("2D_denoising").eval().to(memory_format=mf)
+        x = torch.from_numpy(batch[:, None]).contiguous(memory_format=mf)
         for precision in ("float32", "bfloat16"):
 
             def call(model=model, x=x, precision=precision):
@@ -126,48 +132,34 @@ def bench_ours(batch: np.ndarray, repeats: int, warmup: int) -> tuple[list[dict]
                     with torch.autocast("cpu", dtype=torch.bfloat16):
                         return model.restore(x)
 
-            with OtherLoad() as load:
-                times = time_repeated(call, repeats, warmup)
-            out = call().float()[:, 0].numpy()
-            if reference is None:
-                reference = out
-            rows.append(
-                {
-                    "name": f"ours {precision} {layout}",
-                    "times": times,
-                    "out": out,
-                    "diff_fp32": float(np.abs(out - reference).max()),
-                    "other": str(load),
-                }
-            )
-    return rows, n_params
+            variants[f"ours {precision} {layout}"] = call
+    return variants
 
 
-def bench_original(info: dict, batch: np.ndarray, repeats: int, warmup: int) -> dict | None:
-    WORK.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-        batch_path, out_path = Path(tmp) / "batch.npy", Path(tmp) / "z0.npy"
-        np.save(batch_path, batch)
-        try:
-            with OtherLoad() as load:
-                res = run_json(
-                    [
-                        info["python"],
-                        "-c",
-                        ORIGINAL_SNIPPET,
-                        str(batch_path),
-                        str(WEIGHTS_2D_DENOISING),
-                        str(out_path),
-                        str(repeats),
-                        str(warmup),
-                    ]
-                )
-        except RuntimeError as exc:
-            print(f"original debcr failed: {exc}", file=sys.stderr)
-            return None
-        res["out"] = np.load(out_path)
-    res["other"] = str(load)
-    return res
+def measure(
+    calls: dict[str, Callable[[], float]], repeats: int, warmup: int, pids: list[int]
+) -> tuple[dict[str, list[float]], dict[str, OtherLoad]]:
+    """Warm up every call, then ``repeats`` rotated rounds; each call returns its own seconds."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    names = list(calls)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    loads = {n: OtherLoad(pids) for n in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            with loads[name]:
+                times[name].append(calls[name]())
+    return times, loads
+
+
+def _timer(fn: Callable[[], object]) -> Callable[[], float]:
+    def timed() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    return timed
 
 
 def main() -> int:
@@ -175,7 +167,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--repeats", type=int, default=7, help="timed calls per variant (default 7)"
+        "--repeats", type=int, default=7, help="timed rounds (every variant once; default 7)"
     )
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls first (default 2)")
     parser.add_argument("--batch", type=int, default=32, help="patches per batch (default 32)")
@@ -190,26 +182,58 @@ def main() -> int:
 
     print(f"Machine: {machine_line()}\n")
     batch = make_batch(args.batch)
-    ours, n_params = bench_ours(batch, args.repeats, args.warmup)
+    ours = our_variants(batch)
+    import debcr
+
+    n_params = sum(p.numel() for p in debcr.model.init("2D_denoising").parameters())
 
     info = original_env_info(args.original)
-    orig = bench_original(info, batch, args.repeats, args.warmup) if info else None
+    WORK.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        batch_path, out_path = Path(tmp) / "batch.npy", Path(tmp) / "z0.npy"
+        np.save(batch_path, batch)
+        worker = None
+        if info is not None:
+            try:
+                worker = OriginalWorker(
+                    info["python"],
+                    ORIGINAL_CODE,
+                    [str(batch_path), str(WEIGHTS_2D_DENOISING), str(out_path)],
+                )
+            except RuntimeError as exc:
+                print(f"original debcr failed: {exc}", file=sys.stderr)
+        calls = {name: _timer(fn) for name, fn in ours.items()}
+        if worker is not None:
+            for job in ORIGINAL_JOBS:
+                calls[f"original {job}"] = lambda job=job: worker.call(job)["s"]
+        try:
+            times, loads = measure(calls, args.repeats, args.warmup, [worker.pid] if worker else [])
+            if worker is not None:
+                orig_info = worker.call("info")
+                worker.call("save")
+                orig_out = np.load(out_path)
+        finally:
+            if worker is not None:
+                worker.close()
+
+    outs = {name: fn().float()[:, 0].numpy() for name, fn in ours.items()}
+    reference = outs["ours float32 NCHW"]
     orig_best = None
-    if orig:
+    if worker is not None:
         import original_env
 
         print(
             f"Original: {original_env.describe(info)}; TF intra-op threads setting "
-            f"{orig['intra_op_threads']} (0 = all cores); "
-            f"model build+restore {orig['load_s']:.2f} s\n"
+            f"{orig_info['intra_op_threads']} (0 = all cores); "
+            f"model build+restore {orig_info['load_s']:.2f} s\n"
         )
-        orig_best = min(median(t) for k, t in orig["times"].items() if k != "debcr.model.predict")
+        orig_best = min(median(times[f"original {j}"]) for j in ORIGINAL_JOBS[:2])
     else:
         print("Original: not measured (see the reason above)\n")
 
     print(
-        f"Batch {args.batch}×1×128×128 float32; {args.repeats} timed repeats after "
-        f"{args.warmup} warm-ups; m-rBCR parameters (ours): {n_params:,}\n"
+        f"Batch {args.batch}×1×128×128 float32; {args.repeats} interleaved timed rounds after "
+        f"{args.warmup} warm-ups per variant; m-rBCR parameters (ours): {n_params:,}\n"
     )
     headers = [
         "implementation",
@@ -223,53 +247,32 @@ def main() -> int:
         "other CPU load",
     ]
     rows = []
-    for r in ours:
-        med = median(r["times"])
+    for name, t in times.items():
+        med = median(t)
+        is_orig = name.startswith("original")
+        out = orig_out if is_orig else outs[name]
         rows.append(
             [
-                r["name"],
+                name.replace("original", f"original TF {orig_info['tf_version']}")
+                if is_orig
+                else name,
                 f"{med:.3f}",
-                f"{min(r['times']):.3f}",
-                f"{max(r['times']):.3f}",
+                f"{min(t):.3f}",
+                f"{max(t):.3f}",
                 f"{args.batch / med:.1f}",
-                fmt(orig_best / med if orig_best else None) + "×" * bool(orig),
-                f"{r['diff_fp32']:.2e}",
-                f"{np.abs(r['out'] - orig['out']).max():.2e}" if orig else "n/a",
-                r["other"],
+                fmt(orig_best / med) + "×" if orig_best else "n/a",
+                f"{np.abs(out - reference).max():.2e}",
+                "—" if is_orig else (f"{np.abs(out - orig_out).max():.2e}" if worker else "n/a"),
+                str(loads[name]),
             ]
         )
-    if orig:
-        for name, times in orig["times"].items():
-            med = median(times)
-            rows.append(
-                [
-                    f"original TF {orig['tf_version']} {name}",
-                    f"{med:.3f}",
-                    f"{min(times):.3f}",
-                    f"{max(times):.3f}",
-                    f"{args.batch / med:.1f}",
-                    f"{orig_best / med:.2f}×",
-                    f"{np.abs(orig['out'] - ours[0]['out']).max():.2e}",
-                    "—",
-                    orig["other"],
-                ]
-            )
     print(table(headers, rows))
     print(
-        "\nother CPU load = share of the 2 cores used by other processes during that row's "
-        "measurement (the original's: over its whole subprocess); > ~10% means inflated times."
+        "\nother CPU load = share of the cores used by other processes while that variant ran; "
+        "> ~10% means inflated times (interleaving spreads it evenly over all variants)."
     )
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "params": n_params,
-                    "ours": {r["name"]: r["times"] for r in ours},
-                    "original": orig["times"] if orig else None,
-                },
-                indent=2,
-            )
-        )
+        args.json.write_text(json.dumps({"params": n_params, "times": times}, indent=2))
     return 0
 
 

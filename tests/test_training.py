@@ -109,6 +109,11 @@ def test_fine_tuning_starts_from_the_builtin_model(data, tmp_path: Path) -> None
     delta = (tuned.state_dict()[key] - base.state_dict()[key]).abs()
     assert 0 < float(delta.max()) < 0.05  # moved a little from the published weights
     assert tuned.metadata["task"] == "2D_denoising"
+    # provenance of the published weights is not carried over to changed weights
+    assert "converted_from" not in tuned.metadata
+    assert tuned.metadata["init_model"] == "2D_denoising"
+    assert tuned.metadata["init_license"] == "CC-BY-4.0"
+    assert tuned.metadata["halo"] % 4 == 0 and tuned.metadata["halo"] > 0
 
 
 def test_resume_continues_from_the_last_step(data, tmp_path: Path) -> None:

@@ -147,6 +147,10 @@ def fit(
     if config.seed is not None:
         L.seed_everything(config.seed, workers=True, verbose=False)
     net = initial_model(init_model if init_model is not None else config.init_model)
+    parent = dict(getattr(net, "metadata", {}))
+    # The weights will change: provenance, licence text and the cached halo of the starting
+    # model no longer describe them.
+    net.metadata = {"task": parent.get("task", "")}
     net.train()
     module = MRBCRModule(
         net,
@@ -158,9 +162,11 @@ def fit(
         patch_normalization=config.patch_normalization,
     )
     metadata = {
-        "task": getattr(net, "metadata", {}).get("task", ""),
+        "task": parent.get("task", ""),
         "trained_with": "debcr",
         "init_model": str(init_model if init_model is not None else config.init_model),
+        "init_source": parent.get("source", ""),
+        "init_license": parent.get("license", ""),
         "config": config.to_dict(),
         "normalization": {"method": "percentile", "pmin": 0.1, "pmax": 99.9},
     }
@@ -210,10 +216,20 @@ def fit(
         ),
         ckpt_path=resume_ckpt if resume else None,
     )
+    best = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
     if trainer.is_global_zero:
         plot_curves(run_dir)
-    best = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
+        _store_halo(best)
     return load_model(best)
+
+
+def _store_halo(path: Path) -> None:
+    """Measure the trained model's receptive field once, so predictions need not."""
+    from debcr.inference import effective_halo
+
+    model = load_model(path)
+    model.metadata["halo"] = effective_halo(model)
+    save_model(model, path, overwrite=True)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
