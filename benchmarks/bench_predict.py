@@ -33,9 +33,9 @@ Commands (from the repository root)::
     call, Mpx/s, and the process's peak RSS (VmHWM of the child from /proc, read at its end;
     resident pages of the memory-mapped input/output count too; ru_maxrss is not used because on
     Linux a child inherits the parent's high-water mark through fork/exec). Target: < 1.5 GB.
-    Duration = size² / speed: at the ~0.07 Mpx/s (float32) measured on the 2-core CPU, 4096² takes
-    about 4 min and 8192² about 16 min (hence the default 4096²; the peak memory does not depend
-    on the size, as the tiles do not).
+    Duration = size² / speed: at the ~0.085 Mpx/s (float32) measured on the 2-core CPU, 4096²
+    takes about 3.5 min and 8192² about 14 min (hence the default 4096²; the working memory does
+    not depend on the size, as the tiles do not).
 
 Timings on a shared 2-core machine are noisy (another CPU-heavy job slows either side); the load
 average before each part is printed.

@@ -15,7 +15,8 @@ The batch is real data: noisy FMD Confocal_BPAE_B field-19 raw frames as input a
 avg50 image as target, cut into ``--patch``² tiles and percentile-normalised (0.1/99.9) per
 image; the same float32 arrays go to every implementation.
 
-* ours, plain loop: ``debcr.nn.MRBCR`` in train mode, ``debcr.nn.losses.mrbcr_loss``,
+* ours, plain loop (channels-last): ``debcr.nn.MRBCR`` in train mode,
+  ``debcr.nn.losses.mrbcr_loss``,
   ``torch.optim.Adam``; float32, and bfloat16 autocast (the loss is computed in float32).
 * the original (if its environment exists, see ``original_env.py``; built on first use): debcr
   0.1.0's ``_core.model.m_rBCR.m_rBCR`` model, ``_core.model.loss.loss_function_mimo`` and
@@ -171,11 +172,12 @@ def bench_ours(low: np.ndarray, gt: np.ndarray, repeats: int, warmup: int) -> li
     import debcr
     from debcr.nn.losses import mrbcr_loss
 
-    x = torch.from_numpy(low[:, None])
+    # channels-last, as debcr's Lightning module trains
+    x = torch.from_numpy(low[:, None]).contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(gt[:, None])
     rows = []
     for precision in ("float32", "bfloat16"):
-        model = debcr.model.init(None, seed=0).train()
+        model = debcr.model.init(None, seed=0).train().to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, eps=ADAM_EPS)
         last = {}
 

@@ -4,6 +4,7 @@ Command (from the repository root)::
 
     .venv/bin/python benchmarks/original_env.py            # build if needed, verify, print a table
     .venv/bin/python benchmarks/original_env.py --rebuild  # start from scratch
+    .venv/bin/python benchmarks/original_env.py --strategy b --env-dir benchmarks/_work/orig-b
 
 The environment lives in ``benchmarks/_work/debcr-original`` (git-ignored). The original pins
 Python 3.9 and ``tensorflow-cpu==2.11``; strategies, tried in order:
@@ -46,6 +47,19 @@ MARKER = ENV_DIR / "debcr_original.json"
 LOCK = WORK / "debcr-original.lock"
 LOG = WORK / "debcr-original-build.log"
 FAILURE = WORK / "debcr-original-failure.txt"
+STRATEGIES = ("a", "b")
+
+
+def use_env_dir(path: Path) -> None:
+    """Point this module at another environment directory (e.g. to try strategy (b) aside)."""
+    global ENV_DIR, MARKER, LOCK, LOG, FAILURE
+    ENV_DIR = Path(path).resolve()
+    MARKER = ENV_DIR / "debcr_original.json"
+    LOCK = ENV_DIR.parent / f"{ENV_DIR.name}.lock"
+    LOG = ENV_DIR.parent / f"{ENV_DIR.name}-build.log"
+    FAILURE = ENV_DIR.parent / f"{ENV_DIR.name}-failure.txt"
+
+
 SHARED = HERE.parent.parent / "shared"
 WEIGHTS_DIR = SHARED / "debcr_reference" / "weights" / "2D_denoising"
 FIXTURE = SHARED / "debcr_reference" / "mrbcr_2D_denoising_reference.npz"
@@ -234,7 +248,7 @@ def original_info() -> dict | None:
     return None
 
 
-def build(rebuild: bool = False) -> dict | None:
+def build(rebuild: bool = False, strategies: tuple[str, ...] = STRATEGIES) -> dict | None:
     """Build the environment if needed; return its marker dict, or None (reason on stderr)."""
     if not rebuild:
         info = original_info()
@@ -249,6 +263,7 @@ def build(rebuild: bool = False) -> dict | None:
             )
             return None
     WORK.mkdir(parents=True, exist_ok=True)
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
     with LOCK.open("w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -274,7 +289,11 @@ def build(rebuild: bool = False) -> dict | None:
             FAILURE.unlink()
         t0 = time.perf_counter()
         reasons: list[str] = []
-        info = _strategy_a(reasons) or _strategy_b(reasons)
+        info = None
+        for name in strategies:
+            info = (_strategy_a if name == "a" else _strategy_b)(reasons)
+            if info is not None:
+                break
         if info is None:
             print("original debcr unavailable:\n  " + "\n  ".join(reasons), file=sys.stderr)
             FAILURE.write_text("\n".join(reasons) + "\n")
@@ -325,8 +344,22 @@ def main() -> int:
         action="store_true",
         help="re-run the parity check on an existing environment and update the marker",
     )
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        action="append",
+        help="try only this strategy (repeatable; default: a, then b)",
+    )
+    parser.add_argument(
+        "--env-dir",
+        type=Path,
+        help=f"build/use this directory instead of {ENV_DIR.relative_to(HERE.parent)} "
+        "(e.g. to try strategy b without touching the main one)",
+    )
     args = parser.parse_args()
-    info = build(rebuild=args.rebuild)
+    if args.env_dir:
+        use_env_dir(args.env_dir)
+    info = build(rebuild=args.rebuild, strategies=tuple(args.strategy or STRATEGIES))
     if info is None:
         return 1
     if args.verify:
