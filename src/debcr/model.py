@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from debcr.data.normalize import NormStats
@@ -237,8 +236,3 @@ def _patch_batch(image: Any) -> int | None:
     if shape is not None and len(shape) == 3 and max(shape[1:]) <= 256:
         return 32
     return None
-
-
-def parameters(model: MRBCR) -> int:
-    """Number of trainable parameters (236,630 for m-rBCR)."""
-    return int(sum(np.prod(p.shape) for p in model.parameters() if p.requires_grad))
