@@ -2,7 +2,7 @@
 
 Command (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_forward.py                  # 7 rounds, 2 warm-ups; ~6 min
+    .venv/bin/python benchmarks/bench_forward.py                  # 7 rounds, 2 warm-ups; ~4 min
     .venv/bin/python benchmarks/bench_forward.py --original skip  # ours only
 
 What is measured

@@ -82,6 +82,14 @@ VERIFY_SNIPPET = r"""
 import json, sys, io, contextlib
 import numpy as np
 weights, fixture = sys.argv[1], sys.argv[2]
+def keras_version():
+    from importlib.metadata import version
+    for dist in ("keras", "tf-keras"):
+        try:
+            return version(dist)
+        except Exception:
+            pass
+    return "?"
 with contextlib.redirect_stdout(io.StringIO()) as log:
     import tensorflow as tf
     import debcr
@@ -91,7 +99,7 @@ with contextlib.redirect_stdout(io.StringIO()) as log:
 diff = float(np.max(np.abs(out.astype(np.float64) - ref["api_predict"].astype(np.float64))))
 print(json.dumps({
     "tf_version": tf.__version__,
-    "keras_version": getattr(tf.keras, "__version__", "?"),
+    "keras_version": getattr(tf.keras, "__version__", None) or keras_version(),
     "numpy_version": np.__version__,
     "debcr_version": debcr.__version__,
     "python_version": sys.version.split()[0],
@@ -111,7 +119,7 @@ def _log(msg: str) -> None:
 
 
 def _run(cmd: list[str], timeout: float = 3600) -> subprocess.CompletedProcess:
-    _log("$ " + " ".join(cmd))
+    _log("$ " + " ".join("<python code>" if "\n" in c else c for c in cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     with LOG.open("a") as fh:
         fh.write(proc.stdout[-20000:] + proc.stderr[-20000:] + f"\n[rc={proc.returncode}]\n")
