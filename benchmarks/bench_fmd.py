@@ -1,4 +1,4 @@
-"""Real-data quality protocol on FMD Confocal_BPAE_B: zero-shot, fine-tuned and scratch m-rBCR.
+"""Real-data quality protocol on FMD Confocal_BPAE_B: m-rBCR against CARE and non-local means.
 
 Command (from the repository root; CPU, ≈40 min on a 2-core machine at the defaults)::
 
@@ -16,10 +16,14 @@ What it does
    ``--batch``, ``--patch``, learning rate, seed, no augmentation, no early stopping):
    (a) fine-tuning the built-in ``2D_denoising`` model, (b) from scratch (Glorot init). Each run
    returns its best model (lowest validation loss); that model is evaluated.
+   (c) the CARE U-Net baseline (``debcr.nn.CAREUNet``, 332,641 parameters) on the very same
+   batches and steps with CARE's own optimiser settings (MAE, Adam lr 4e-4), see
+   ``_baselines.py``.
 3. Restores all ``--frames`` (default 50) raw frames of the test field 19 with
    ``debcr.model.predict(model, frame)`` (defaults: whole-image percentile normalisation, result
-   calibrated to the input's units), for: the noisy input itself (identity), the built-in
-   ``2D_denoising`` model zero-shot, the fine-tuned and the scratch model.
+   calibrated to the input's units), for: the noisy input itself (identity), non-local means
+   (scikit-image, σ estimated per frame, h = 0.8σ), the built-in ``2D_denoising`` model
+   zero-shot, the fine-tuned and the scratch model, and CARE (same engine, halo 44 px).
 4. Scores every restored frame against ``gt/19/avg50.png`` with ``debcr.metrics.psnr`` and
    ``debcr.metrics.ssim`` under the three conventions: ``raw`` (input units, data_range 255),
    ``minmax`` (each image min-max rescaled, as the original DeBCR tester) and ``affine`` (CARE's
@@ -63,7 +67,16 @@ TEST_FIELD = "19"
 BACKGROUND_FILTER = 0.1
 RAW_RANGE = 255.0
 CONVENTIONS = ("raw", "minmax", "affine")
-METHODS = ("noisy input", "2D_denoising zero-shot", "fine-tuned 2D_denoising", "from scratch")
+SHORTS = ("noisy", "nlm", "zeroshot", "finetune", "scratch", "care")
+METHODS = (
+    "noisy input",
+    "non-local means",
+    "2D_denoising zero-shot",
+    "fine-tuned 2D_denoising",
+    "from scratch",
+    "CARE U-Net (scratch)",
+)
+PARAMETERS = dict(zip(METHODS, ("—", "—", "236,630", "236,630", "236,630", "332,641")))
 
 
 def log(msg: str) -> None:
@@ -120,22 +133,16 @@ def score(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return out
 
 
-def evaluate(model, frames: list[Path], gt: np.ndarray, label: str) -> dict:
-    """Restore every frame (``model`` None = identity) and score it; per-frame values."""
-    import debcr
-
+def evaluate(restore, frames: list[Path], gt: np.ndarray, label: str) -> dict:
+    """Restore every frame with ``restore(noisy) -> float32 image`` and score it per frame."""
     per_frame, seconds = [], 0.0
     for i, path in enumerate(frames):
         noisy = read_png(path)
         t0 = time.perf_counter()
-        pred = (
-            noisy.astype(np.float32)
-            if model is None
-            else debcr.model.predict(model, noisy, progress=False)
-        )
+        pred = restore(noisy)
         seconds += time.perf_counter() - t0
         per_frame.append(score(pred, gt))
-        if model is not None and (i + 1) % 10 == 0:
+        if (i + 1) % 10 == 0:
             log(f"  {label}: {i + 1}/{len(frames)} frames, {seconds / (i + 1):.2f} s/frame")
     return {"per_frame": per_frame, "predict_s": seconds, "frames": len(frames)}
 
@@ -198,6 +205,37 @@ def train_one(
     return model, info
 
 
+def restorer(short: str, data: dict, val: dict, args: argparse.Namespace, res: dict):
+    """The function that restores one frame for method ``short`` (training it first)."""
+    import debcr
+    from _baselines import nlm, predict_care, train_care
+
+    if short == "noisy":
+        return lambda noisy: noisy.astype(np.float32)
+    if short == "nlm":
+        return lambda noisy: nlm(noisy)[0]
+    if short == "care":
+        log(f"training CARE U-Net for {args.steps} steps on the same batches")
+        with OtherLoad() as load:
+            model, res["train"] = train_care(
+                data["train"],
+                val,
+                steps=args.steps,
+                batch=args.batch,
+                val_freq=args.val_freq,
+                seed=args.seed,
+                log=log,
+            )
+        res["train"]["other_load"] = str(load)
+        return lambda noisy: predict_care(model, noisy)
+    if short == "zeroshot":
+        model = debcr.model.init("2D_denoising")
+    else:
+        init = "2D_denoising" if short == "finetune" else None
+        model, res["train"] = train_one(short, init, data, val, args)
+    return lambda noisy: debcr.model.predict(model, noisy, progress=False)
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's info messages and checkpoint-loading notices out of the log."""
     import warnings
@@ -243,6 +281,7 @@ def result_tables(results: dict[str, dict], args: argparse.Namespace) -> str:
     )
     headers2 = [
         "method",
+        "parameters",
         "init",
         "steps (batch × patch²)",
         "training wall time",
@@ -264,6 +303,7 @@ def result_tables(results: dict[str, dict], args: argparse.Namespace) -> str:
         rows2.append(
             [
                 method,
+                PARAMETERS[method],
                 tr["init"] if trained else "—",
                 f"{tr['steps']} ({args.batch} × {args.patch}²)" if trained else "—",
                 f"{tr['wall_s'] / 60:.1f} min ({tr['wall_s']:.0f} s)" if trained else "—",
@@ -296,8 +336,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument(
         "--methods",
-        default="noisy,zeroshot,finetune,scratch",
-        help="comma-separated subset of noisy,zeroshot,finetune,scratch (default: all)",
+        default=",".join(SHORTS),
+        help=f"comma-separated subset of {','.join(SHORTS)} (default: all)",
     )
     parser.add_argument(
         "--reuse",
@@ -308,12 +348,12 @@ def main() -> int:
     args = parser.parse_args()
     args.val_freq = min(args.val_freq or 50, args.steps)
     chosen = [m.strip() for m in args.methods.split(",") if m.strip()]
-    method_of = dict(zip(("noisy", "zeroshot", "finetune", "scratch"), METHODS, strict=True))
+    method_of = dict(zip(SHORTS, METHODS, strict=True))
     if unknown := [m for m in chosen if m not in method_of]:
         parser.error(f"unknown --methods {unknown}; choose from {list(method_of)}")
     quiet_lightning()
 
-    import debcr
+    from debcr.nn import MRBCR, count_parameters
 
     started = datetime.datetime.now().astimezone()
     load0 = os.getloadavg()
@@ -336,25 +376,20 @@ def main() -> int:
     frames, gt = test_frames(args.frames)
 
     results: dict[str, dict] = {}
-    for short in ("noisy", "zeroshot", "finetune", "scratch"):
+    reused: list[str] = []
+    for short in SHORTS:
         if short not in chosen:
             continue
         method = method_of[short]
         cache = OUT / f"result_{short}_{key}_f{args.frames}.json"
         if args.reuse and cache.exists():
             results[method] = json.loads(cache.read_text())
+            done_at = datetime.datetime.fromtimestamp(cache.stat().st_mtime)
+            reused.append(f"{method} ({done_at:%Y-%m-%d %H:%M})")
             log(f"reused {cache.name} for '{method}'")
             continue
         res: dict = {}
-        if short == "noisy":
-            model = None
-        elif short == "zeroshot":
-            model = debcr.model.init("2D_denoising")
-        else:
-            init = "2D_denoising" if short == "finetune" else None
-            model, res["train"] = train_one(short, init, data, val, args)
-        log(f"restoring {len(frames)} frames of field {TEST_FIELD}: {method}")
-        res["eval"] = evaluate(model, frames, gt, method)
+        res["eval"] = evaluate(restorer(short, data, val, args, res), frames, gt, method)
         pf = res["eval"]["per_frame"]
         log(
             f"{method}: PSNR raw {statistics.fmean(f['psnr_raw'] for f in pf):.2f} dB, "
@@ -376,18 +411,31 @@ def main() -> int:
         f"Adam lr {args.lr:g} (ε 1e-7), loss 'reference', no augmentation, patch normalisation "
         f"'none' (whole-image percentiles), seed {args.seed}, no early stopping, best model by "
         f"validation loss; predict with debcr.model.predict defaults (units 'calibrated'); "
-        f"m-rBCR {debcr.model.parameters(debcr.model.init(None)):,} parameters"
+        f"m-rBCR {count_parameters(MRBCR()):,} parameters; CARE U-Net "
+        "(depth 2, 32 filters, 3×3, residual; 332,641 parameters) on the same batches and steps "
+        "with CSBDeep's defaults MAE loss and Adam lr 4e-4, best state by validation MAE, "
+        "predicted with the same tiled engine and calibration; non-local means: scikit-image "
+        "fast mode, σ estimated per frame, h = 0.8σ, 5×5 patches, distance 6"
     )
     command = "OMP_NUM_THREADS={} .venv/bin/python benchmarks/bench_fmd.py {}".format(
         os.environ.get("OMP_NUM_THREADS", "(unset)"), shlex.join(sys.argv[1:])
     ).rstrip()
     report = (
-        "# FMD Confocal_BPAE_B denoising: m-rBCR zero-shot, fine-tuned, from scratch\n\n"
+        "# FMD Confocal_BPAE_B denoising: m-rBCR against CARE and non-local means\n\n"
         f"* Command: `{command}`\n"
         f"* Date: {started:%Y-%m-%d %H:%M %Z} (total run time {total / 60:.1f} min)\n"
         f"* Machine: {machine}; torch threads {torch.get_num_threads()}; load average at end "
         f"{load1[0]:.2f}\n"
-        f"* Settings: {settings}\n\n" + tables + "\n"
+        f"* Settings: {settings}\n"
+        + (
+            f"* Rows reused from earlier runs with identical settings (--reuse; finished at): "
+            f"{', '.join(reused)}\n"
+            if reused
+            else ""
+        )
+        + "\n"
+        + tables
+        + "\n"
     )
     print("\n" + report)
     if not args.no_save:

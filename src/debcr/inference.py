@@ -22,7 +22,7 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,10 @@ DEFAULT_TILE = {"cpu": 512, "accelerator": 1024}
 MIN_TILE = 64
 #: Default number of tiles per forward pass.
 DEFAULT_BATCH = {"cpu": 1, "accelerator": 4}
+#: ``progress`` of :func:`debcr.model.predict`: a tqdm bar (True), none (False), or a
+#: callback ``(tiles_done, tiles_total)``; an exception raised by the callback cancels the run.
+Progress = bool | Callable[[int, int], object]
+
 #: How restored intensities are reported (see :func:`debcr.model.predict`).
 UNITS = ("calibrated", "percentile", "normalized")
 #: Fraction of the total input influence allowed outside the halo.
@@ -305,7 +309,7 @@ def predict_array(
     precision: str = "float32",
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: Progress = True,
 ) -> np.ndarray | Path:
     """Restore an image or stack held in memory, in a memmap/zarr array, or in a file.
 
@@ -392,6 +396,32 @@ def _check_engine(engine: _Engine) -> None:
         )
 
 
+class _CallbackBar:
+    """The part of tqdm's interface the engine uses, reporting to ``callback(done, total)``."""
+
+    def __init__(self, callback: Callable[[int, int], object], total: int) -> None:
+        self.callback, self.total, self.done = callback, total, 0
+
+    def __enter__(self) -> _CallbackBar:
+        self.callback(0, self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.callback(self.done, self.total)
+
+
+def _progress_bar(progress: Progress, total: int) -> Any:
+    if callable(progress):
+        return _CallbackBar(progress, total)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="restoring", unit="tile", disable=not progress)
+
+
 def _run(
     engine: _Engine,
     stack: Any,
@@ -400,11 +430,9 @@ def _run(
     units: str,
     progress: bool,
 ) -> None:
-    from tqdm.auto import tqdm
-
     calib = _Calibration()
     total = engine.total_tiles(tuple(stack.shape))
-    with tqdm(total=total, desc="restoring", unit="tile", disable=not progress) as bar:
+    with _progress_bar(progress, total) as bar:
         for z in range(stack.shape[0]):
             while True:
                 try:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def predict(
     precision: str = "float32",
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | Callable[[int, int], object] = True,
 ) -> Any:
     """Restore an image, a stack or a time series with ``model``.
 
@@ -157,7 +158,10 @@ def predict(
     overwrite
         Allow replacing an existing ``output`` (inputs are never replaced).
     progress
-        Show a progress bar.
+        Show a progress bar (``True``), nothing (``False``), or call
+        ``progress(tiles_done, tiles_total)`` as tiles finish. An exception raised by the
+        callback stops the run and propagates (this is how a GUI cancels); an ``output``
+        file is then not created.
 
     Returns
     -------
@@ -194,6 +198,7 @@ def train(
     init_model: MRBCR | str | os.PathLike | None = None,
     *,
     resume: bool = False,
+    callbacks: Sequence[Any] = (),
 ) -> MRBCR:
     """Train m-rBCR on paired patches and return the best model (lowest validation loss).
 
@@ -213,6 +218,9 @@ def train(
     resume
         Continue the run in ``config.weights_path`` from its last checkpoint
         (optimiser state, step, early-stopping state and RNG states).
+    callbacks
+        Extra Lightning callbacks (progress reporting, a stop button: setting
+        ``trainer.should_stop`` ends the run cleanly with best and last models saved).
 
     Returns
     -------
@@ -223,7 +231,14 @@ def train(
     from debcr.config import TrainConfig
     from debcr.training import fit
 
-    return fit(train_data, val_data, config or TrainConfig(), init_model, resume=resume)
+    return fit(
+        train_data,
+        val_data,
+        config or TrainConfig(),
+        init_model,
+        resume=resume,
+        callbacks=callbacks,
+    )
 
 
 def _is_dask(image: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Neural-network building blocks (torch): the m-rBCR network and its losses."""
+"""Neural-network building blocks (torch): the m-rBCR network, its losses, the CARE baseline."""
 
 from debcr.nn.mrbcr import (
     ARCHITECTURE,
@@ -9,12 +9,14 @@ from debcr.nn.mrbcr import (
     init_glorot_,
     pad_to_multiple,
 )
+from debcr.nn.unet import CAREUNet
 
 __all__ = [
     "ARCHITECTURE",
     "ARCHITECTURE_VERSION",
     "MRBCR",
     "SIZE_MULTIPLE",
+    "CAREUNet",
     "count_parameters",
     "init_glorot_",
     "pad_to_multiple",

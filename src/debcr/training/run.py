@@ -21,6 +21,7 @@ import csv
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,7 @@ def fit(
     init_model: Any = None,
     *,
     resume: bool = False,
+    callbacks: Sequence[Callback] = (),
 ) -> MRBCR:
     """Train m-rBCR; see :func:`debcr.model.train`."""
     from debcr import config as cfg
@@ -191,6 +193,7 @@ def fit(
                 mode="min",
                 check_on_train_epoch_end=False,
             ),
+            *callbacks,
         ],
         logger=CSVLogger(run_dir, name="", version=""),
         enable_checkpointing=False,

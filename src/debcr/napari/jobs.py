@@ -1,0 +1,302 @@
+"""What the DeBCR widget runs, free of Qt and napari: testable on its own.
+
+Every function here runs in a worker thread. Long jobs report through plain callables and
+stop through a :class:`threading.Event`, so the widget only wires them to signals and
+buttons. torch and Lightning are imported inside the functions, never at module import
+(napari imports the widget module when it lists plugins).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from debcr.errors import DataError, DebcrError
+
+logger = logging.getLogger(__name__)
+
+#: Layer metadata keys: the crop grid (so stitching needs no numbers typed by hand) and the
+#: normalisation statistics (so results can return to the input's units).
+GRID_KEY = "debcr_grid"
+STATS_KEY = "debcr_normalization"
+
+#: The four published models, in the order the model picker shows them.
+BUILTIN_MODELS = ("2D_denoising", "3D_denoising", "bright_SR", "confocal_SR")
+
+Report = Callable[[dict[str, Any]], object]
+
+
+class Cancelled(Exception):
+    """The user pressed Stop/Cancel (or closed the viewer) while a job was running."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """A plain sentence for the log: what went wrong and, where we know it, what to do."""
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, Cancelled):
+        return "Cancelled."
+    if "out of memory" in text.lower():
+        return (
+            "Out of memory: choose a smaller tile size or batch size, or the CPU as device. "
+            f"({text.splitlines()[0]})"
+        )
+    if isinstance(exc, DebcrError | ValueError | FileNotFoundError | FileExistsError):
+        return text[:1].upper() + text[1:]
+    return f"Unexpected error ({type(exc).__name__}): {text}. The terminal shows the details."
+
+
+# -- Transform data ---------------------------------------------------------------------------
+
+
+def _image(data: Any, what: str) -> np.ndarray:
+    arr = np.asarray(data)
+    if arr.ndim < 2 or arr.ndim > 4:
+        raise DataError(
+            f"{what} has {arr.ndim} dimension(s) {arr.shape}; expected a 2-D image or a stack "
+            "(Z/T, Y, X)"
+        )
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise DataError(f"{what} has data type {arr.dtype}; expected a grey-level image")
+    return arr
+
+
+def normalize_data(data: Any, pmin: float, pmax: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """Percentile-normalise the whole image/stack; the statistics go into the layer metadata.
+
+    Intensities are not clipped, as in training and prediction (a clipped image could not
+    be mapped back to the input's units).
+    """
+    from debcr.data import normalize
+
+    arr = _image(data, "the input layer")
+    out, stats = normalize(arr, pmin, pmax, clip=False, return_stats=True)
+    return out, {STATS_KEY: stats.to_dict()}
+
+
+def crop_data(
+    data: Any, patch_size: int, overlap: tuple[float, float]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Cut a 2-D image or a stack into overlapping patches covering all of it.
+
+    Returns the patches ``(N, P, P)`` and the metadata that lets :func:`stitch_data` put them
+    back (the grid, the overlap and the image shape).
+    """
+    from debcr.data import crop
+
+    arr = _image(data, "the input layer")
+    if arr.ndim == 4:
+        raise DataError(f"the input layer has shape {arr.shape}; crop a 2-D image or a 3-D stack")
+    _, counts = crop(arr, patch_size, overlap, dry_run=True)
+    patches = crop(arr, patch_size, overlap)
+    grid = {
+        "image_shape": [int(s) for s in arr.shape[-2:]],
+        "slices": int(arr.shape[0]) if arr.ndim == 3 else 0,
+        "patch_num": [int(c) for c in counts],
+        "patch_size": int(patch_size),
+        "overlap": [float(o) for o in overlap],
+    }
+    return patches, {GRID_KEY: grid}
+
+
+def stitch_data(patches: Any, grid: Mapping[str, Any] | None, window: str) -> np.ndarray:
+    """Blend patches from :func:`crop_data` back into the image, with the remembered grid."""
+    from debcr.data import stitch
+
+    if not grid:
+        raise DataError(
+            "this layer has no crop grid: stitch a layer made by Crop (or predicted from one)"
+        )
+    arr = _image(patches, "the patch layer")
+    per_slice = grid["patch_num"][0] * grid["patch_num"][1]
+    if arr.ndim != 3 or arr.shape[0] % per_slice or arr.shape[1:] != (grid["patch_size"],) * 2:
+        raise DataError(
+            f"the patch layer has shape {arr.shape} but its grid expects a multiple of "
+            f"{per_slice} patches of {grid['patch_size']}×{grid['patch_size']}"
+        )
+    return stitch(
+        arr,
+        patch_num=grid["patch_num"],
+        overlap=grid["overlap"],
+        image_shape=grid["image_shape"],
+        window=window,
+    )
+
+
+# -- Use model --------------------------------------------------------------------------------
+
+
+def load_model(spec: str) -> Any:
+    """A built-in model by name, a model file, or a training run folder (its best model)."""
+    from debcr.model import init
+
+    if spec in BUILTIN_MODELS:
+        return init(spec)
+    path = Path(spec).expanduser()
+    if not str(spec).strip():
+        raise DebcrError("no model chosen: pick a built-in model or a model file")
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return init(path / name)
+        raise DebcrError(f"the folder {path} holds no trained model (best.safetensors)")
+    if not path.exists():
+        raise DebcrError(f"no model file at {path}")
+    return init(path)
+
+
+def predict_data(
+    model: Any,
+    data: Any,
+    *,
+    tile_size: int | None,
+    batch_size: int | None,
+    device: str | None,
+    report: Callable[[int, int], object],
+    cancel: threading.Event,
+) -> np.ndarray:
+    """Restore a layer's data (2-D, stack, time series) in its own units; cancellable."""
+    from debcr.model import predict
+
+    arr = _image(data, "the input layer")
+
+    def progress(done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled
+        report(done, total)
+
+    return predict(
+        model,
+        arr,
+        batch_size=batch_size,
+        tile_size=tile_size,
+        device=device,
+        progress=progress,
+    )
+
+
+# -- Train model ------------------------------------------------------------------------------
+
+
+def training_pair(low: Any, gt: Any, what: str) -> dict[str, np.ndarray]:
+    """Check a (input, target) pair of patch stacks and return it as ``{"low", "gt"}``."""
+    low_a, gt_a = _image(low, f"the {what} input"), _image(gt, f"the {what} target")
+    if low_a.shape != gt_a.shape:
+        raise DataError(
+            f"the {what} input {low_a.shape} and target {gt_a.shape} differ in shape; "
+            "pair layers of the same size (e.g. both cropped with the same settings)"
+        )
+    if low_a.ndim == 2:
+        low_a, gt_a = low_a[None], gt_a[None]
+    if low_a.ndim != 3:
+        raise DataError(f"the {what} input has shape {low_a.shape}; expected patches (N, Y, X)")
+    if low_a.shape[1] % 4 or low_a.shape[2] % 4:
+        raise DataError(
+            f"the {what} patches are {low_a.shape[1]}×{low_a.shape[2]} px; m-rBCR needs sides "
+            "divisible by 4 (crop with patch size 64, 128, ...)"
+        )
+    return {"low": low_a.astype(np.float32), "gt": gt_a.astype(np.float32)}
+
+
+def monitor_callback(
+    report: Report, stop: threading.Event, preview: np.ndarray | None = None
+) -> Any:
+    """A Lightning callback that reports steps and validations and honours Stop."""
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    class _Monitor(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+            report(
+                {
+                    "kind": "step",
+                    "step": int(trainer.global_step),
+                    "total": int(trainer.max_steps),
+                    "loss": float(loss),
+                }
+            )
+            if stop.is_set():
+                trainer.should_stop = True
+
+        def on_validation_end(self, trainer, module) -> None:
+            if trainer.sanity_checking:
+                return
+            metrics = trainer.callback_metrics
+            event = {
+                "kind": "validation",
+                "step": int(trainer.global_step),
+                "val_loss": float(metrics["val_loss"]),
+                "val_psnr": float(metrics["val_psnr"]),
+            }
+            if preview is not None:
+                with torch.no_grad():
+                    x = torch.from_numpy(preview[None, None]).to(module.device)
+                    event["preview"] = module.net.restore(x)[0, 0].float().cpu().numpy()
+            report(event)
+
+    return _Monitor()
+
+
+def _pair_from(source: Any, what: str) -> dict[str, np.ndarray]:
+    """``{"low", "gt"}`` from an NPZ path or a ``(low, gt)`` tuple of layer data."""
+    if isinstance(source, str | Path):
+        from debcr.training.data import load_pairs
+
+        low, gt = load_pairs(source, f"{what} data")
+        return training_pair(low, gt, what)
+    low, gt = source
+    return training_pair(low, gt, what)
+
+
+def train_model(
+    train: Any,
+    val: Any,
+    config: Any,
+    init_model: str | None,
+    *,
+    report: Report,
+    stop: threading.Event,
+    resume: bool = False,
+) -> tuple[Any, Path]:
+    """Train and return (best model, run folder); Stop ends it cleanly at the next step.
+
+    ``train``/``val`` are NPZ paths or ``(low, gt)`` arrays; they are read and checked here,
+    in the worker, so large files never block the GUI. ``init_model``: None (a new model),
+    a built-in name or a model file; ``resume`` continues the run in ``config.weights_path``.
+    """
+    from debcr.model import train as train_fn
+
+    train_pair, val_pair = _pair_from(train, "training"), _pair_from(val, "validation")
+    if train_pair["low"].shape[1:] != val_pair["low"].shape[1:]:
+        raise DataError(
+            f"training patches are {train_pair['low'].shape[1:]} px but validation patches "
+            f"{val_pair['low'].shape[1:]} px; crop both with the same patch size"
+        )
+    report(
+        {
+            "kind": "log",
+            "text": f"Data: {len(train_pair['low'])} training and {len(val_pair['low'])} "
+            f"validation patches of {train_pair['low'].shape[1]}×{train_pair['low'].shape[2]} px.",
+        }
+    )
+    model = train_fn(
+        train_pair,
+        val_pair,
+        config,
+        init_model=init_model or None,
+        resume=resume,
+        callbacks=[monitor_callback(report, stop, val_pair["low"][0])],
+    )
+    return model, Path(config.weights_path)
+
+
+def device_description() -> str:
+    """The device predictions and training will use, e.g. ``CUDA: NVIDIA H100``."""
+    from debcr.runtime import device_name, resolve_device
+
+    return device_name(resolve_device())
