@@ -58,10 +58,11 @@ class LogPanel(QWidget):
 
     def __init__(self) -> None:
         super().__init__()
+        self.messages: list[str] = []
         self.text = QTextEdit(readOnly=True)
         self.text.setMinimumHeight(90)
         clear = QPushButton("Clear log")
-        clear.clicked.connect(self.text.clear)
+        clear.clicked.connect(self.clear)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(QLabel("Log"))
@@ -70,12 +71,17 @@ class LogPanel(QWidget):
 
     def write(self, message: str) -> None:
         stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        self.messages.append(message)
         self.text.append(f"{stamp}  {message}")
         logger.info(message)
 
+    def clear(self) -> None:
+        self.messages.clear()
+        self.text.clear()
+
     def lines(self) -> list[str]:
-        """The logged messages without time stamps (for tests and bug reports)."""
-        return [line.split("  ", 1)[-1] for line in self.text.toPlainText().splitlines()]
+        """The logged messages, oldest first, without time stamps."""
+        return list(self.messages)
 
 
 class LayerPicker(QComboBox):
