@@ -153,13 +153,14 @@ def train_one(
     data: dict[str, Path],
     val: dict[str, np.ndarray],
     args: argparse.Namespace,
+    out: Path = OUT,
 ):
-    """One ``debcr.model.train`` run; returns (best model, training info)."""
+    """One ``debcr.model.train`` run in ``out/run_<name>``; returns (best model, training info)."""
     import debcr
     from debcr.config import TrainConfig
     from debcr.training.run import read_metrics
 
-    run_dir = OUT / f"run_{name}"
+    run_dir = out / f"run_{name}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
     config = TrainConfig(
@@ -205,28 +206,36 @@ def train_one(
     return model, info
 
 
+def train_care_measured(data: dict, val: dict, args: argparse.Namespace):
+    """The CARE U-Net on the same batches and steps as m-rBCR; (best model, training info)."""
+    from _baselines import train_care
+
+    log(f"training CARE U-Net for {args.steps} steps on the same batches")
+    with OtherLoad() as load:
+        model, info = train_care(
+            data["train"],
+            val,
+            steps=args.steps,
+            batch=args.batch,
+            val_freq=args.val_freq,
+            seed=args.seed,
+            log=log,
+        )
+    info["other_load"] = str(load)
+    return model, info
+
+
 def restorer(short: str, data: dict, val: dict, args: argparse.Namespace, res: dict):
     """The function that restores one frame for method ``short`` (training it first)."""
     import debcr
-    from _baselines import nlm, predict_care, train_care
+    from _baselines import nlm, predict_care
 
     if short == "noisy":
         return lambda noisy: noisy.astype(np.float32)
     if short == "nlm":
         return lambda noisy: nlm(noisy)[0]
     if short == "care":
-        log(f"training CARE U-Net for {args.steps} steps on the same batches")
-        with OtherLoad() as load:
-            model, res["train"] = train_care(
-                data["train"],
-                val,
-                steps=args.steps,
-                batch=args.batch,
-                val_freq=args.val_freq,
-                seed=args.seed,
-                log=log,
-            )
-        res["train"]["other_load"] = str(load)
+        model, res["train"] = train_care_measured(data, val, args)
         return lambda noisy: predict_care(model, noisy)
     if short == "zeroshot":
         model = debcr.model.init("2D_denoising")

@@ -61,7 +61,6 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import statistics
 import sys
 import time
@@ -73,8 +72,15 @@ import torch
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
-from _common import FMD, HERE, SHARED, WORK, OtherLoad, machine_line, read_png, table
-from bench_fmd import mean_std, quiet_lightning, score, val_subset
+from _common import FMD, HERE, SHARED, WORK, machine_line, read_png, table
+from bench_fmd import (
+    mean_std,
+    quiet_lightning,
+    score,
+    train_care_measured,
+    train_one,
+    val_subset,
+)
 
 RESULTS = HERE / "results" / "sr_simulated.md"
 OUT = WORK / "bench_sr"
@@ -304,62 +310,6 @@ def tune_rl(psf: np.ndarray, args: argparse.Namespace) -> tuple[int, list[tuple[
     return max(grid, key=lambda t: t[1])[0], grid
 
 
-def train_mrbcr(
-    name: str,
-    init_model: str | None,
-    data: dict[str, Path],
-    val: dict[str, np.ndarray],
-    args: argparse.Namespace,
-):
-    """One ``debcr.model.train`` run as in bench_fmd.train_one; returns (best model, info)."""
-    import debcr
-    from debcr.config import TrainConfig
-    from debcr.training.run import read_metrics
-
-    run_dir = OUT / f"run_{name}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    config = TrainConfig(
-        weights_path=str(run_dir),
-        batch_size=args.batch,
-        num_steps=args.steps,
-        patience=args.steps,  # no early stopping: every run takes exactly --steps steps
-        val_freq=args.val_freq,
-        save_freq=args.val_freq,
-        learning_rate=args.lr,
-        patch_size=args.patch,
-        augmentation="none",
-        patch_normalization="none",
-        seed=args.seed,
-        accelerator="cpu",
-        progress=False,
-    )
-    log(f"training '{name}' (init: {init_model or 'Glorot, from scratch'}) for {args.steps} steps")
-    with OtherLoad() as load:
-        t0 = time.perf_counter()
-        model = debcr.model.train(data["train"], val, config, init_model=init_model)
-        wall = time.perf_counter() - t0
-    series = read_metrics(run_dir)
-    val_loss = series.get("val_loss", [])
-    best_step, best_loss = min(val_loss, key=lambda sv: sv[1]) if val_loss else (None, None)
-    train_loss = [v for _, v in series.get("train_loss", [])]
-    info = {
-        "init": init_model or "none (Glorot)",
-        "wall_s": wall,
-        "steps": len(train_loss),
-        "best_step": best_step,
-        "best_val_loss": best_loss,
-        "first_train_loss": float(np.mean(train_loss[:10])) if train_loss else None,
-        "last_train_loss": float(np.mean(train_loss[-10:])) if train_loss else None,
-        "other_load": str(load),
-    }
-    log(
-        f"trained '{name}': {info['steps']} steps in {wall:.0f} s, best val loss {best_loss} "
-        f"at step {best_step}, other CPU load {load}"
-    )
-    return model, info
-
-
 def restorer(
     short: str,
     psf: np.ndarray,
@@ -370,7 +320,7 @@ def restorer(
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The function restoring one degraded image for method ``short`` (trained/tuned first)."""
     import debcr
-    from _baselines import predict_care, train_care
+    from _baselines import predict_care
 
     if short == "input":
         return lambda x: x.astype(np.float32)
@@ -381,24 +331,13 @@ def restorer(
         log(f"  chose {n} iterations")
         return lambda x: rl_padded(x, psf, n)
     if short == "care":
-        log(f"training CARE U-Net for {args.steps} steps on the same batches")
-        with OtherLoad() as load:
-            model, res["train"] = train_care(
-                data["train"],
-                val,
-                steps=args.steps,
-                batch=args.batch,
-                val_freq=args.val_freq,
-                seed=args.seed,
-                log=log,
-            )
-        res["train"]["other_load"] = str(load)
+        model, res["train"] = train_care_measured(data, val, args)
         return lambda x: predict_care(model, x)
     if short in ("confocal_SR", "bright_SR"):
         model = debcr.model.init(short)
     else:
         init = "confocal_SR" if short == "finetune" else None
-        model, res["train"] = train_mrbcr(short, init, data, val, args)
+        model, res["train"] = train_one(f"sr_{short}", init, data, val, args, out=OUT)
     return lambda x: debcr.model.predict(model, x, progress=False)
 
 
