@@ -208,3 +208,31 @@ def test_sample_data_is_the_bundled_nuclei_image() -> None:
     assert [meta["name"] for _, meta, _ in layers] == ["nuclei (clean)", "nuclei (noisy)"]
     np.testing.assert_array_equal(layers[1][0], noisy)
     np.testing.assert_array_equal(layers[0][0], clean)
+
+
+def test_predict_a_time_series_of_stacks_keeps_its_shape(denoiser) -> None:
+    series = np.stack(
+        [np.stack([fmd_frame(19, 2 * t + z)[:64, :96] for z in range(2)]) for t in range(2)]
+    )
+    out = jobs.predict_data(
+        denoiser,
+        series,
+        tile_size=None,
+        batch_size=None,
+        device="cpu",
+        report=lambda done, total: None,
+        cancel=threading.Event(),
+    )
+    assert out.shape == (2, 2, 64, 96)
+    flat = jobs.predict_data(
+        denoiser,
+        series.reshape(4, 64, 96),
+        tile_size=None,
+        batch_size=None,
+        device="cpu",
+        report=lambda done, total: None,
+        cancel=threading.Event(),
+    )
+    # A (T, Z, Y, X) layer is restored as one stack of its 2-D slices, in order.
+    np.testing.assert_array_equal(out.reshape(4, 64, 96), flat)
+    assert np.corrcoef(out[1, 0].ravel(), series[1, 0].ravel())[0, 1] > 0.5

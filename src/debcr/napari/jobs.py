@@ -159,7 +159,7 @@ def predict_data(
     report: Callable[[int, int], object],
     cancel: threading.Event,
 ) -> np.ndarray:
-    """Restore a layer's data (2-D, stack, time series) in its own units; cancellable."""
+    """Restore a layer's data (2-D, stack, time series, T×Z) in its own units; cancellable."""
     from debcr.model import predict
 
     arr = _image(data, "the input layer")
@@ -169,14 +169,17 @@ def predict_data(
             raise Cancelled
         report(done, total)
 
-    return predict(
+    # napari layers are often (T, Z, Y, X); every 2-D slice is restored on its own anyway, so
+    # a 4-D layer is one long stack with one set of statistics.
+    out = predict(
         model,
-        arr,
+        arr.reshape(-1, *arr.shape[-2:]) if arr.ndim == 4 else arr,
         batch_size=batch_size,
         tile_size=tile_size,
         device=device,
         progress=progress,
     )
+    return out.reshape(arr.shape)
 
 
 # -- Train model ------------------------------------------------------------------------------
