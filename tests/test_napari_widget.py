@@ -187,6 +187,23 @@ def test_user_mistakes_end_up_in_the_log(widget, qtbot, tmp_path) -> None:
     assert not (tmp_path / "run" / "best.safetensors").exists()
 
 
+def test_layer_pickers_follow_added_renamed_and_removed_layers(widget) -> None:
+    viewer = widget.viewer
+    pt = widget.predict_tab
+    viewer.add_image(fmd_frame()[:64, :64], name="first")
+    viewer.add_image(fmd_gt()[:64, :64], name="second")
+    pt.input.setCurrentText("second")
+    viewer.layers["second"].name = "renamed"
+    names = [pt.input.itemText(i) for i in range(pt.input.count())]
+    assert names == ["first", "renamed"]
+    assert pt.input.currentText() in names
+    del viewer.layers["first"]
+    assert [pt.input.itemText(i) for i in range(pt.input.count())] == ["renamed"]
+    assert pt.output.text() == "renamed.pred"
+    tr_names = [widget.train_tab.val_gt.itemText(i) for i in range(widget.train_tab.val_gt.count())]
+    assert tr_names == ["—", "renamed"]
+
+
 def test_settings_save_load_and_reset(widget, tmp_path) -> None:
     tr = widget.train_tab
     tr.batch.setValue(8)

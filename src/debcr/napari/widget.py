@@ -93,7 +93,13 @@ class LayerPicker(QComboBox):
         self.optional = optional
         for event in ("inserted", "removed", "moved", "changed"):
             getattr(viewer.layers.events, event).connect(self.refresh)
+        viewer.layers.events.inserted.connect(self._watch_name)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
         self.refresh()
+
+    def _watch_name(self, event: Any) -> None:
+        event.value.events.name.connect(self.refresh)
 
     def refresh(self, *_: Any) -> None:
         from napari.layers import Image
