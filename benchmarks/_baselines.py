@@ -24,12 +24,6 @@ CARE_LOSS = "mae"
 CARE_HALO = 44
 
 
-def _load(source: Path | dict) -> tuple[np.ndarray, np.ndarray]:
-    from debcr.training.data import load_pairs
-
-    return load_pairs(source)
-
-
 def train_care(
     train: Path | dict,
     val: Path | dict,
@@ -43,13 +37,13 @@ def train_care(
 ) -> tuple[torch.nn.Module, dict]:
     """Train :class:`debcr.nn.CAREUNet` for ``steps`` steps; return (best model, info)."""
     from debcr.nn import CAREUNet, init_glorot_
-    from debcr.training.data import PairDataset
+    from debcr.training.data import PairDataset, load_pairs
 
     torch.manual_seed(seed)
     model = init_glorot_(CAREUNet()).to(memory_format=torch.channels_last)
     model.metadata = {"halo": CARE_HALO}
-    low, gt = _load(train)
-    vlow, vgt = _load(val)
+    low, gt = load_pairs(train, "training data")
+    vlow, vgt = load_pairs(val, "validation data")
     loader = DataLoader(
         PairDataset(low, gt),
         batch_size=batch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -244,3 +245,24 @@ def original_env_info(mode: str) -> dict | None:
 
 def fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def log(msg: str) -> None:
+    """A progress line with the time and the load average (benchmarks run for minutes)."""
+    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {msg}", flush=True)
+
+
+def command_line(script: str) -> str:
+    """The exact command that is running, as a report quotes it."""
+    threads = os.environ.get("OMP_NUM_THREADS", "(unset)")
+    args = shlex.join(sys.argv[1:])
+    return f"OMP_NUM_THREADS={threads} .venv/bin/python benchmarks/{script} {args}".rstrip()
+
+
+def publish(report: str, path: Path, save: bool) -> None:
+    """Print a Markdown report and, if ``save``, write it to ``path``."""
+    print("\n" + report)
+    if save:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(report)
+        print(f"written to {path.relative_to(HERE.parent)}")

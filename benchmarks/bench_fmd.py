@@ -47,17 +47,26 @@ import hashlib
 import json
 import logging
 import os
-import shlex
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import FMD, HERE, WORK, OtherLoad, machine_line, read_png, table
+from _common import (
+    FMD,
+    HERE,
+    WORK,
+    OtherLoad,
+    command_line,
+    log,
+    machine_line,
+    publish,
+    read_png,
+    table,
+)
 
 RESULTS = HERE / "results" / "fmd_denoising.md"
 OUT = WORK / "bench_fmd"
@@ -77,10 +86,6 @@ METHODS = (
     "CARE U-Net (scratch)",
 )
 PARAMETERS = dict(zip(METHODS, ("—", "—", "236,630", "236,630", "236,630", "332,641")))
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {msg}", flush=True)
 
 
 def prepare_data(patch: int) -> tuple[dict[str, Path], dict]:
@@ -426,9 +431,7 @@ def main() -> int:
         "predicted with the same tiled engine and calibration; non-local means: scikit-image "
         "fast mode, σ estimated per frame, h = 0.8σ, 5×5 patches, distance 6"
     )
-    command = "OMP_NUM_THREADS={} .venv/bin/python benchmarks/bench_fmd.py {}".format(
-        os.environ.get("OMP_NUM_THREADS", "(unset)"), shlex.join(sys.argv[1:])
-    ).rstrip()
+    command = command_line("bench_fmd.py")
     report = (
         "# FMD Confocal_BPAE_B denoising: m-rBCR against CARE and non-local means\n\n"
         f"* Command: `{command}`\n"
@@ -446,11 +449,7 @@ def main() -> int:
         + tables
         + "\n"
     )
-    print("\n" + report)
-    if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(report)
-        print(f"written to {RESULTS.relative_to(HERE.parent)}")
+    publish(report, RESULTS, save=not args.no_save)
     return 0
 
 

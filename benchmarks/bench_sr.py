@@ -60,9 +60,7 @@ import datetime
 import hashlib
 import json
 import os
-import shlex
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +70,18 @@ import torch
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
-from _common import FMD, HERE, SHARED, WORK, machine_line, read_png, table
+from _common import (
+    FMD,
+    HERE,
+    SHARED,
+    WORK,
+    command_line,
+    log,
+    machine_line,
+    publish,
+    read_png,
+    table,
+)
 from bench_fmd import (
     mean_std,
     quiet_lightning,
@@ -112,10 +121,6 @@ METHODS = (
     "CARE U-Net (scratch)",
 )
 TEST_SETS = ("fmd19", "cells3d")
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.2f}] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,9 +593,7 @@ def main() -> int:
     load1 = os.getloadavg()
     rl = next((r["rl"] for r in results.values() if "rl" in r), None)
     rl_line = "; ".join(f"{n}: {p:.2f} dB" for n, p in rl["grid"]) if rl is not None else "not run"
-    command = "OMP_NUM_THREADS={} .venv/bin/python benchmarks/bench_sr.py {}".format(
-        os.environ.get("OMP_NUM_THREADS", "(unset)"), shlex.join(sys.argv[1:])
-    ).rstrip()
+    command = command_line("bench_sr.py")
     zoom = f", rescaled ×{args.psf_zoom:g} (bilinear)" if args.psf_zoom != 1.0 else ""
     psf_text = (
         f"`{psf_info['source']}` (measured bead), in-focus plane z = {psf_info['plane']} of "
@@ -664,11 +667,7 @@ def main() -> int:
         + cost_table(results, args, params)
         + "\n"
     )
-    print("\n" + report)
-    if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(report)
-        print(f"written to {RESULTS.relative_to(HERE.parent)}")
+    publish(report, RESULTS, save=not args.no_save)
     return 0
 
 

@@ -130,23 +130,32 @@ def stitch_data(patches: Any, grid: Mapping[str, Any] | None, window: str) -> np
 # -- Use model --------------------------------------------------------------------------------
 
 
+def model_source(spec: str) -> str | Path:
+    """What :func:`debcr.model.init` should load for a picker entry.
+
+    A built-in name stays a name; a training run folder becomes its best model (its last
+    one if it never validated); a file must exist.
+    """
+    if spec in BUILTIN_MODELS:
+        return spec
+    if not str(spec).strip():
+        raise DebcrError("no model chosen: pick a built-in model or a model file")
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        for name in ("best.safetensors", "last.safetensors"):
+            if (path / name).is_file():
+                return path / name
+        raise DebcrError(f"the folder {path} holds no trained model (best.safetensors)")
+    if not path.exists():
+        raise DebcrError(f"no model file at {path}")
+    return path
+
+
 def load_model(spec: str) -> Any:
     """A built-in model by name, a model file, or a training run folder (its best model)."""
     from debcr.model import init
 
-    if spec in BUILTIN_MODELS:
-        return init(spec)
-    path = Path(spec).expanduser()
-    if not str(spec).strip():
-        raise DebcrError("no model chosen: pick a built-in model or a model file")
-    if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
-            if (path / name).is_file():
-                return init(path / name)
-        raise DebcrError(f"the folder {path} holds no trained model (best.safetensors)")
-    if not path.exists():
-        raise DebcrError(f"no model file at {path}")
-    return init(path)
+    return init(model_source(spec))
 
 
 def predict_data(
@@ -270,7 +279,8 @@ def train_model(
 
     ``train``/``val`` are NPZ paths or ``(low, gt)`` arrays; they are read and checked here,
     in the worker, so large files never block the GUI. ``init_model``: None (a new model),
-    a built-in name or a model file; ``resume`` continues the run in ``config.weights_path``.
+    a built-in name, a model file or a run folder; ``resume`` continues the run in
+    ``config.weights_path``.
     """
     from debcr.model import train as train_fn
 
@@ -291,7 +301,7 @@ def train_model(
         train_pair,
         val_pair,
         config,
-        init_model=init_model or None,
+        init_model=model_source(init_model) if init_model else None,
         resume=resume,
         callbacks=[monitor_callback(report, stop, val_pair["low"][0])],
     )

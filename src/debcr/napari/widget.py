@@ -584,8 +584,6 @@ class TrainTab(_Tab):
             if not init_model:
                 self.log("Choose the model file or run folder to start from.")
                 return
-            if Path(init_model).is_dir():
-                init_model = str(Path(init_model) / "best.safetensors")
         val_layer = self.val_low.layer()
         self._preview_name = f"{val_layer.name if val_layer else 'validation'}.preview"
         self.stop_event.clear()
