@@ -11,8 +11,8 @@ import torch
 
 from conftest import REFERENCE, TASKS
 from debcr.cli import main
-from debcr.convert import convert_tf_checkpoint, read_tf_checkpoint
-from debcr.convert.keras_layout import CHECKPOINT_LAYERS, KERAS_TO_TORCH, kernel_to_torch
+from debcr.interop import convert_tf_checkpoint, read_tf_checkpoint
+from debcr.interop.keras_layout import CHECKPOINT_LAYERS, KERAS_TO_TORCH, kernel_to_torch
 from debcr.errors import ModelFileError
 from debcr.model import init
 from debcr.modelfile import load_model
@@ -139,7 +139,7 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path: Path) -> None:
 
 
 def test_checkpoint_with_a_misshaped_layer_is_rejected(tmp_path: Path) -> None:
-    from debcr.convert.tf_bundle import read_bundle
+    from debcr.interop.tf_bundle import read_bundle
 
     tensors = read_bundle(_prefix("2D_denoising"))
     bad = "model/layer_with_weights-1/layer_with_weights-103/kernel/.ATTRIBUTES/VARIABLE_VALUE"

@@ -72,23 +72,23 @@ def test_training_pair_checks_shapes() -> None:
     assert pair["low"].shape == (1, 64, 64) and pair["low"].dtype == np.float32
 
 
-def test_load_model_errors() -> None:
+def test_open_model_errors() -> None:
     with pytest.raises(jobs.DebcrError, match="no model file at"):
-        jobs.load_model("/nonexistent/model.safetensors")
+        jobs.open_model("/nonexistent/model.safetensors")
     with pytest.raises(jobs.DebcrError, match="no model chosen"):
-        jobs.load_model("  ")
+        jobs.open_model("  ")
 
 
-def test_load_model_from_a_run_folder(tmp_path) -> None:
+def test_open_model_from_a_run_folder(tmp_path) -> None:
     from debcr.model import init, save
 
     save(init(None, seed=1), tmp_path / "best.safetensors")
-    model = jobs.load_model(str(tmp_path))
+    model = jobs.open_model(str(tmp_path))
     assert sum(p.numel() for p in model.parameters()) == 236_630
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(jobs.DebcrError, match="holds no trained model"):
-        jobs.load_model(str(empty))
+        jobs.open_model(str(empty))
 
 
 def test_predict_reports_progress_and_cancels(denoiser) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from debcr.convert.keras_layout import keras_to_state_dict
+from debcr.interop.keras_layout import keras_to_state_dict
 from debcr.nn import MRBCR, count_parameters, init_glorot_, pad_to_multiple
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from debcr.convert import convert_tf_checkpoint
+from debcr.interop import convert_tf_checkpoint
 from debcr.weights import ATTRIBUTION, PRETRAINED
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from debcr.convert import convert_tf_checkpoint
+    from debcr.interop import convert_tf_checkpoint
 
     path = convert_tf_checkpoint(
         args.checkpoint, args.output, task=args.task, overwrite=args.overwrite

@@ -21,12 +21,9 @@ command-line tools and GUIs import it at start-up.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 import re
-import secrets
-import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -44,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from debcr.errors import ConfigError
+from debcr.files import write_bytes
 
 __all__ = [
     "ORIGINAL_KEYS",
@@ -759,29 +757,8 @@ def save(
         default_flow_style=None,
         allow_unicode=True,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"), overwrite=True)
     return path
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    # os.open with mode 0o666 lets the umask decide the permissions, as for any new file
-    # (tempfile would make it private, 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            # Replacing a file keeps its permissions, as writing it in place would.
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def load_dict(config: Mapping[str, Any]) -> TrainConfig:

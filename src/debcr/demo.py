@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio
 
-from debcr.data import atomic_output, show, write
+from debcr.data import show, write
+from debcr.files import atomic_output
 from debcr.samples import nuclei, sample_path
 
 

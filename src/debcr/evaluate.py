@@ -35,9 +35,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from numpy.typing import ArrayLike
 
-from debcr.data.io import as_image_stack, atomic_output, load
+from debcr.data.io import as_image_stack, load
 from debcr.data.show import show
 from debcr.errors import DataError
+from debcr.files import atomic_output
 from debcr.metrics import (
     NORMALIZATIONS,
     _threshold_curve,

@@ -15,12 +15,11 @@ from typing import Any
 import torch
 
 from debcr.data.normalize import NormStats
-from debcr.errors import ModelFileError
 from debcr.inference import predict_array, predict_dask
-from debcr.modelfile import load_model, save_model
-from debcr.nn import MRBCR, init_glorot_
+from debcr.modelfile import save_model
+from debcr.nn import MRBCR
 from debcr.runtime import resolve_device
-from debcr.weights import PRETRAINED
+from debcr.sources import load as load_source
 
 __all__ = ["MRBCR", "init", "predict", "save", "train"]
 
@@ -39,8 +38,9 @@ def init(
         ``None`` for a new, untrained model (Glorot-uniform weights, as the original);
         the name of a built-in model (``"2D_denoising"``, ``"3D_denoising"``,
         ``"bright_SR"``, ``"confocal_SR"``); or the path of a debcr model file
-        (``.safetensors``) or of an original DeBCR TensorFlow checkpoint
-        (prefix ``…/ckpt-best``, converted on the fly).
+        (``.safetensors``), of a training run folder (its best model) or of an original
+        DeBCR TensorFlow checkpoint (prefix ``…/ckpt-best``, converted on the fly); see
+        :func:`debcr.sources.resolve`.
     device
         Where to put the model (``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``).
     seed
@@ -51,35 +51,7 @@ def init(
     MRBCR
         In eval mode; ``model.metadata`` tells its task, source and normalisation.
     """
-    dev = resolve_device(device)
-    if source is None:
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = init_glorot_(MRBCR())
-        model.metadata = {"task": "", "source": "untrained"}
-        return model.to(dev).eval()
-    name = os.fspath(source)
-    if name in PRETRAINED:
-        return load_model(PRETRAINED[name].path, map_location=dev)
-    path = Path(name)
-    if path.suffix == ".safetensors" or (path.is_file() and path.suffix != ".index"):
-        return load_model(path, map_location=dev)
-    if Path(name + ".index").is_file() or path.suffix == ".index" or path.is_dir():
-        return _from_tf_checkpoint(path, dev)
-    raise ModelFileError(
-        f"no model named {name!r}: not a built-in model ({', '.join(PRETRAINED)}), "
-        "and no model file or TensorFlow checkpoint exists at that path"
-    )
-
-
-def _from_tf_checkpoint(path: Path, device: torch.device) -> MRBCR:
-    from debcr.convert import read_tf_checkpoint
-
-    state = read_tf_checkpoint(path)
-    model = MRBCR()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    model.metadata = {"source": os.fspath(path), "converted_from": "TensorFlow checkpoint"}
-    return model.to(device).eval()
+    return load_source(source, resolve_device(device), seed=seed)
 
 
 def save(

@@ -18,9 +18,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-import debcr
-from debcr.data.io import atomic_output
+from debcr._version import __version__
 from debcr.errors import ModelFileError
+from debcr.files import atomic_output
 from debcr.nn import ARCHITECTURE, ARCHITECTURE_VERSION, MRBCR
 
 FORMAT = "debcr-model"
@@ -62,7 +62,7 @@ def save_model(
         "format_version": str(FORMAT_VERSION),
         "architecture": ARCHITECTURE,
         "architecture_version": str(ARCHITECTURE_VERSION),
-        "debcr_version": debcr.__version__,
+        "debcr_version": __version__,
         "metadata": json.dumps(info, sort_keys=True),
     }
     tensors = {

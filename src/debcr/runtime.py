@@ -9,6 +9,7 @@ import sys
 
 import torch
 
+from debcr._version import __version__
 from debcr.errors import DebcrError
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -66,10 +67,8 @@ def device_name(device: torch.device) -> str:
 
 def system_info() -> dict[str, str]:
     """Versions and devices, as pasted into a bug report by ``debcr info``."""
-    import debcr
-
     info = {
-        "debcr": debcr.__version__,
+        "debcr": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,

@@ -21,9 +21,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import shutil
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,6 +32,7 @@ import tifffile
 from PIL import Image
 
 from debcr.errors import DataError
+from debcr.files import PathLike, as_path_list, atomic_output, check_targets, staged
 
 __all__ = [
     "FileFormat",
@@ -52,9 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike
-"""A file system path."""
 
 #: Files above this size are written as BigTIFF (classic TIFF offsets are 32-bit).
 BIGTIFF_THRESHOLD = 2**31
@@ -1123,98 +1118,6 @@ def _copy_blockwise(src: Any, dst: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _as_path_list(inputs: PathLike | Iterable[PathLike] | None) -> list[Path]:
-    if inputs is None:
-        return []
-    if isinstance(inputs, (str, os.PathLike)):
-        return [Path(inputs)]
-    return [Path(p) for p in inputs]
-
-
-def _check_targets(targets: Sequence[Path], inputs: Iterable[Path], overwrite: bool) -> None:
-    """Refuse to replace any input (even with overwrite) and existing outputs without it."""
-    resolved = [p.resolve() for p in inputs]
-    for target in targets:
-        out = target.resolve()
-        for inp in resolved:
-            same = out == inp or inp in out.parents or out in inp.parents
-            if not same and out.exists() and inp.exists():
-                same = os.path.samefile(out, inp)  # hard links
-            if same:
-                raise DataError(
-                    f"refusing to overwrite the input file {inp} with the output {target}; "
-                    "choose a different output path"
-                )
-        if not overwrite and (target.exists() or target.is_symlink()):
-            raise FileExistsError(
-                f"output {target} already exists; pass overwrite=True (CLI: --overwrite) to "
-                "replace it, or choose another output path"
-            )
-
-
-def _temp_sibling(target: Path, tag: str = "tmp") -> Path:
-    # Same directory (so os.replace is an atomic rename); ends with the target's name so that
-    # suffix-sensitive writers (np.save, tifffile's .ome.tif detection) behave as for target.
-    return target.parent / f".{tag}-{uuid.uuid4().hex[:12]}.{target.name}"
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    if not (tmp.is_dir() or target.is_dir()):
-        os.replace(tmp, target)  # atomic for files, also over an existing file
-        return
-    # A directory cannot atomically replace another: park the old one, move, then delete it.
-    backup = None
-    if target.exists() or target.is_symlink():
-        backup = _temp_sibling(target, "old")
-        os.replace(target, backup)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if backup is not None:
-            os.replace(backup, target)
-        raise
-    if backup is not None:
-        _remove(backup)
-
-
-@contextlib.contextmanager
-def _staged(targets: Sequence[Path]) -> Iterator[list[Path]]:
-    """Yield temporary paths; move them onto ``targets`` on success, delete them on error."""
-    tmps = [_temp_sibling(t) for t in targets]
-    try:
-        yield tmps
-        for tmp, target in zip(tmps, targets, strict=True):
-            _move_into_place(tmp, target)
-    finally:
-        for tmp in tmps:  # only leftovers after an error remain here
-            if tmp.exists() or tmp.is_symlink():
-                _remove(tmp)
-
-
-@contextlib.contextmanager
-def atomic_output(
-    path: PathLike, *, overwrite: bool = False, inputs: PathLike | Iterable[PathLike] | None = None
-) -> Iterator[Path]:
-    """Yield a temporary path to write ``path`` through; it is renamed into place on success.
-
-    The same rules as :func:`write` apply: an input is never replaced, an existing output
-    only with ``overwrite=True``, and nothing is left behind if the block raises.
-    """
-    target = Path(path)
-    _check_targets([target], _as_path_list(inputs), overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _staged([target]) as (tmp,):
-        yield tmp
-
-
 def _plane_path(path: Path, index: int, count: int) -> Path:
     """``out.png`` -> ``out_0001.png`` (1-based, at least 4 digits) for plane ``index``."""
     suffix = path.suffix
@@ -1323,11 +1226,11 @@ def write(
     )
     shape = None if fmt.holds_dict else tuple(data.shape)
     targets = _plan_targets(fmt, path, shape)
-    _check_targets(targets, _as_path_list(inputs), overwrite)  # before any costly conversion
+    check_targets(targets, as_path_list(inputs), overwrite)  # before any costly conversion
     if fmt.prepare is not None:
         data = fmt.prepare(data, opts, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _staged(targets) as tmps:
+    with staged(targets) as tmps:
         if len(targets) == 1:
             fmt.writer(tmps[0], data, opts)
         else:
@@ -1391,9 +1294,9 @@ def open_output(
         ome=ome,
         chunks=None if chunks is None else tuple(int(c) for c in chunks),
     )
-    inputs = _as_path_list(inputs)
+    inputs = as_path_list(inputs)
     if fmt.create is None:
-        _check_targets(_plan_targets(fmt, path, shape), inputs, overwrite)
+        check_targets(_plan_targets(fmt, path, shape), inputs, overwrite)
         buffer = np.zeros(shape, dtype)
         yield buffer
         write(
@@ -1408,9 +1311,9 @@ def open_output(
             chunks=chunks,
         )
         return
-    _check_targets([path], inputs, overwrite)
+    check_targets([path], inputs, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _staged([path]) as (tmp,):
+    with staged([path]) as (tmp,):
         out = fmt.create(tmp, shape, dtype, opts)
         yield out
         if isinstance(out, np.memmap):

@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from debcr.data.io import as_image_stack, atomic_output, format_for_path, load, write
+from debcr.data.io import as_image_stack, format_for_path, load, write
 from debcr.data.normalize import normalize
 from debcr.data.tiling import crop, patch_grid
 from debcr.errors import DataError
+from debcr.files import atomic_output
 
 __all__ = [
     "BACKGROUND_PERCENTILE",

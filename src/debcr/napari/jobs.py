@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from debcr.errors import DataError, DebcrError
+from debcr.weights import PRETRAINED
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ GRID_KEY = "debcr_grid"
 STATS_KEY = "debcr_normalization"
 
 #: The four published models, in the order the model picker shows them.
-BUILTIN_MODELS = ("2D_denoising", "3D_denoising", "bright_SR", "confocal_SR")
+BUILTIN_MODELS = tuple(PRETRAINED)
 
 Report = Callable[[dict[str, Any]], object]
 
@@ -130,32 +131,12 @@ def stitch_data(patches: Any, grid: Mapping[str, Any] | None, window: str) -> np
 # -- Use model --------------------------------------------------------------------------------
 
 
-def model_source(spec: str) -> str | Path:
-    """What :func:`debcr.model.init` should load for a picker entry.
-
-    A built-in name stays a name; a training run folder becomes its best model (its last
-    one if it never validated); a file must exist.
-    """
-    if spec in BUILTIN_MODELS:
-        return spec
-    if not str(spec).strip():
-        raise DebcrError("no model chosen: pick a built-in model or a model file")
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        for name in ("best.safetensors", "last.safetensors"):
-            if (path / name).is_file():
-                return path / name
-        raise DebcrError(f"the folder {path} holds no trained model (best.safetensors)")
-    if not path.exists():
-        raise DebcrError(f"no model file at {path}")
-    return path
-
-
-def load_model(spec: str) -> Any:
-    """A built-in model by name, a model file, or a training run folder (its best model)."""
+def open_model(spec: str) -> Any:
+    """The model a picker entry names (see :func:`debcr.sources.resolve`: a built-in name, a
+    model file or a training run folder, whose best model is used)."""
     from debcr.model import init
 
-    return init(model_source(spec))
+    return init(spec)
 
 
 def predict_data(
@@ -301,7 +282,7 @@ def train_model(
         train_pair,
         val_pair,
         config,
-        init_model=model_source(init_model) if init_model else None,
+        init_model=init_model or None,
         resume=resume,
         callbacks=[monitor_callback(report, stop, val_pair["low"][0])],
     )

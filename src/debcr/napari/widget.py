@@ -774,7 +774,7 @@ class PredictTab(_Tab):
         key = (spec, device)
         model = self._models.get(key)
         if model is None:
-            model = jobs.load_model(spec)
+            model = jobs.open_model(spec)
             self._models[key] = model
         return jobs.predict_data(
             model,

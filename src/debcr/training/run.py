@@ -31,9 +31,11 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-from debcr.data.io import atomic_output
+from debcr.files import atomic_output, move_into_place
 from debcr.modelfile import load_model, save_model
 from debcr.nn import MRBCR
+from debcr.nn.receptive import effective_halo
+from debcr.sources import load as load_source
 from debcr.training.data import PairDataset, load_pairs
 from debcr.training.module import MRBCRModule
 
@@ -65,10 +67,11 @@ class RunFiles(Callback):
             save_model(module.net, self.run_dir / name, metadata=info, overwrite=True)
 
     def _save_resume(self, trainer: L.Trainer) -> None:
+        # One name on every rank: under DDP the ranks agree on the file Lightning writes.
         tmp = self.run_dir / f".tmp-{RESUME}"
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
-            os.replace(tmp, self.run_dir / RESUME)
+            move_into_place(tmp, self.run_dir / RESUME)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.save_freq == 0:
@@ -107,15 +110,6 @@ def _loader(
     )
 
 
-def initial_model(init_model: Any) -> MRBCR:
-    """A new model, a built-in one by name, a model file, or a given :class:`MRBCR`."""
-    from debcr.model import init
-
-    if isinstance(init_model, MRBCR):
-        return init_model
-    return init(init_model)
-
-
 def fit(
     train_data: Any,
     val_data: Any,
@@ -148,7 +142,7 @@ def fit(
     val_low, val_gt = load_pairs(val_data, "validation data")
     if config.seed is not None:
         L.seed_everything(config.seed, workers=True, verbose=False)
-    net = initial_model(init_model if init_model is not None else config.init_model)
+    net = load_source(init_model if init_model is not None else config.init_model)
     parent = dict(getattr(net, "metadata", {}))
     # The weights will change: provenance, licence text and the cached halo of the starting
     # model no longer describe them.
@@ -228,8 +222,6 @@ def fit(
 
 def _store_halo(path: Path) -> None:
     """Measure the trained model's receptive field once, so predictions need not."""
-    from debcr.inference import effective_halo
-
     model = load_model(path)
     model.metadata["halo"] = effective_halo(model)
     save_model(model, path, overwrite=True)

@@ -1,4 +1,4 @@
-"""Bring models trained with the original TensorFlow DeBCR into debcr.
+"""Read checkpoints of the original TensorFlow DeBCR into debcr (no TensorFlow needed).
 
 :func:`read_tf_checkpoint` reads an m-rBCR checkpoint written by debcr 0.1.0
 (without TensorFlow) and returns a PyTorch state dict; :func:`convert_tf_checkpoint`
@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from debcr.convert.keras_layout import CHECKPOINT_LAYERS, keras_to_state_dict
-from debcr.convert.tf_bundle import list_bundle, read_bundle
 from debcr.errors import ModelFileError
+from debcr.interop.keras_layout import CHECKPOINT_LAYERS, keras_to_state_dict
+from debcr.interop.tf_bundle import read_bundle
 
-__all__ = ["convert_tf_checkpoint", "list_bundle", "read_bundle", "read_tf_checkpoint"]
+__all__ = ["convert_tf_checkpoint", "model_from_tf_checkpoint", "read_tf_checkpoint"]
 
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # Bookkeeping that TensorFlow stores beside the model variables.
@@ -110,6 +110,22 @@ def _check_shapes(prefix: Any, state: dict[str, np.ndarray]) -> None:
         )
 
 
+def model_from_tf_checkpoint(prefix: str | os.PathLike) -> Any:
+    """An :class:`~debcr.nn.MRBCR` (on the CPU, eval mode) with a checkpoint's weights.
+
+    ``model.metadata`` records the checkpoint as its source.
+    """
+    import torch
+
+    from debcr.nn import MRBCR
+
+    state = read_tf_checkpoint(prefix)
+    model = MRBCR()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    model.metadata = {"source": os.fspath(prefix), "converted_from": "TensorFlow checkpoint"}
+    return model.eval()
+
+
 def convert_tf_checkpoint(
     prefix: str | os.PathLike,
     output: str | os.PathLike,
@@ -138,15 +154,10 @@ def convert_tf_checkpoint(
     Path
         The written model file.
     """
-    import torch
-
-    from debcr.inference import effective_halo
     from debcr.modelfile import save_model
-    from debcr.nn import MRBCR
+    from debcr.nn.receptive import effective_halo
 
-    state = read_tf_checkpoint(prefix)
-    model = MRBCR()
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    model = model_from_tf_checkpoint(prefix)
     info = {
         "task": task or "",
         "converted_from": "TensorFlow checkpoint of debcr 0.1.0",

@@ -1,0 +1,29 @@
+"""Defaults shared by several layers, defined once (standard library only).
+
+The percentiles are the published models' normalisation; the tile and batch sizes are the
+prediction engine's; the file names are those of a training run folder.
+"""
+
+from __future__ import annotations
+
+#: Lower and upper percentile of the input normalisation (the original DeBCR's).
+PMIN: float = 0.1
+PMAX: float = 99.9
+PERCENTILES: tuple[float, float] = (PMIN, PMAX)
+
+#: What the published models expect: percentile normalisation of the input.
+NORMALIZATION: dict[str, object] = {"method": "percentile", "pmin": PMIN, "pmax": PMAX}
+
+#: Default tile core (pixels per side) on CPU and on accelerators.
+TILE_SIZE: dict[str, int] = {"cpu": 512, "accelerator": 1024}
+#: Default number of tiles per forward pass on CPU and on accelerators.
+BATCH_SIZE: dict[str, int] = {"cpu": 1, "accelerator": 4}
+#: Stacks of patches no larger than this (the paper's workflow) are batched PATCH_BATCH at a time.
+PATCH_EDGE: int = 256
+PATCH_BATCH: int = 32
+
+#: Files of a training run folder.
+BEST_MODEL = "best.safetensors"
+LAST_MODEL = "last.safetensors"
+RESUME_CHECKPOINT = "resume.ckpt"
+RUN_CONFIG = "config.yaml"
