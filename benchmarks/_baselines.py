@@ -107,9 +107,9 @@ def train_care(
 
 def predict_care(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     """Restore with the tiled engine of :func:`debcr.model.predict` (same normalisation, units)."""
-    from debcr.inference import predict_array
+    from debcr.inference import PredictOptions, predict_array
 
-    return predict_array(model, image, halo=CARE_HALO, progress=False)
+    return predict_array(model, image, PredictOptions(halo=CARE_HALO, progress=False))
 
 
 def nlm(image: np.ndarray) -> tuple[np.ndarray, float]:

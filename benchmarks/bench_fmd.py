@@ -163,7 +163,7 @@ def train_one(
     """One ``debcr.model.train`` run in ``out/run_<name>``; returns (best model, training info)."""
     import debcr
     from debcr.config import TrainConfig
-    from debcr.training.run import read_metrics
+    from debcr.training.curves import read_metrics
 
     run_dir = out / f"run_{name}"
     if run_dir.exists():

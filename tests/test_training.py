@@ -231,13 +231,13 @@ def test_training_and_prediction_normalise_alike(denoiser) -> None:
     """Patches from `prepare` are exactly what `predict` feeds the network for that image."""
     from debcr.data import prepare
     from debcr.data.normalize import compute_stats
-    from debcr.inference import _scale_for
+    from debcr.inference import slice_scale
 
     image = fmd_frame(19, 0)
     result = prepare(
         [image], [fmd_gt(19)], patch_size=128, split=(1.0, 0.0, 0.0), return_arrays=True
     )
     patches = result.arrays["train"]["low"]
-    scale = _scale_for(compute_stats(image[None]), 0)
+    scale = slice_scale(compute_stats(image[None]), 0)
     network_input = scale.forward(image.astype(np.float32))
     np.testing.assert_allclose(patches[0], network_input[:128, :128], rtol=1e-6, atol=1e-6)

@@ -13,12 +13,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import debcr
+from debcr._version import __version__
+from debcr.defaults import BEST_MODEL
 from debcr.errors import DebcrError
+from debcr.weights import PRETRAINED
 
 logger = logging.getLogger("debcr")
 
-BUILTIN_MODELS = ("2D_denoising", "3D_denoising", "bright_SR", "confocal_SR")
+BUILTIN_MODELS = tuple(PRETRAINED)
 #: Extensions ``debcr predict`` picks up when given a folder.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".zarr")
 
@@ -166,7 +168,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg.save(config, Path(args.resume) / CONFIG)
     train(config.train_data, config.val_data, config, resume=bool(args.resume))
-    print(f"best model: {Path(config.weights_path) / 'best.safetensors'}")
+    print(f"best model: {Path(config.weights_path) / BEST_MODEL}")
     return 0
 
 
@@ -195,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Restore fluorescence microscopy images (denoising, deconvolution) with "
         "m-rBCR.",
     )
-    parser.add_argument("--version", action="version", version=f"debcr {debcr.__version__}")
+    parser.add_argument("--version", action="version", version=f"debcr {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

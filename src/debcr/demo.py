@@ -14,6 +14,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio
 
 from debcr.data import show, write
+from debcr.defaults import PERCENTILES
 from debcr.files import atomic_output
 from debcr.samples import nuclei, sample_path
 
@@ -45,7 +46,7 @@ def run_demo(
         "clean",
     )
     stack = [noisy, restored, clean]
-    rng = (float(np.percentile(clean, 0.1)), float(np.percentile(clean, 99.9)))
+    rng = tuple(float(v) for v in np.percentile(clean, PERCENTILES))
     fig = show(
         stack,
         slices=(0,),

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +32,17 @@ import torch
 
 from debcr.data.io import as_image_stack, load, open_output
 from debcr.data.normalize import DEFAULT_SAMPLE_PIXELS, NormStats, compute_stats
+from debcr.defaults import BATCH_SIZE, PATCH_BATCH, PATCH_EDGE, PMAX, PMIN, TILE_SIZE
 from debcr.errors import DataError, DebcrError
+from debcr.files import PathLike
 from debcr.nn import MRBCR, SIZE_MULTIPLE
 from debcr.nn.receptive import effective_halo
 from debcr.runtime import autocast_context, resolve_device
 
 logger = logging.getLogger(__name__)
 
-#: Default tile core (pixels per side) on CPU and on accelerators.
-DEFAULT_TILE = {"cpu": 512, "accelerator": 1024}
 #: Smallest tile core the out-of-memory retry goes down to.
 MIN_TILE = 64
-#: Default number of tiles per forward pass.
-DEFAULT_BATCH = {"cpu": 1, "accelerator": 4}
 #: ``progress`` of :func:`debcr.model.predict`: a tqdm bar (True), none (False), or a
 #: callback ``(tiles_done, tiles_total)``; an exception raised by the callback cancels the run.
 Progress = bool | Callable[[int, int], object]
@@ -115,7 +113,7 @@ def _read_window(image: Any, y0: int, x0: int, size: tuple[int, int]) -> np.ndar
 
 
 @dataclass(frozen=True)
-class _Scale:
+class SliceScale:
     """Percentile normalisation of one slice: ``x_norm = (x - lo) / width``."""
 
     lo: float = 0.0
@@ -130,12 +128,13 @@ class _Scale:
         return a * max(self.width, 0.0) + self.lo
 
 
-def _scale_for(stats: NormStats | None, z: int) -> _Scale:
+def slice_scale(stats: NormStats | None, z: int) -> SliceScale:
+    """The affine map of slice ``z`` into the network's units (identity without stats)."""
     if stats is None:
-        return _Scale()
+        return SliceScale()
     sliced = stats.select(z) if stats.per_slice else stats
     lo, hi = float(sliced.lo), float(sliced.hi)
-    return _Scale(lo=lo, width=hi - lo + sliced.eps if hi > lo else 0.0)
+    return SliceScale(lo=lo, width=hi - lo + sliced.eps if hi > lo else 0.0)
 
 
 class _Calibration:
@@ -193,7 +192,7 @@ class _Engine:
         return y[:, 0].float().cpu().numpy()
 
     def run_slice(
-        self, image: Any, out: Any, z: int, scale: _Scale, calib: _Calibration, bar: Any
+        self, image: Any, out: Any, z: int, scale: SliceScale, calib: _Calibration, bar: Any
     ) -> None:
         """Write the network output (normalised units) of slice ``z`` into ``out[z]``."""
         plan = plan_tiles(image.shape, self.tile, self.halo)
@@ -260,54 +259,88 @@ def _check_dtype(image: Any) -> None:
         )
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to restore: the options of :func:`debcr.model.predict`, carried as one object.
+
+    The facade builds it from its keyword arguments; :func:`predict`, :func:`predict_array`
+    and :func:`predict_dask` take it as it is. See :func:`debcr.model.predict` for what each
+    field means.
+    """
+
+    batch_size: int | None = None
+    tile_size: int | None = None
+    halo: int | None = None
+    normalize: bool | NormStats = True
+    pmin: float = PMIN
+    pmax: float = PMAX
+    units: str = "calibrated"
+    device: str | torch.device | None = None
+    precision: str = "float32"
+    output: PathLike | None = None
+    overwrite: bool = False
+    progress: Progress = True
+
+
+def predict(model: torch.nn.Module, image: Any, options: PredictOptions) -> Any:
+    """Restore ``image`` in memory, to a file, or lazily for a dask array (see the facade)."""
+    if _is_dask(image):
+        return predict_dask(model, image, options)
+    return predict_array(model, image, options)
+
+
+def _is_dask(image: Any) -> bool:
+    return type(image).__module__.startswith("dask.")
+
+
+def batch_size_for(image: Any, batch_size: int | None, device: torch.device) -> int:
+    """Tiles per forward pass: as asked, else stacks of small patches (the paper's workflow)
+    :data:`~debcr.defaults.PATCH_BATCH` at a time, else the device's default."""
+    if batch_size is not None:
+        return int(batch_size)
+    shape = getattr(image, "shape", None)
+    if shape is not None and len(shape) == 3 and max(shape[1:]) <= PATCH_EDGE:
+        return PATCH_BATCH
+    return BATCH_SIZE["cpu" if device.type == "cpu" else "accelerator"]
+
+
 def predict_array(
-    model: MRBCR,
-    image: Any,
-    *,
-    batch_size: int | None = None,
-    tile_size: int | None = None,
-    halo: int | None = None,
-    normalize: bool | NormStats = True,
-    pmin: float = 0.1,
-    pmax: float = 99.9,
-    units: str = "calibrated",
-    device: str | torch.device | None = None,
-    precision: str = "float32",
-    output: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    progress: Progress = True,
+    model: torch.nn.Module, image: Any, options: PredictOptions | None = None
 ) -> np.ndarray | Path:
     """Restore an image or stack held in memory, in a memmap/zarr array, or in a file.
 
-    See :func:`debcr.model.predict` for the parameters.
+    ``model`` is an :class:`~debcr.nn.MRBCR` or any network with a ``restore`` method (the
+    CARE baseline). See :func:`debcr.model.predict` for the options.
     """
+    opts = options or PredictOptions()
     source, inputs = _resolve_input(image)
     _check_dtype(source)
     stack, out_shape = _as_stack(source)
-    dev = resolve_device(device)
+    dev = resolve_device(opts.device)
     model = model.to(dev).eval()
     if dev.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    stats = _stats_for(stack, normalize, pmin, pmax)
+    stats = _stats_for(stack, opts.normalize, opts.pmin, opts.pmax)
     kind = "cpu" if dev.type == "cpu" else "accelerator"
     engine = _Engine(
         model=model,
         device=dev,
-        precision=precision,
-        batch=int(batch_size or DEFAULT_BATCH[kind]),
-        tile=int(tile_size or DEFAULT_TILE[kind]),
-        halo=int(halo if halo is not None else effective_halo(model)),
-        units=units,
+        precision=opts.precision,
+        batch=batch_size_for(image, opts.batch_size, dev),
+        tile=int(opts.tile_size or TILE_SIZE[kind]),
+        halo=int(opts.halo if opts.halo is not None else effective_halo(model)),
+        units=opts.units,
     )
     _check_engine(engine)
+    output = opts.output
     target = (
-        open_output(output, out_shape, np.float32, overwrite=overwrite, inputs=inputs)
+        open_output(output, out_shape, np.float32, overwrite=opts.overwrite, inputs=inputs)
         if output is not None
         else contextlib.nullcontext(np.empty(out_shape, np.float32))
     )
     with target as out:
         out_stack = _stack_view(out, stack.shape)
-        _run(engine, stack, out_stack, stats, units, progress)
+        _run(engine, stack, out_stack, stats, opts.units, opts.progress)
     return Path(output) if output is not None else out
 
 
@@ -402,7 +435,7 @@ def _run(
         for z in range(stack.shape[0]):
             while True:
                 try:
-                    engine.run_slice(stack[z], out, z, _scale_for(stats, z), calib, bar)
+                    engine.run_slice(stack[z], out, z, slice_scale(stats, z), calib, bar)
                     break
                 except RuntimeError as exc:
                     if not _is_oom(exc):
@@ -425,7 +458,7 @@ def _finish(
     """Second pass, in row blocks: calibrate and map back to the input's units."""
     rows = max(1, (1 << 22) // max(1, out.shape[-1]))
     for z in range(out.shape[0]):
-        scale = _scale_for(stats, z)
+        scale = slice_scale(stats, z)
         for r in range(0, out.shape[1], rows):
             block = np.asarray(out[z, r : r + rows], dtype=np.float32) * alpha + beta
             out[z, r : r + rows] = scale.inverse(block) if to_input_units else block
@@ -448,7 +481,7 @@ def _shrink(engine: _Engine) -> bool:
     return True
 
 
-def predict_dask(model: MRBCR, image: Any, **kwargs: Any) -> Any:
+def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | None = None) -> Any:
     """Lazy restoration of a :class:`dask.array.Array`, block by block with a halo.
 
     Normalisation statistics come from a strided sample of the whole array; each
@@ -459,23 +492,22 @@ def predict_dask(model: MRBCR, image: Any, **kwargs: Any) -> Any:
     """
     import dask.array as da
 
+    opts = options or PredictOptions()
     if image.ndim not in (2, 3):
         raise DataError(
             f"a dask input must be 2-D (Y, X) or 3-D (Z/T, Y, X); got shape {image.shape}"
         )
-    if kwargs.pop("output", None) is not None:
+    if opts.output is not None:
         raise DataError("output= is not supported for dask inputs; call .to_zarr() on the result")
-    normalize = kwargs.pop("normalize", True)
-    pmin, pmax = kwargs.pop("pmin", 0.1), kwargs.pop("pmax", 99.9)
-    units = kwargs.pop("units", "calibrated")
-    kwargs.pop("overwrite", None)
+    normalize = opts.normalize
     if normalize is True:
         sample = np.asarray(_strided(image, DEFAULT_SAMPLE_PIXELS).compute())
-        normalize = compute_stats(sample, pmin=pmin, pmax=pmax)
+        normalize = compute_stats(sample, pmin=opts.pmin, pmax=opts.pmax)
     stats = normalize if isinstance(normalize, NormStats) else None
-    halo = kwargs.pop("halo", None)
-    halo = int(halo if halo is not None else effective_halo(model))
-    kwargs["progress"] = False
+    halo = int(opts.halo if opts.halo is not None else effective_halo(model))
+    block_options = replace(
+        opts, normalize=False, units="normalized", halo=halo, progress=False, overwrite=False
+    )
 
     lo, width = _lazy_scale(stats, image)
     safe = da.where(width > 0, width, 1.0)
@@ -488,13 +520,13 @@ def predict_dask(model: MRBCR, image: Any, **kwargs: Any) -> Any:
         depth[0] = 0
 
     def restore_block(block: np.ndarray) -> np.ndarray:
-        return predict_array(model, block, normalize=False, units="normalized", halo=halo, **kwargs)
+        return predict_array(model, block, block_options)
 
     y = da.map_overlap(restore_block, x, depth=depth, boundary="none", dtype=np.float32)
-    if units == "calibrated":
+    if opts.units == "calibrated":
         alpha, beta = _lazy_calibration(x, y)
         y = y * alpha + beta
-    if units != "normalized":
+    if opts.units != "normalized":
         y = y * width + lo
     return y.astype(np.float32)
 
@@ -503,7 +535,7 @@ def _lazy_scale(stats: NormStats | None, image: Any) -> tuple[Any, Any]:
     """(lo, width) broadcastable against ``image``: scalars, or per slice for 3-D stacks."""
     if stats is None:
         return np.float32(0.0), np.float32(1.0)
-    scales = [_scale_for(stats, z) for z in range(image.shape[0] if stats.per_slice else 1)]
+    scales = [slice_scale(stats, z) for z in range(image.shape[0] if stats.per_slice else 1)]
     lo = np.array([s.lo for s in scales], dtype=np.float64)
     width = np.array([s.width for s in scales], dtype=np.float64)
     if stats.per_slice:

@@ -46,6 +46,7 @@ from skimage.metrics import (
 )
 
 from debcr.data.normalize import compute_stats
+from debcr.defaults import PERCENTILES
 from debcr.errors import DataError
 
 __all__ = [
@@ -73,7 +74,7 @@ Normalization = Literal["minmax", "affine", "raw"]
 NORMALIZATIONS: tuple[str, ...] = ("minmax", "affine", "raw")
 
 #: GT percentiles mapped to 0 and 1 by the ``"affine"`` convention (CARE's evaluation).
-AFFINE_PERCENTILES: tuple[float, float] = (0.1, 99.9)
+AFFINE_PERCENTILES: tuple[float, float] = PERCENTILES
 
 #: Fraction of each image side tapered by the Tukey apodisation window of :func:`frc`
 #: (half of it at each edge; 0 is a box, 1 a Hann window).

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
+from debcr import inference
 from debcr.data.normalize import NormStats
-from debcr.inference import predict_array, predict_dask
+from debcr.defaults import PMAX, PMIN
+from debcr.inference import PredictOptions
 from debcr.modelfile import save_model
 from debcr.nn import MRBCR
 from debcr.runtime import resolve_device
@@ -73,8 +75,8 @@ def predict(
     tile_size: int | None = None,
     halo: int | None = None,
     normalize: bool | NormStats = True,
-    pmin: float = 0.1,
-    pmax: float = 99.9,
+    pmin: float = PMIN,
+    pmax: float = PMAX,
     units: str = "calibrated",
     device: str | torch.device | None = None,
     precision: str = "float32",
@@ -145,7 +147,7 @@ def predict(
     """
     if not isinstance(model, MRBCR):
         model = init(model, device=device or "auto")
-    options = dict(
+    options = PredictOptions(
         batch_size=batch_size,
         tile_size=tile_size,
         halo=halo,
@@ -159,11 +161,7 @@ def predict(
         overwrite=overwrite,
         progress=progress,
     )
-    if _is_dask(image):
-        return predict_dask(model, image, **options)
-    if batch_size is None:
-        options["batch_size"] = _patch_batch(image)
-    return predict_array(model, image, **options)
+    return inference.predict(model, image, options)
 
 
 def train(
@@ -214,15 +212,3 @@ def train(
         resume=resume,
         callbacks=callbacks,
     )
-
-
-def _is_dask(image: Any) -> bool:
-    return type(image).__module__.startswith("dask.")
-
-
-def _patch_batch(image: Any) -> int | None:
-    """Stacks of small patches (the paper's workflow) are batched 32 at a time."""
-    shape = getattr(image, "shape", None)
-    if shape is not None and len(shape) == 3 and max(shape[1:]) <= 256:
-        return 32
-    return None

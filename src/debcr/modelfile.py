@@ -19,15 +19,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from debcr._version import __version__
+from debcr.defaults import NORMALIZATION
 from debcr.errors import ModelFileError
 from debcr.files import atomic_output
 from debcr.nn import ARCHITECTURE, ARCHITECTURE_VERSION, MRBCR
 
 FORMAT = "debcr-model"
 FORMAT_VERSION = 1
-
-#: What the published models expect: percentile normalisation (0.1, 99.9) of the input.
-DEFAULT_NORMALIZATION: dict[str, Any] = {"method": "percentile", "pmin": 0.1, "pmax": 99.9}
 
 
 def save_model(
@@ -56,7 +54,7 @@ def save_model(
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
     info = {**getattr(model, "metadata", {}), **(metadata or {})}
-    info.setdefault("normalization", DEFAULT_NORMALIZATION)
+    info.setdefault("normalization", dict(NORMALIZATION))
     header = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),

@@ -9,15 +9,18 @@ from debcr.nn.mrbcr import (
     init_glorot_,
     pad_to_multiple,
 )
+from debcr.nn.receptive import HALO_TOLERANCE, effective_halo
 from debcr.nn.unet import CAREUNet
 
 __all__ = [
     "ARCHITECTURE",
     "ARCHITECTURE_VERSION",
+    "HALO_TOLERANCE",
     "MRBCR",
     "SIZE_MULTIPLE",
     "CAREUNet",
     "count_parameters",
+    "effective_halo",
     "init_glorot_",
     "pad_to_multiple",
 ]

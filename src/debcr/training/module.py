@@ -9,7 +9,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from debcr.nn import MRBCR
-from debcr.nn.losses import mrbcr_loss, psnr
+from debcr.nn.losses import batch_psnr, mrbcr_loss
 from debcr.training.data import augment, minmax_per_patch
 
 
@@ -60,7 +60,7 @@ class MRBCRModule(L.LightningModule):
         loss = mrbcr_loss(outputs, gt, self.loss_kind, self.fft_weight)
         n = low.shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
-        self.log("train_psnr", psnr(outputs[0].detach(), gt), prog_bar=True, batch_size=n)
+        self.log("train_psnr", batch_psnr(outputs[0].detach(), gt), prog_bar=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -13,11 +13,13 @@ A run directory (``config.weights_path``) holds:
     steps, so an interruption (even ``kill -9``) loses at most ``save_freq`` steps.
 ``metrics.csv`` / ``curves.png``
     Training and validation loss/PSNR per step, and their plot.
+
+:func:`fit` is a short pipeline: open the run folder, read the data for the training mode,
+choose the starting model, record provenance, build the trainer, train, finish.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -29,19 +31,24 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from debcr.files import atomic_output, move_into_place
+from debcr.config import load_dict
+from debcr.config import save as save_config
+from debcr.data.io import load
+from debcr.defaults import BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, RUN_CONFIG
+from debcr.files import move_into_place
 from debcr.modelfile import load_model, save_model
 from debcr.nn import MRBCR
 from debcr.nn.receptive import effective_halo
 from debcr.sources import load as load_source
-from debcr.training.data import PairDataset, load_pairs
+from debcr.training.curves import plot_curves
+from debcr.training.modes import DEFAULT_MODE, get_mode, normalization_of
 from debcr.training.module import MRBCRModule
 
 logger = logging.getLogger(__name__)
 
-BEST, LAST, RESUME, CONFIG = "best.safetensors", "last.safetensors", "resume.ckpt", "config.yaml"
+BEST, LAST, RESUME, CONFIG = BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, RUN_CONFIG
 
 
 class RunFiles(Callback):
@@ -94,10 +101,7 @@ class RunFiles(Callback):
         self._save_resume(trainer)
 
 
-def _loader(
-    low, gt, batch_size: int, *, shuffle: bool, workers: int, seed: int | None
-) -> DataLoader:
-    dataset = PairDataset(low, gt)
+def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, seed: int | None):
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(
         dataset,
@@ -120,9 +124,42 @@ def fit(
     callbacks: Sequence[Callback] = (),
 ) -> MRBCR:
     """Train m-rBCR; see :func:`debcr.model.train`."""
-    from debcr import config as cfg
+    config = load_dict(config) if isinstance(config, dict) else config
+    run_dir = _open_run(config, resume)
+    mode = get_mode(DEFAULT_MODE)
+    train_split, val_split = _read_split(train_data), _read_split(val_data)
+    train_arrays = mode.load(train_split, "training data")
+    val_arrays = mode.load(val_split, "validation data")
+    if config.seed is not None:
+        L.seed_everything(config.seed, workers=True, verbose=False)
+    start = init_model if init_model is not None else config.init_model
+    net, parent = _starting_model(start)
+    metadata = _provenance(config, start, parent, normalization_of(train_split))
+    files = RunFiles(run_dir, config.save_freq, metadata)
+    trainer = _trainer(config, run_dir, files, callbacks)
+    trainer.fit(
+        _module(net, config),
+        train_dataloaders=_loader(
+            mode.dataset(train_arrays),
+            config.batch_size,
+            shuffle=True,
+            workers=config.num_workers,
+            seed=config.seed,
+        ),
+        val_dataloaders=_loader(
+            mode.dataset(val_arrays),
+            config.val_batch_size or config.batch_size,
+            shuffle=False,
+            workers=config.num_workers,
+            seed=None,
+        ),
+        ckpt_path=run_dir / RESUME if resume else None,
+    )
+    return _finish(run_dir, trainer)
 
-    config = cfg.load_dict(config) if isinstance(config, dict) else config
+
+def _open_run(config: Any, resume: bool) -> Path:
+    """Check that the run folder can be started (or resumed); record a new run's config."""
     run_dir = Path(config.weights_path)
     resume_ckpt = run_dir / RESUME
     if resume and not resume_ckpt.is_file():
@@ -136,19 +173,45 @@ def fit(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        cfg.save(config, run_dir / CONFIG)
+        save_config(config, run_dir / CONFIG)
+    return run_dir
 
-    train_low, train_gt = load_pairs(train_data, "training data")
-    val_low, val_gt = load_pairs(val_data, "validation data")
-    if config.seed is not None:
-        L.seed_everything(config.seed, workers=True, verbose=False)
-    net = load_source(init_model if init_model is not None else config.init_model)
+
+def _read_split(source: Any) -> Any:
+    """A split as given (arrays) or read from its NPZ file, with its ``info`` record."""
+    if isinstance(source, (str, os.PathLike)):
+        return load(Path(source))
+    return source
+
+
+def _starting_model(start: Any) -> tuple[MRBCR, dict[str, Any]]:
+    """The network to train, in training mode, and the metadata of where it came from."""
+    net = load_source(start)
     parent = dict(getattr(net, "metadata", {}))
     # The weights will change: provenance, licence text and the cached halo of the starting
     # model no longer describe them.
     net.metadata = {"task": parent.get("task", "")}
     net.train()
-    module = MRBCRModule(
+    return net, parent
+
+
+def _provenance(
+    config: Any, start: Any, parent: dict[str, Any], normalization: dict[str, Any]
+) -> dict[str, Any]:
+    """What the trained model files record about their making."""
+    return {
+        "task": parent.get("task", ""),
+        "trained_with": "debcr",
+        "init_model": str(start),
+        "init_source": parent.get("source", ""),
+        "init_license": parent.get("license", ""),
+        "config": config.to_dict(),
+        "normalization": normalization,
+    }
+
+
+def _module(net: MRBCR, config: Any) -> MRBCRModule:
+    return MRBCRModule(
         net,
         learning_rate=config.learning_rate,
         adam_eps=config.adam_eps,
@@ -157,17 +220,12 @@ def fit(
         augmentation=config.augmentation,
         patch_normalization=config.patch_normalization,
     )
-    metadata = {
-        "task": parent.get("task", ""),
-        "trained_with": "debcr",
-        "init_model": str(init_model if init_model is not None else config.init_model),
-        "init_source": parent.get("source", ""),
-        "init_license": parent.get("license", ""),
-        "config": config.to_dict(),
-        "normalization": {"method": "percentile", "pmin": 0.1, "pmax": 99.9},
-    }
-    files = RunFiles(run_dir, config.save_freq, metadata)
-    trainer = L.Trainer(
+
+
+def _trainer(
+    config: Any, run_dir: Path, files: RunFiles, callbacks: Sequence[Callback]
+) -> L.Trainer:
+    return L.Trainer(
         max_steps=config.num_steps,
         max_epochs=-1,
         # A run shorter than val_freq still validates once, at its end, to keep a best model.
@@ -197,22 +255,10 @@ def fit(
         deterministic=config.seed is not None,
         default_root_dir=run_dir,
     )
-    val_batch = config.val_batch_size or config.batch_size
-    trainer.fit(
-        module,
-        train_dataloaders=_loader(
-            train_low,
-            train_gt,
-            config.batch_size,
-            shuffle=True,
-            workers=config.num_workers,
-            seed=config.seed,
-        ),
-        val_dataloaders=_loader(
-            val_low, val_gt, val_batch, shuffle=False, workers=config.num_workers, seed=None
-        ),
-        ckpt_path=resume_ckpt if resume else None,
-    )
+
+
+def _finish(run_dir: Path, trainer: L.Trainer) -> MRBCR:
+    """Plot the curves, measure the best model's halo once, and return the best model."""
     best = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
     if trainer.is_global_zero:
         plot_curves(run_dir)
@@ -225,37 +271,3 @@ def _store_halo(path: Path) -> None:
     model = load_model(path)
     model.metadata["halo"] = effective_halo(model)
     save_model(model, path, overwrite=True)
-
-
-def read_metrics(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
-    """``metric name → [(step, value), …]`` from a run's ``metrics.csv``."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    path = Path(run_dir) / "metrics.csv"
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            step = int(row["step"])
-            for key, value in row.items():
-                if key not in ("step", "epoch") and value not in ("", None):
-                    series.setdefault(key, []).append((step, float(value)))
-    return series
-
-
-def plot_curves(run_dir: str | os.PathLike) -> Path:
-    """Plot loss and PSNR (training and validation) into ``curves.png``."""
-    from matplotlib.figure import Figure
-
-    series = read_metrics(run_dir)
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    for ax, metric in zip(fig.subplots(1, 2), ("loss", "psnr"), strict=True):
-        for split in ("train", "val"):
-            points = series.get(f"{split}_{metric}", [])
-            if points:
-                steps, values = zip(*points, strict=True)
-                ax.plot(steps, values, "-" if split == "train" else "o-", label=split)
-        ax.set_xlabel("step")
-        ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "loss")
-        ax.legend()
-    path = Path(run_dir) / "curves.png"
-    with atomic_output(path, overwrite=True) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    return path

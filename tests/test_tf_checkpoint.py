@@ -11,9 +11,9 @@ import torch
 
 from conftest import REFERENCE, TASKS
 from debcr.cli import main
+from debcr.errors import ModelFileError
 from debcr.interop import convert_tf_checkpoint, read_tf_checkpoint
 from debcr.interop.keras_layout import CHECKPOINT_LAYERS, KERAS_TO_TORCH, kernel_to_torch
-from debcr.errors import ModelFileError
 from debcr.model import init
 from debcr.modelfile import load_model
 from debcr.nn import MRBCR
