@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT
 
 SRC = ROOT / "src"
@@ -112,7 +113,7 @@ def imports(src: Path) -> list[Import]:
                 if name.split(".")[0] != "debcr":
                     found.append(Import(module, name.split(".")[0], node.lineno, lazy))
                     continue
-                # `from debcr.nn import receptive` imports the submodule, `... import MRBCR` the package
+                # `from debcr.nn import receptive` imports a submodule, `import MRBCR` the package
                 subs = [f"{name}.{a.name}" for a in getattr(node, "names", [])]
                 targets = (
                     [s for s in subs if s in known] if isinstance(node, ast.ImportFrom) else []
@@ -220,7 +221,7 @@ def test_nothing_imports_the_package_root() -> None:
 def broken_tree(tmp_path: Path) -> Path:
     """A copy of the package with one violation of each rule added."""
     src = tmp_path / "src"
-    for module, path in modules(SRC).items():
+    for path in modules(SRC).values():
         target = src / path.relative_to(SRC)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")

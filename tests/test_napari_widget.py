@@ -10,7 +10,8 @@ from conftest import fmd_frame, fmd_gt
 pytest.importorskip("napari", reason="the napari extra is part of the test install")
 
 from debcr.napari import jobs
-from debcr.napari.widget import MODEL_FILE, DeBCRWidget
+from debcr.napari.parts import MODEL_FILE
+from debcr.napari.widget import DeBCRWidget
 
 TIMEOUT_MS = 180_000
 

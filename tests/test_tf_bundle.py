@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from debcr.errors import ModelFileError
 from debcr.interop import tf_bundle
 from debcr.interop.tf_bundle import list_bundle, read_bundle
-from debcr.errors import ModelFileError
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "debcr_reference"
 WEIGHTS = REFERENCE / "weights"

@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from debcr.defaults import PMAX, PMIN
 from debcr.errors import DataError
 
 __all__ = [
     "DEFAULT_SAMPLE_PIXELS",
     "NormStats",
     "apply_stats",
+    "check_percentiles",
     "compute_stats",
     "denormalize",
     "normalize",
@@ -218,12 +220,57 @@ def _require_finite(arr: np.ndarray, count: int | None = None) -> None:
         )
 
 
-def _check_percentiles(pmin: float, pmax: float) -> None:
-    if not 0.0 <= pmin < pmax <= 100.0:
-        raise DataError(
-            f"percentiles pmin={pmin}, pmax={pmax} are invalid; need 0 <= pmin < pmax <= 100 "
-            "(the defaults are 0.1 and 99.9)"
-        )
+def _finite_number(value: Any) -> float | None:
+    """``value`` as a float if it is one finite real number, else None."""
+    # bool and str convert with float() but are never meant as percentiles.
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return None
+    try:
+        if np.ndim(value) != 0:
+            return None
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def check_percentiles(pmin: Any, pmax: Any, *, what: str = "(pmin, pmax)") -> tuple[float, float]:
+    """Check a lower and an upper percentile: finite numbers with ``0 <= pmin < pmax <= 100``.
+
+    Parameters
+    ----------
+    pmin, pmax
+        The lower and upper percentile.
+    what
+        How the caller's argument is named in the error message, e.g. ``"percentiles"``.
+
+    Returns
+    -------
+    (float, float)
+        ``pmin`` and ``pmax`` as floats.
+
+    Raises
+    ------
+    DataError
+        If either is not a finite number, is outside [0, 100], or ``pmin >= pmax`` (an empty
+        range would map every value to the same level). The message names the problem and
+        gives both values.
+    """
+    low, high = _finite_number(pmin), _finite_number(pmax)
+    if low is None or high is None:
+        problem = f"{'pmin' if low is None else 'pmax'} is not a finite number"
+    elif low < 0.0:
+        problem = "pmin is below 0"
+    elif high > 100.0:
+        problem = "pmax is above 100"
+    elif low >= high:
+        problem = "pmin must be below pmax"
+    else:
+        return low, high
+    raise DataError(
+        f"{what}=({pmin!r}, {pmax!r}) is invalid: {problem}; give two finite numbers with "
+        f"0 <= pmin < pmax <= 100 (the defaults are {PMIN} and {PMAX})"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +331,7 @@ def _compute(
         lo, hi = np.float64(vmin), np.float64(vmax)
     else:
         if by_perc:
-            _check_percentiles(pmin, pmax)
+            check_percentiles(pmin, pmax)
         lo, hi = _bounds(arr, pmin, pmax, by_perc, (1, 2) if per_slice else None)
         if vmin is not None:
             lo = np.full_like(lo, float(vmin))
@@ -306,8 +353,8 @@ def _compute(
 
 def compute_stats(
     data: Any,
-    pmin: float = 0.1,
-    pmax: float = 99.9,
+    pmin: float = PMIN,
+    pmax: float = PMAX,
     by_perc: bool = True,
     vmin: float | None = None,
     vmax: float | None = None,
@@ -475,8 +522,8 @@ def apply_stats(
 
 def normalize(
     data: Any,
-    pmin: float = 0.1,
-    pmax: float = 99.9,
+    pmin: float = PMIN,
+    pmax: float = PMAX,
     by_perc: bool = True,
     vmin: float | None = None,
     vmax: float | None = None,

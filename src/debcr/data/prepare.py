@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from debcr.data.io import as_image_stack, format_for_path, load, write
-from debcr.data.normalize import normalize
+from debcr.data.normalize import check_percentiles, normalize
 from debcr.data.tiling import crop, patch_grid
+from debcr.defaults import PMAX, PMIN
 from debcr.errors import DataError
 from debcr.files import atomic_output
 
@@ -529,6 +530,109 @@ class PrepareResult:
     arrays: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
 
 
+# --------------------------------------------------------------------------------------------
+# prepare, step 1: plan (arguments, pairs, split and outputs; no image is read)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything :func:`prepare` decided before reading any image."""
+
+    pairs: tuple[Pair, ...]
+    groups: dict[str, tuple[str, ...]]
+    targets: dict[str, Path]
+    name: str | None
+    patch_size: Any
+    patch_shape: tuple[int, int]
+    overlap: Any
+    split: SplitSpec
+    seed: int
+    pmin: float
+    pmax: float
+    background_filter: float | None
+    overwrite: bool
+
+    @property
+    def set_of(self) -> dict[str, str]:
+        """The set of every group."""
+        return {g: s for s in SETS for g in self.groups[s]}
+
+
+def _check_options(pmin: float, pmax: float, background_filter: float | None) -> None:
+    check_percentiles(pmin, pmax)
+    if background_filter is not None and (
+        isinstance(background_filter, bool) or not math.isfinite(float(background_filter))
+    ):
+        raise DataError(
+            f"background_filter must be None or a finite number, got {background_filter!r}"
+        )
+
+
+def _output_targets(
+    name: str | None, out_dir: str | os.PathLike | None, overwrite: bool
+) -> dict[str, Path]:
+    """The file of every set (none without ``out_dir``); FileExistsError if one exists."""
+    if out_dir is None:
+        return {}
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise DataError(
+            f"name={name!r} must be a plain file-name stem such as 'fmd' (the files are "
+            "<out_dir>/<name>_train.npz, ...)"
+        )
+    targets = {s: Path(out_dir) / f"{name}_{s}.npz" for s in SETS}
+    existing = [str(t) for t in targets.values() if t.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"outputs {existing} already exist; pass overwrite=True to replace the dataset "
+            f"{name!r}, or choose another name or folder"
+        )
+    return targets
+
+
+def _plan(
+    low: Any,
+    gt: Any,
+    name: str | None,
+    out_dir: str | os.PathLike | None,
+    *,
+    patch_size: Any,
+    overlap: Any,
+    split: SplitSpec,
+    seed: int,
+    pmin: float,
+    pmax: float,
+    background_filter: float | None,
+    overwrite: bool,
+) -> _Plan:
+    """Check every argument and the outputs, pair the images and split the groups."""
+    _check_options(pmin, pmax, background_filter)
+    # Validates patch_size and overlap before any work.
+    patch_shape = patch_grid((1, 1), patch_size, overlap).patch_size
+    targets = _output_targets(name, out_dir, overwrite)
+    pairs = tuple(_as_pairs(low, gt))
+    return _Plan(
+        pairs=pairs,
+        groups=split_groups([p.group for p in pairs], split, seed),
+        targets=targets,
+        name=name,
+        patch_size=patch_size,
+        patch_shape=(int(patch_shape[0]), int(patch_shape[1])),
+        overlap=overlap,
+        split=split,
+        seed=seed,
+        pmin=pmin,
+        pmax=pmax,
+        background_filter=background_filter,
+        overwrite=overwrite,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# prepare, step 2: extract (read, normalise, cut, drop background)
+# --------------------------------------------------------------------------------------------
+
+
 @dataclass
 class _Tally:
     """Counts over all pairs, reported once at the end rather than per image."""
@@ -560,29 +664,16 @@ class _SetBuffer:
             self.groups.append((group, len(low)))
 
 
-def _check_options(pmin: float, pmax: float, background_filter: float | None) -> None:
-    if not (0.0 <= float(pmin) < float(pmax) <= 100.0):
-        raise DataError(f"percentiles must satisfy 0 <= pmin < pmax <= 100, got {pmin}, {pmax}")
-    if background_filter is not None and (
-        isinstance(background_filter, bool) or not math.isfinite(float(background_filter))
-    ):
-        raise DataError(
-            f"background_filter must be None or a finite number, got {background_filter!r}"
-        )
-
-
-def _normalised_patches(
-    ref: _ImageRef, patch_size: Any, overlap: Any, pmin: float, pmax: float
-) -> tuple[np.ndarray, tuple[int, int]]:
+def _normalised_patches(ref: _ImageRef, plan: _Plan) -> tuple[np.ndarray, tuple[int, int]]:
     """Patches of one image normalised with its own percentiles (no clipping), and its shape."""
     image = ref.read()
     try:
-        scaled = normalize(image, pmin, pmax, clip=False, dtype=np.float32)
+        scaled = normalize(image, plan.pmin, plan.pmax, clip=False, dtype=np.float32)
     except DataError as exc:
         raise DataError(f"{ref.label}: {exc}") from exc
     shape = (int(image.shape[0]), int(image.shape[1]))
     del image  # the full-size image is not needed once normalised
-    return crop(scaled, patch_size, overlap), shape
+    return crop(scaled, plan.patch_size, plan.overlap), shape
 
 
 def _foreground(gt_patches: np.ndarray, threshold: float | None) -> np.ndarray:
@@ -593,17 +684,8 @@ def _foreground(gt_patches: np.ndarray, threshold: float | None) -> np.ndarray:
     return level >= float(threshold)
 
 
-def _add_pair(
-    pair: Pair,
-    buffer: _SetBuffer,
-    patch_size: Any,
-    overlap: Any,
-    pmin: float,
-    pmax: float,
-    background_filter: float | None,
-    tally: _Tally,
-) -> None:
-    """Add the patches of one pair to ``buffer`` and count what happened in ``tally``."""
+def _pair_refs(pair: Pair) -> tuple[list[_ImageRef], list[_ImageRef]]:
+    """The low and gt images of one pair: as many gt as low images, or a single shared one."""
     where = f"group {pair.group!r}"
     low_refs = _image_refs(pair.low, f"{where} low")
     gt_refs = _image_refs(pair.gt, f"{where} gt")
@@ -613,23 +695,28 @@ def _add_pair(
             f"({_describe(pair.gt)}) has {len(gt_refs)}; give one ground truth per low image "
             "or a single one shared by all"
         )
-    patch_shape = patch_grid((1, 1), patch_size, overlap).patch_size
+    return low_refs, gt_refs
+
+
+def _add_pair(pair: Pair, buffer: _SetBuffer, plan: _Plan, tally: _Tally) -> None:
+    """Add the patches of one pair to ``buffer`` and count what happened in ``tally``."""
+    low_refs, gt_refs = _pair_refs(pair)
     cached: tuple[int, np.ndarray, tuple[int, int], np.ndarray] | None = None
     for i, low_ref in enumerate(low_refs):
         k = 0 if len(gt_refs) == 1 else i
         if cached is None or cached[0] != k:
             # A shared ground truth is read, normalised and cut only once for all its frames.
-            gt_patches, gt_shape = _normalised_patches(gt_refs[k], patch_size, overlap, pmin, pmax)
-            cached = (k, gt_patches, gt_shape, _foreground(gt_patches, background_filter))
+            gt_patches, gt_shape = _normalised_patches(gt_refs[k], plan)
+            cached = (k, gt_patches, gt_shape, _foreground(gt_patches, plan.background_filter))
         _, gt_patches, gt_shape, keep = cached
-        low_patches, low_shape = _normalised_patches(low_ref, patch_size, overlap, pmin, pmax)
+        low_patches, low_shape = _normalised_patches(low_ref, plan)
         if low_shape != gt_shape:
             raise DataError(
-                f"{where}: low image {low_ref.label} has shape {low_shape} but its ground truth "
-                f"{gt_refs[k].label} has shape {gt_shape}; paired images must have the same "
-                "height and width"
+                f"group {pair.group!r}: low image {low_ref.label} has shape {low_shape} but its "
+                f"ground truth {gt_refs[k].label} has shape {gt_shape}; paired images must "
+                "have the same height and width"
             )
-        if low_shape[0] < patch_shape[0] or low_shape[1] < patch_shape[1]:
+        if low_shape[0] < plan.patch_shape[0] or low_shape[1] < plan.patch_shape[1]:
             tally.small += 1
         all_kept = bool(keep.all())
         buffer.add(
@@ -648,9 +735,86 @@ def _add_pair(
     tally.inputs.update(r.path for r in (*low_refs, *gt_refs) if r.path is not None)
 
 
+def _report(plan: _Plan, buffers: dict[str, _SetBuffer], tally: _Tally) -> None:
+    """Log what the sets hold; DataError if the background filter left no patch at all."""
+    if not any(buffers[s].n_patches for s in SETS):
+        raise DataError(
+            f"background_filter={plan.background_filter} removed all {tally.dropped} patch "
+            "pairs; lower it or use None"
+        )
+    for s in SETS:
+        patches = buffers[s].n_patches
+        log.info(
+            "%s: %d group(s), %d image(s), %d patch pair(s)",
+            s,
+            len(plan.groups[s]),
+            buffers[s].images,
+            patches,
+        )
+        if plan.groups[s] and not patches:
+            log.warning("%s: every patch of its groups was background; the set is empty", s)
+    if tally.dropped:
+        log.info("background filter dropped %d patch pair(s)", tally.dropped)
+    if tally.small:
+        log.warning(
+            "%d image(s) are smaller than a patch %s; their patches are completed by mirroring",
+            tally.small,
+            plan.patch_shape,
+        )
+
+
+def _extract(plan: _Plan) -> tuple[dict[str, _SetBuffer], _Tally]:
+    """The patches of every set, read one image at a time, and the counts of the run."""
+    buffers = {s: _SetBuffer() for s in SETS}
+    tally = _Tally()
+    set_of = plan.set_of
+    for pair in plan.pairs:
+        _add_pair(pair, buffers[set_of[pair.group]], plan, tally)
+    _report(plan, buffers, tally)
+    return buffers, tally
+
+
+# --------------------------------------------------------------------------------------------
+# prepare, step 3: write (the arrays and their info record, all sets or none)
+# --------------------------------------------------------------------------------------------
+
+
 def _overlap_list(overlap: Any) -> list[float]:
     """``(oy, ox)`` as plain floats for the JSON record (already validated by patch_grid)."""
     return [float(o) for o in np.broadcast_to(np.asarray(overlap, dtype=float), (2,))]
+
+
+def _split_description(split: SplitSpec) -> Any:
+    """JSON form of a split specification (fractions or the explicit group lists)."""
+    if isinstance(split, Mapping):
+        return {k: _as_group_list(v, k) for k, v in split.items()}
+    return [float(f) for f in split]
+
+
+def _info(plan: _Plan, patches: dict[str, int]) -> dict[str, Any]:
+    """The ``info`` record shared by all sets (each adds its name and sources)."""
+    return {
+        "format": "debcr-patches",
+        "version": INFO_VERSION,
+        "name": plan.name,
+        "patch_size": list(plan.patch_shape),
+        "overlap": _overlap_list(plan.overlap),
+        "normalization": {
+            "method": "percentile",
+            "pmin": float(plan.pmin),
+            "pmax": float(plan.pmax),
+            "clip": False,
+            "scope": "each image separately",
+        },
+        "background_filter": (
+            None if plan.background_filter is None else float(plan.background_filter)
+        ),
+        "background_percentile": BACKGROUND_PERCENTILE,
+        "split": _split_description(plan.split),
+        "seed": int(plan.seed),
+        "groups": {s: list(plan.groups[s]) for s in SETS},
+        "patches": patches,
+    }
 
 
 def _payload(buffer: _SetBuffer, info: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -665,6 +829,46 @@ def _payload(buffer: _SetBuffer, info: dict[str, Any]) -> dict[str, np.ndarray]:
     return {"low": low, "gt": gt, "groups": groups, "info": np.asarray(json.dumps(info))}
 
 
+def _payloads(plan: _Plan, buffers: dict[str, _SetBuffer]) -> dict[str, dict[str, np.ndarray]]:
+    """The arrays of every non-empty set, each with its info record."""
+    common = _info(plan, {s: buffers[s].n_patches for s in SETS})
+    return {
+        s: _payload(buffers[s], {**common, "set": s, "sources": buffers[s].sources})
+        for s in SETS
+        if buffers[s].n_patches
+    }
+
+
+def _write_sets(
+    plan: _Plan, payloads: dict[str, dict[str, np.ndarray]], inputs: Sequence[Path]
+) -> dict[str, Path]:
+    """Write the non-empty sets all or nothing; remove a stale file of a now-empty set."""
+    targets = plan.targets
+    if not targets:
+        return {}
+    with contextlib.ExitStack() as stack:
+        # Each atomic_output renames its temporary file into place only when the whole block
+        # succeeds, so a failure while writing the last set leaves no new file at all.
+        temps = {
+            s: stack.enter_context(
+                atomic_output(targets[s], overwrite=plan.overwrite, inputs=inputs)
+            )
+            for s in payloads
+        }
+        for s, tmp in temps.items():
+            write(tmp, payloads[s], overwrite=True)
+    for s in SETS:
+        if s not in payloads and targets[s].exists():
+            log.warning("removing %s: the %s set of this run is empty", targets[s], s)
+            targets[s].unlink()
+    return {s: targets[s] for s in payloads}
+
+
+# --------------------------------------------------------------------------------------------
+# prepare: the pipeline
+# --------------------------------------------------------------------------------------------
+
+
 def prepare(
     low: ImageSource | Sequence[Pair | tuple[Any, Any, Any]],
     gt: ImageSource | None = None,
@@ -675,8 +879,8 @@ def prepare(
     overlap: float | tuple[float, float] = 0.0,
     split: SplitSpec = (0.8, 0.1, 0.1),
     seed: int = 0,
-    pmin: float = 0.1,
-    pmax: float = 99.9,
+    pmin: float = PMIN,
+    pmax: float = PMAX,
     background_filter: float | None = None,
     overwrite: bool = False,
     return_arrays: bool = False,
@@ -759,121 +963,28 @@ def prepare(
     FileExistsError
         If an output exists and ``overwrite`` is False.
     """
-    _check_options(pmin, pmax, background_filter)
-    # Validates patch_size and overlap before any work.
-    patch_shape = patch_grid((1, 1), patch_size, overlap).patch_size
-    targets: dict[str, Path] = {}
-    if out_dir is not None:
-        if not isinstance(name, str) or not name or Path(name).name != name:
-            raise DataError(
-                f"name={name!r} must be a plain file-name stem such as 'fmd' (the files are "
-                "<out_dir>/<name>_train.npz, ...)"
-            )
-        targets = {s: Path(out_dir) / f"{name}_{s}.npz" for s in SETS}
-        existing = [str(t) for t in targets.values() if t.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(
-                f"outputs {existing} already exist; pass overwrite=True to replace the dataset "
-                f"{name!r}, or choose another name or folder"
-            )
-    pairs = _as_pairs(low, gt)
-    assigned = split_groups([p.group for p in pairs], split, seed)
-    set_of = {g: s for s in SETS for g in assigned[s]}
-
-    buffers = {s: _SetBuffer() for s in SETS}
-    tally = _Tally()
-    for pair in pairs:
-        buffer = buffers[set_of[pair.group]]
-        _add_pair(pair, buffer, patch_size, overlap, pmin, pmax, background_filter, tally)
-    dropped = tally.dropped
-
-    patches = {s: buffers[s].n_patches for s in SETS}
-    images = {s: buffers[s].images for s in SETS}
-    if not any(patches.values()):
-        raise DataError(
-            f"background_filter={background_filter} removed all {dropped} patch pairs; lower it "
-            "or use None"
-        )
-    for s in SETS:
-        log.info(
-            "%s: %d group(s), %d image(s), %d patch pair(s)",
-            s,
-            len(assigned[s]),
-            images[s],
-            patches[s],
-        )
-        if assigned[s] and not patches[s]:
-            log.warning("%s: every patch of its groups was background; the set is empty", s)
-    if dropped:
-        log.info("background filter dropped %d patch pair(s)", dropped)
-    if tally.small:
-        log.warning(
-            "%d image(s) are smaller than a patch %s; their patches are completed by mirroring",
-            tally.small,
-            tuple(patch_shape),
-        )
-
-    common = {
-        "format": "debcr-patches",
-        "version": INFO_VERSION,
-        "name": name,
-        "patch_size": list(patch_shape),
-        "overlap": _overlap_list(overlap),
-        "normalization": {
-            "method": "percentile",
-            "pmin": float(pmin),
-            "pmax": float(pmax),
-            "clip": False,
-            "scope": "each image separately",
-        },
-        "background_filter": None if background_filter is None else float(background_filter),
-        "background_percentile": BACKGROUND_PERCENTILE,
-        "split": _split_description(split),
-        "seed": int(seed),
-        "groups": {s: list(assigned[s]) for s in SETS},
-        "patches": patches,
-    }
-    payloads = {
-        s: _payload(buffers[s], {**common, "set": s, "sources": buffers[s].sources})
-        for s in SETS
-        if patches[s]
-    }
-    paths = _write_sets(payloads, targets, overwrite, sorted(tally.inputs)) if targets else {}
+    plan = _plan(
+        low,
+        gt,
+        name,
+        out_dir,
+        patch_size=patch_size,
+        overlap=overlap,
+        split=split,
+        seed=seed,
+        pmin=pmin,
+        pmax=pmax,
+        background_filter=background_filter,
+        overwrite=overwrite,
+    )
+    buffers, tally = _extract(plan)
+    payloads = _payloads(plan, buffers)
+    paths = _write_sets(plan, payloads, sorted(tally.inputs))
     return PrepareResult(
         paths=paths,
-        patches=patches,
-        images=images,
-        groups=assigned,
-        dropped=dropped,
-        arrays=payloads if return_arrays or not targets else None,
+        patches={s: buffers[s].n_patches for s in SETS},
+        images={s: buffers[s].images for s in SETS},
+        groups=plan.groups,
+        dropped=tally.dropped,
+        arrays=payloads if return_arrays or not plan.targets else None,
     )
-
-
-def _split_description(split: SplitSpec) -> Any:
-    """JSON form of a split specification (fractions or the explicit group lists)."""
-    if isinstance(split, Mapping):
-        return {k: _as_group_list(v, k) for k, v in split.items()}
-    return [float(f) for f in split]
-
-
-def _write_sets(
-    payloads: dict[str, dict[str, np.ndarray]],
-    targets: dict[str, Path],
-    overwrite: bool,
-    inputs: Sequence[Path],
-) -> dict[str, Path]:
-    """Write the non-empty sets all or nothing; remove a stale file of a now-empty set."""
-    with contextlib.ExitStack() as stack:
-        # Each atomic_output renames its temporary file into place only when the whole block
-        # succeeds, so a failure while writing the last set leaves no new file at all.
-        temps = {
-            s: stack.enter_context(atomic_output(targets[s], overwrite=overwrite, inputs=inputs))
-            for s in payloads
-        }
-        for s, tmp in temps.items():
-            write(tmp, payloads[s], overwrite=True)
-    for s in SETS:
-        if s not in payloads and targets[s].exists():
-            log.warning("removing %s: the %s set of this run is empty", targets[s], s)
-            targets[s].unlink()
-    return {s: targets[s] for s in payloads}

@@ -6,7 +6,7 @@
 no backend and leaves no figure open in a global registry; save the result with
 ``fig.savefig(path)``.
 
-Only numpy and matplotlib are used.
+Only numpy, matplotlib and the numpy-only :mod:`debcr.data.normalize` are used.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from debcr.data.normalize import check_percentiles
+from debcr.defaults import PERCENTILES
 from debcr.errors import DataError
 
 __all__ = ["RANDOM_SLICE", "show"]
@@ -68,7 +70,7 @@ def show(
     seed: int | np.random.Generator | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
-    percentiles: tuple[float, float] = (0.1, 99.9),
+    percentiles: tuple[float, float] = PERCENTILES,
     zoom: tuple[int, int, int, int] | None = None,
 ) -> Figure:
     """Draw a grid of image slices: one column per dataset, one row per slice index.
@@ -108,7 +110,8 @@ def show(
         ``percentiles`` of each panel on its own.
     percentiles : (float, float), default ``(0.1, 99.9)``
         Low and high percentile of a panel's finite pixel values used as its display
-        range, so single hot or dead pixels do not wash out the image.
+        range, so single hot or dead pixels do not wash out the image. Finite, with
+        ``0 <= low < high <= 100``.
     zoom : (y0, y1, x0, x1) or None, default None
         Show only rows ``y0:y1`` and columns ``x0:x1`` of every panel. The region must
         lie inside every dataset's image.
@@ -134,7 +137,7 @@ def show(
     datasets = _datasets(data, titles)
     rows = _resolve_slices(slices, datasets, seed)
     box = _check_zoom(zoom, datasets)
-    low_pct, high_pct = _check_percentiles(percentiles)
+    low_pct, high_pct = check_percentiles(*_percentile_pair(percentiles), what="percentiles")
     _check_limits(vmin, vmax)
     panel_w, panel_h = _check_figsize(figsize)
 
@@ -271,14 +274,12 @@ def _check_zoom(
     return y0, y1, x0, x1
 
 
-def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, float]:
+def _percentile_pair(percentiles: Sequence[float]) -> tuple[Any, Any]:
+    """The two entries of ``percentiles``; their values are checked by check_percentiles."""
     values = list(percentiles)
-    if len(values) != 2 or not all(np.isfinite(v) for v in values):
+    if len(values) != 2:
         raise DataError(f"percentiles must be two numbers (low, high), got {percentiles!r}")
-    low, high = float(values[0]), float(values[1])
-    if not 0.0 <= low <= high <= 100.0:
-        raise DataError(f"percentiles {percentiles!r} must satisfy 0 <= low <= high <= 100")
-    return low, high
+    return values[0], values[1]
 
 
 def _check_limits(vmin: float | None, vmax: float | None) -> None:

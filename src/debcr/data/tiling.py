@@ -187,7 +187,7 @@ def patch_grid(
     return PatchGrid(shape, patch, step, counts, padded)
 
 
-def _as_stack(data: np.ndarray) -> np.ndarray:
+def _as_patch_stack(data: np.ndarray) -> np.ndarray:
     """View a 2-D image as a one-slice stack; reject other ranks and empty arrays."""
     if data.ndim not in (2, 3):
         raise DataError(
@@ -253,7 +253,7 @@ def crop(
         For arrays that are not 2-D or 3-D, empty arrays, bad patch sizes,
         overlaps or pad modes.
     """
-    stack = _as_stack(np.asarray(data))
+    stack = _as_patch_stack(np.asarray(data))
     if pad_mode not in PAD_MODES:
         raise DataError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
     grid = patch_grid(stack.shape[1:], patch_size, overlap)
