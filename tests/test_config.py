@@ -308,8 +308,23 @@ def test_mapping_access_like_the_original_dict() -> None:
     config.update({"NUM_STEPS": 40}, val_freq=20)
     assert (config.num_steps, config.val_freq) == (40, 20)
     assert pickle.loads(pickle.dumps(config)) == config == copy.deepcopy(config)
-    assert config.effective_val_batch_size == 32
-    assert config.with_overrides(val_batch_size=8).effective_val_batch_size == 8
+
+
+def test_val_batch_size_is_optional_and_checked_like_batch_size() -> None:
+    """Unset (None, the default) means "use batch_size"; the trainer resolves that itself."""
+    assert TrainConfig().val_batch_size is None
+    assert TrainConfig(val_batch_size=8).val_batch_size == 8
+    assert (
+        TrainConfig(val_batch_size=8).with_overrides(val_batch_size="null").val_batch_size is None
+    )
+    assert cfg.merge(TrainConfig(), cfg.parse_overrides("val_batch_size=4")).val_batch_size == 4
+    for bad in (0, True, 1.5, "x"):
+        with pytest.raises(ConfigError) as excinfo:
+            TrainConfig(val_batch_size=bad)
+        assert (
+            f"val_batch_size: must be an integer >= 1, or null to use batch_size (got {bad!r})"
+            in _message(excinfo)
+        )
 
 
 def test_with_overrides_and_merge_leave_the_original_alone() -> None:

@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter
 from debcr.data import write
 from debcr.errors import DataError
 from debcr.evaluate import CSV_COLUMNS, METRICS, REPORT_FILES, SPARSE_ENTROPY, evaluate
-from debcr.metrics import NORMALIZATIONS, entropy, psnr
+from debcr.metrics import NORMALIZATIONS, entropy, frc, psnr
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FIELD = DATA / "fmd_confocal_bpae_b"
@@ -146,7 +146,9 @@ def test_files_stacks_and_density_split(tmp_path, field):
     # noise at a finite frequency; the nuclei slice carries its own white camera noise, so
     # GT and input stay correlated up to Nyquist and have no crossing (NaN in the CSV).
     res = {r["image"]: float(r["frc_resolution"]) for r in rows if r["source"] == "input"}
-    assert 0.29 * 2 <= res["gt_0000"] < 0.29 * 256
+    in_pixels = frc(noisy[0], gt[0]).resolution
+    assert in_pixels is not None and 2 <= in_pixels < 256
+    assert res["gt_0000"] == pytest.approx(0.29 * in_pixels, rel=1e-9)
     assert math.isnan(res["gt_0001"])
     assert result["summary"]["raw"]["input"]["frc_resolution"]["n"] == 1
 

@@ -9,22 +9,34 @@ import sys
 from conftest import ROOT
 
 
-def test_importing_data_and_config_does_not_import_torch() -> None:
-    code = (
-        "import sys, debcr, debcr.data, debcr.data.io, debcr.data.tiling\n"
-        "print(debcr.__version__, 'torch' in sys.modules)"
-    )
+def _fresh_python(code: str) -> list[str]:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    version, imported = out.stdout.split()
+    return out.stdout.split()
+
+
+def test_importing_data_config_and_metrics_does_not_import_torch() -> None:
+    # In a fresh interpreter: the test process itself has long imported torch.
+    words = _fresh_python(
+        "import sys, debcr, debcr.data, debcr.data.io, debcr.data.tiling, debcr.config\n"
+        "import debcr.metrics, debcr.evaluate, debcr.files, debcr.defaults\n"
+        "cfg = debcr.config.TrainConfig()\n"
+        "print(debcr.__version__, type(cfg).__name__,"
+        " *(m in sys.modules for m in ('torch', 'lightning', 'napari')))"
+    )
+    version, config_class, *loaded = words
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
-    assert imported == "False"
+    assert config_class == "TrainConfig"
+    assert loaded == ["False", "False", "False"]
 
 
-def test_model_module_is_reachable_lazily() -> None:
-    import debcr
-
-    assert debcr.model.init is not None
-    assert "torch" in sys.modules
+def test_model_module_is_imported_on_first_access() -> None:
+    words = _fresh_python(
+        "import sys, debcr\n"
+        "before = 'torch' in sys.modules\n"
+        "init = debcr.model.init\n"
+        "print(before, 'torch' in sys.modules, init.__module__, callable(init))"
+    )
+    assert words == ["False", "True", "debcr.model", "True"]
 
 
 def test_ci_runs_the_readme_test_command() -> None:
