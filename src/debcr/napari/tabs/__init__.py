@@ -1,0 +1,1 @@
+"""The DeBCR dock's tabs, one module each: Transform data, Train model, Use model."""

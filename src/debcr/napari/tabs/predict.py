@@ -1,0 +1,188 @@
+"""The "Use model" tab: restore an image layer with a built-in model, a file or a run."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLineEdit, QProgressBar, QPushButton, QVBoxLayout
+
+from debcr.napari import jobs
+from debcr.napari.parts import (
+    MODEL_FILE,
+    JobTab,
+    LayerPicker,
+    Relay,
+    open_file,
+    open_folder,
+    row,
+    spin,
+)
+
+if TYPE_CHECKING:
+    from debcr.napari.widget import DeBCRWidget
+
+
+class PredictTab(JobTab):
+    """Restore a layer with a built-in model, a model file or a training run."""
+
+    def __init__(self, owner: DeBCRWidget) -> None:
+        super().__init__(owner)
+        self._make_controls()
+        self.cancel_event = threading.Event()
+        self.relay = Relay()
+        self.relay.event.connect(self._on_progress)
+        self._models: dict[tuple[str, str], Any] = {}
+        self._lay_out()
+        self._connect()
+        self.output.setText(f"{self.input.currentText()}.pred" if self.input.currentText() else "")
+        self.model_path.setEnabled(False)
+        self.set_running(False)
+
+    def _make_controls(self) -> None:
+        self.input = LayerPicker(self.viewer)
+        self.model = QComboBox()
+        self.model.addItems([*jobs.BUILTIN_MODELS, MODEL_FILE])
+        self.model_path = QLineEdit(placeholderText="model file or training run folder")
+        self.tile = spin(0, 16384, 0, 64)
+        self.tile.setSpecialValueText("auto")
+        self.batch = spin(0, 1024, 0, 1)
+        self.batch.setSpecialValueText("auto")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.output = QLineEdit()
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.progress = QProgressBar()
+
+    def _lay_out(self) -> None:
+        browse_file, browse_dir = QPushButton("File…"), QPushButton("Folder…")
+        browse_file.clicked.connect(self._choose_file)
+        browse_dir.clicked.connect(self._choose_folder)
+        form = QFormLayout()
+        form.addRow("input layer:", self.input)
+        form.addRow("model:", self.model)
+        form.addRow("", row(self.model_path, browse_file, browse_dir))
+        form.addRow("tile size (px):", self.tile)
+        form.addRow("tiles per batch:", self.batch)
+        form.addRow("device:", self.device)
+        form.addRow("output layer:", self.output)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(row(self.run_button, self.cancel_button))
+        layout.addWidget(self.progress)
+        layout.addStretch()
+
+    def _connect(self) -> None:
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.input.currentTextChanged.connect(
+            lambda name: self.output.setText(f"{name}.pred" if name else "")
+        )
+        self.model.currentTextChanged.connect(
+            lambda text: self.model_path.setEnabled(text == MODEL_FILE)
+        )
+
+    def _choose_file(self) -> None:
+        path = open_file(self, "Model file", "*.safetensors *.index")
+        if path:
+            self.use_model(path)
+
+    def _choose_folder(self) -> None:
+        path = open_folder(self, "Training run folder")
+        if path:
+            self.use_model(path)
+
+    def use_model(self, spec: str, model: Any = None) -> None:
+        """Select a model file/run folder (e.g. the run that just finished training)."""
+        self.model.setCurrentText(MODEL_FILE)
+        self.model_path.setText(spec)
+        if model is not None:
+            self._models[(spec, self.device.currentText())] = model
+
+    def spec(self) -> str:
+        choice = self.model.currentText()
+        return self.model_path.text().strip() if choice == MODEL_FILE else choice
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.run_button.setText("Running…" if running else "Run")
+        self.cancel_button.setEnabled(running)
+
+    def run(self) -> None:
+        if self.busy():
+            return
+        layer = self.input.layer()
+        if layer is None:
+            self.log("Choose an input image layer first.")
+            return
+        if getattr(layer, "rgb", False):
+            self.log(f"'{layer.name}' is an RGB image; DeBCR works on grey-level images.")
+            return
+        spec = self.spec()
+        if not spec:
+            self.log("Choose a model: a built-in one, a model file or a training run folder.")
+            return
+        name = self.output.text().strip() or f"{layer.name}.pred"
+        self.cancel_event.clear()
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("loading model…")
+        self.log(f"Running prediction on '{layer.name}' with {spec}")
+        device = self.device.currentText()
+        self.start(
+            self._predict_job,
+            lambda out: self._predicted(layer, name, out),
+            spec,
+            device,
+            layer.data,
+            self.tile.value() or None,
+            self.batch.value() or None,
+        )
+
+    def _predict_job(
+        self, spec: str, device: str, data: Any, tile: int | None, batch: int | None
+    ) -> Any:
+        # Runs in the worker thread; touches no widget (only the model cache and signals).
+        key = (spec, device)
+        model = self._models.get(key)
+        if model is None:
+            model = jobs.open_model(spec)
+            self._models[key] = model
+        return jobs.predict_data(
+            model,
+            data,
+            tile_size=tile,
+            batch_size=batch,
+            device=None if device == "auto" else device,
+            report=lambda done, total: self.relay.event.emit((done, total)),
+            cancel=self.cancel_event,
+        )
+
+    def _on_progress(self, value: tuple[int, int]) -> None:
+        done, total = value
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self.progress.setFormat("%v / %m tiles")
+
+    def _predicted(self, layer: Any, name: str, result: Any) -> None:
+        meta = {k: v for k, v in layer.metadata.items() if k == jobs.GRID_KEY}
+        self.viewer.add_image(
+            result,
+            name=name,
+            scale=layer.scale,
+            translate=layer.translate,
+            metadata=meta,
+        )
+        self.progress.setFormat("done")
+        self.log(f"Prediction is finished: '{name}', shape {tuple(result.shape)}.")
+
+    def _finished(self) -> None:
+        super()._finished()
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setFormat("")
+
+    def cancel(self) -> None:
+        if self.busy():
+            self.cancel_event.set()
+            self.log("Cancelling the prediction…")

@@ -1,0 +1,335 @@
+"""The "Train model" tab: data, model and settings, then a live-plotted training run."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from debcr.defaults import BEST_MODEL, RUN_CONFIG
+from debcr.napari import jobs
+from debcr.napari.parts import (
+    MODEL_FILE,
+    JobTab,
+    LayerPicker,
+    LossPlot,
+    Relay,
+    browse_button,
+    dspin,
+    open_file,
+    row,
+    save_file,
+    spin,
+)
+
+if TYPE_CHECKING:
+    from debcr.napari.widget import DeBCRWidget
+
+NEW_MODEL = "new model"
+
+
+class TrainTab(JobTab):
+    """Train a new model, fine-tune a built-in one, or continue from a model file."""
+
+    def __init__(self, owner: DeBCRWidget) -> None:
+        super().__init__(owner)
+        from debcr.config import TrainConfig
+
+        self.defaults = TrainConfig()
+        self._make_data_controls()
+        self._make_model_controls()
+        self._make_settings_controls()
+        self._make_run_controls()
+        self._lay_out()
+        self._connect()
+        self.reset_config()
+        self.set_running(False)
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _make_data_controls(self) -> None:
+        self.train_low = LayerPicker(self.viewer, optional=True)
+        self.train_gt = LayerPicker(self.viewer, optional=True)
+        self.val_low = LayerPicker(self.viewer, optional=True)
+        self.val_gt = LayerPicker(self.viewer, optional=True)
+        self.train_npz = QLineEdit(placeholderText="or an NPZ file (low/gt)")
+        self.val_npz = QLineEdit(placeholderText="or an NPZ file (low/gt)")
+
+    def _make_model_controls(self) -> None:
+        self.init = QComboBox()
+        self.init.addItems([NEW_MODEL, *jobs.BUILTIN_MODELS, MODEL_FILE])
+        self.init_path = QLineEdit(placeholderText="model file or training run folder")
+
+    def _make_settings_controls(self) -> None:
+        self.batch = spin(1, 4096, 32, 8)
+        self.steps = spin(1, 10_000_000, 2000, 10)
+        self.val_freq = spin(1, 1_000_000, 100, 10)
+        self.patience = spin(1, 100_000, 10, 1)
+        self.lr = dspin(0.000001, 1.0, 0.001, 0.0001, decimals=6)
+        self.save_path = QLineEdit()
+        self.resume = QCheckBox("continue the run in this folder (resume)")
+
+    def _make_run_controls(self) -> None:
+        self.run_button = QPushButton("Run training")
+        self.stop_button = QPushButton("Stop")
+        self.progress = QProgressBar()
+        self.plot = LossPlot()
+        self.stop_event = threading.Event()
+        self.relay = Relay()
+        self.relay.event.connect(self._on_event)
+        self._started = 0.0
+        self._preview_name = ""
+
+    def _data_box(self) -> QGroupBox:
+        box = QGroupBox("Data (patch stacks: layers or NPZ files)")
+        form = QFormLayout(box)
+        form.addRow("training input:", self.train_low)
+        form.addRow("training target:", self.train_gt)
+        form.addRow("", row(self.train_npz, browse_button(self, self.train_npz, "*.npz")))
+        form.addRow("validation input:", self.val_low)
+        form.addRow("validation target:", self.val_gt)
+        form.addRow("", row(self.val_npz, browse_button(self, self.val_npz, "*.npz")))
+        return box
+
+    def _model_box(self) -> QGroupBox:
+        box = QGroupBox("Model to train")
+        form = QFormLayout(box)
+        form.addRow("start from:", self.init)
+        form.addRow("", row(self.init_path, browse_button(self, self.init_path, "*.safetensors")))
+        return box
+
+    def _settings_box(self) -> QGroupBox:
+        box = QGroupBox("Settings")
+        form = QFormLayout(box)
+        form.addRow("images in batch:", self.batch)
+        form.addRow("training steps:", self.steps)
+        form.addRow("validate every (steps):", self.val_freq)
+        form.addRow("patience (validations):", self.patience)
+        form.addRow("learning rate:", self.lr)
+        form.addRow("save model path:", row(self.save_path, browse_button(self, self.save_path)))
+        form.addRow("", self.resume)
+        reset, load, save = (
+            QPushButton("Reset defaults"),
+            QPushButton("Load…"),
+            QPushButton("Save…"),
+        )
+        reset.clicked.connect(self.reset_config)
+        load.clicked.connect(self._load_config_dialog)
+        save.clicked.connect(self._save_config_dialog)
+        form.addRow(row(reset, load, save))
+        return box
+
+    def _lay_out(self) -> None:
+        layout = QVBoxLayout(self)
+        for box in (self._data_box(), self._model_box(), self._settings_box()):
+            layout.addWidget(box)
+        layout.addWidget(row(self.run_button, self.stop_button))
+        layout.addWidget(self.progress)
+        layout.addWidget(self.plot)
+
+    def _connect(self) -> None:
+        self.run_button.clicked.connect(self.run)
+        self.stop_button.clicked.connect(self.stop)
+        # Connected only now, after the items were added: the path field starts enabled.
+        self.init.currentTextChanged.connect(
+            lambda text: self.init_path.setEnabled(text == MODEL_FILE)
+        )
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def config(self) -> Any:
+        """The :class:`~debcr.config.TrainConfig` the controls describe (validated)."""
+        from debcr.config import merge
+
+        return merge(
+            self.defaults,
+            {
+                "batch_size": self.batch.value(),
+                "num_steps": self.steps.value(),
+                "val_freq": self.val_freq.value(),
+                "save_freq": self.val_freq.value(),
+                "patience": self.patience.value(),
+                "learning_rate": self.lr.value(),
+                "weights_path": self.save_path.text().strip(),
+                "progress": False,
+            },
+        )
+
+    def show_config(self, config: Any) -> None:
+        self.defaults = config
+        self.batch.setValue(config.batch_size)
+        self.steps.setValue(config.num_steps)
+        self.val_freq.setValue(config.val_freq)
+        self.patience.setValue(config.patience)
+        self.lr.setValue(config.learning_rate)
+        self.save_path.setText(str(config.weights_path))
+
+    def reset_config(self) -> None:
+        from debcr.config import TrainConfig
+
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.show_config(TrainConfig(weights_path=str(Path.cwd() / "debcr_runs" / stamp)))
+
+    def load_config(self, path: str | Path) -> None:
+        from debcr.config import load
+
+        try:
+            self.show_config(load(path))
+        except Exception as exc:  # a bad file must end in the log, not in a crash
+            self.log(f"Could not load settings from {path}: {jobs.describe_error(exc)}")
+            return
+        self.log(f"Settings loaded from {path}.")
+
+    def save_config(self, path: str | Path) -> None:
+        from debcr.config import save
+
+        try:
+            save(self.config(), path)
+        except Exception as exc:
+            self.log(f"Could not save settings to {path}: {jobs.describe_error(exc)}")
+            return
+        self.log(f"Settings saved to {path}.")
+
+    def _load_config_dialog(self) -> None:
+        path = open_file(self, "Load settings", "*.yaml *.yml")
+        if path:
+            self.load_config(path)
+
+    def _save_config_dialog(self) -> None:
+        path = save_file(self, "Save settings", RUN_CONFIG, "*.yaml")
+        if path:
+            self.save_config(path)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def set_running(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.run_button.setText("Training…" if running else "Run training")
+        self.stop_button.setEnabled(running)
+
+    def _source(self, low: LayerPicker, gt: LayerPicker, npz: QLineEdit) -> Any:
+        """What to train on, chosen in the GUI thread: an NPZ path or two layers' data."""
+        if npz.text().strip():
+            return npz.text().strip()
+        if low.layer() is None or gt.layer() is None:
+            return None
+        return (low.layer().data, gt.layer().data)
+
+    def _init_model(self) -> tuple[str, str | None]:
+        """The "start from" choice and the model it names (None: a new one, "": no path)."""
+        init = self.init.currentText()
+        if init == MODEL_FILE:
+            return init, self.init_path.text().strip()
+        return init, None if init == NEW_MODEL else init
+
+    def run(self) -> None:
+        if self.busy():
+            return
+        try:
+            config = self.config()
+        except Exception as exc:
+            self.log(f"Invalid settings: {jobs.describe_error(exc)}")
+            return
+        sources = {
+            "training": self._source(self.train_low, self.train_gt, self.train_npz),
+            "validation": self._source(self.val_low, self.val_gt, self.val_npz),
+        }
+        for what, source in sources.items():
+            if source is None:
+                self.log(f"Choose the {what} input and target layers (or an NPZ file).")
+                return
+        init, init_model = self._init_model()
+        if init == MODEL_FILE and not init_model:
+            self.log("Choose the model file or run folder to start from.")
+            return
+        self._start_training(config, sources, init, init_model)
+
+    def _start_training(
+        self, config: Any, sources: dict[str, Any], init: str, init_model: str | None
+    ) -> None:
+        val_layer = self.val_low.layer()
+        self._preview_name = f"{val_layer.name if val_layer else 'validation'}.preview"
+        self.stop_event.clear()
+        self.plot.reset()
+        self.progress.setRange(0, config.num_steps)
+        self.progress.setValue(0)
+        self.progress.setFormat("starting…")
+        self._started = time.monotonic()
+        self.log(
+            f"Starting training: {config.num_steps} steps, batch {config.batch_size}, learning "
+            f"rate {config.learning_rate:g}, from {init}; saving to {config.weights_path}"
+        )
+        self.start(
+            jobs.train_model,
+            self._trained,
+            sources["training"],
+            sources["validation"],
+            config,
+            init_model,
+            report=self.relay.event.emit,
+            stop=self.stop_event,
+            resume=self.resume.isChecked(),
+        )
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "log":
+            self.log(event["text"])
+            return
+        if kind == "step":
+            step, total = event["step"], event["total"]
+            self.progress.setValue(step)
+            elapsed = time.monotonic() - self._started
+            eta = elapsed / max(step, 1) * (total - step)
+            self.progress.setFormat(
+                f"step %v / %m — loss {event['loss']:.4f} — ETA {_duration(eta)}"
+            )
+        else:
+            self.log(
+                f"Step {event['step']}: validation loss {event['val_loss']:.4f}, "
+                f"PSNR {event['val_psnr']:.2f} dB"
+            )
+            if "preview" in event:
+                self._show_preview(event["preview"])
+        self.plot.add(event)
+
+    def _show_preview(self, image: Any) -> None:
+        if self._preview_name in self.viewer.layers:
+            self.viewer.layers[self._preview_name].data = image
+        else:
+            self.viewer.add_image(image, name=self._preview_name)
+
+    def _trained(self, result: Any) -> None:
+        model, run_dir = result
+        stopped = self.stop_event.is_set()
+        self.log(
+            ("Training stopped" if stopped else "Training is finished")
+            + f"; the best model is in {run_dir / BEST_MODEL}."
+        )
+        self.progress.setFormat("done" if not stopped else "stopped at step %v")
+        self.owner.predict_tab.use_model(str(run_dir), model)
+
+    def stop(self) -> None:
+        if self.busy():
+            self.stop_event.set()
+            self.log("Stopping after the current step (the best model so far is kept)…")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
