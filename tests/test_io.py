@@ -24,8 +24,11 @@ from debcr.data.io import (
     open_output,
     register_format,
     supported_formats,
+    unregister_format,
     write,
 )
+from debcr.data.io import tiff as io_tiff
+from debcr.data.io import zarr as io_zarr
 from debcr.errors import DataError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -153,8 +156,8 @@ def test_tiff_compression_and_bigtiff_choice(tmp_path: Path, nuclei: np.ndarray)
         assert tif.pages[0].compression != 1
     np.testing.assert_array_equal(load(tmp_path / "z.tif"), nuclei)
     opts = io.WriteOptions()
-    big = io._tiff_write_kwargs(Path("b.tif"), (3, 2**15, 2**15), np.dtype(np.float32), opts)
-    small = io._tiff_write_kwargs(Path("s.tif"), (3, 256, 256), np.dtype(np.float32), opts)
+    big = io_tiff._tiff_write_kwargs(Path("b.tif"), (3, 2**15, 2**15), np.dtype(np.float32), opts)
+    small = io_tiff._tiff_write_kwargs(Path("s.tif"), (3, 256, 256), np.dtype(np.float32), opts)
     assert big["bigtiff"] is True and "imagej" not in big
     assert small["bigtiff"] is False and small["imagej"] is True
 
@@ -443,7 +446,7 @@ def test_zarr_failure_mid_copy(tmp_path: Path, nuclei: np.ndarray, monkeypatch) 
         dst[0] = np.asarray(src[0])
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(io, "_copy_blockwise", broken_copy)
+    monkeypatch.setattr(io_zarr, "_copy_blockwise", broken_copy)
     with pytest.raises(RuntimeError, match="interrupted"):
         write(tmp_path / "v.zarr", nuclei[2:4], overwrite=True)
     monkeypatch.undo()
@@ -514,7 +517,7 @@ def test_register_custom_format(tmp_path: Path, img2d: np.ndarray) -> None:
         write(tmp_path / "a.TXTIMG", img2d[:16, :16])
         np.testing.assert_array_equal(load(tmp_path / "a.TXTIMG"), img2d[:16, :16])
     finally:
-        io._FORMATS.pop(".txtimg")
+        unregister_format(".txtimg")
     names = {f.name for f in supported_formats()}
     assert {"TIFF", "PNG", "JPEG", "NPY", "NPZ", "Zarr"} <= names
 

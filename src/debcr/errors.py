@@ -22,3 +22,7 @@ class ModelFileError(DebcrError, ValueError):
 
 class ConfigError(DebcrError, ValueError):
     """A configuration value or key is invalid."""
+
+
+class ModelNotFoundError(ModelFileError, FileNotFoundError):
+    """A model named by a path that does not exist."""

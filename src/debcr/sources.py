@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from debcr.defaults import BEST_MODEL, LAST_MODEL
-from debcr.errors import ModelFileError
+from debcr.errors import ModelFileError, ModelNotFoundError
 from debcr.weights import PRETRAINED
 
 if TYPE_CHECKING:
@@ -120,9 +120,11 @@ def resolve(source: str | os.PathLike) -> ModelSource:
         return ModelSource("tf_checkpoint", path)
     if path.is_file():
         return ModelSource("file", path)
+    if path.suffix or len(path.parts) > 1:  # meant as a path
+        raise ModelNotFoundError(f"no model file at {path}")
     raise ModelFileError(
-        f"no model named {name!r}: not a built-in model ({builtins}), and there is no model "
-        f"file at {path} (nor a training run folder or TensorFlow checkpoint); check the path"
+        f"no model named {name!r}: not a built-in model ({builtins}), and no model file, "
+        "training run folder or TensorFlow checkpoint exists at that path"
     )
 
 

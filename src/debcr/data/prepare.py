@@ -537,7 +537,11 @@ class PrepareResult:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Everything :func:`prepare` decided before reading any image."""
+    """Everything :func:`prepare` decided before reading any image.
+
+    ``groups`` holds the group ids per set; ``targets`` the file per set, empty when nothing is
+    written; ``patch_shape`` the validated ``(ph, pw)`` of ``patch_size``.
+    """
 
     pairs: tuple[Pair, ...]
     groups: dict[str, tuple[str, ...]]
@@ -617,7 +621,7 @@ def _plan(
         targets=targets,
         name=name,
         patch_size=patch_size,
-        patch_shape=(int(patch_shape[0]), int(patch_shape[1])),
+        patch_shape=patch_shape,
         overlap=overlap,
         split=split,
         seed=seed,

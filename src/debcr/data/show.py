@@ -110,8 +110,8 @@ def show(
         ``percentiles`` of each panel on its own.
     percentiles : (float, float), default ``(0.1, 99.9)``
         Low and high percentile of a panel's finite pixel values used as its display
-        range, so single hot or dead pixels do not wash out the image. Finite, with
-        ``0 <= low < high <= 100``.
+        range, so single hot or dead pixels do not wash out the image: two finite
+        numbers ``(pmin, pmax)`` with ``0 <= pmin < pmax <= 100``.
     zoom : (y0, y1, x0, x1) or None, default None
         Show only rows ``y0:y1`` and columns ``x0:x1`` of every panel. The region must
         lie inside every dataset's image.

@@ -1,0 +1,51 @@
+"""NumPy ``.npy`` (one array, memory-mappable) and ``.npz`` (named arrays) files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from debcr.data.io.metadata import ImageMetadata
+from debcr.data.io.registry import ReadOptions, WriteOptions, register_format
+from debcr.errors import DataError
+
+
+def _read_npy(path: Path, opts: ReadOptions) -> tuple[np.ndarray, ImageMetadata]:
+    arr = np.load(path, mmap_mode="r" if opts.lazy else None, allow_pickle=False)
+    if not isinstance(arr, np.ndarray):  # a .npz archive renamed to .npy
+        arr.close()
+        raise DataError(f"{path} is an .npz archive, not an .npy array; rename it to .npz")
+    return arr, ImageMetadata()
+
+
+def _write_npy(path: Path, data: Any, opts: WriteOptions) -> None:
+    np.save(path, np.asarray(data), allow_pickle=False)
+
+
+def _create_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: WriteOptions) -> Any:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _read_npz(path: Path, opts: ReadOptions) -> tuple[Any, ImageMetadata]:
+    with np.load(path, allow_pickle=False) as archive:
+        if not hasattr(archive, "files"):
+            raise DataError(f"{path} is a single .npy array, not an .npz archive; rename it")
+        if opts.key is None:
+            return {name: archive[name] for name in archive.files}, ImageMetadata()
+        if opts.key not in archive.files:
+            raise DataError(
+                f"{path} has no array {opts.key!r}; it contains {archive.files}; pass one of "
+                "these as key="
+            )
+        return archive[opts.key], ImageMetadata()
+
+
+def _write_npz(path: Path, data: Any, opts: WriteOptions) -> None:
+    arrays = {str(k): np.asarray(v) for k, v in data.items()}
+    (np.savez_compressed if opts.compression else np.savez)(path, **arrays)
+
+
+register_format(".npy", _read_npy, _write_npy, name="NPY", create=_create_npy)
+register_format(".npz", _read_npz, _write_npz, name="NPZ", keyed=True, holds_dict=True)

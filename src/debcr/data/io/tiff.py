@@ -1,0 +1,225 @@
+"""TIFF (plain, ImageJ hyperstack, OME-TIFF) reader, writer and memory-mapped creator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from debcr.data.io.metadata import ImageMetadata, _canonical_unit, _fit_metadata, _in_order, _sizes
+from debcr.data.io.registry import ReadOptions, WriteOptions, register_format
+from debcr.data.io.stack import _grey_from_channels
+from debcr.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: Files above this size are written as BigTIFF (classic TIFF offsets are 32-bit).
+BIGTIFF_THRESHOLD = 2**31
+
+# ImageJ and OME-TIFF spell the canonical (OME-NGFF) units in short forms.
+_IMAGEJ_UNITS = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
+_OME_TIFF_UNITS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
+
+# Pixel sizes in TIFF resolution tags are per resolution unit; we report micrometres.
+_RESUNIT_TO_MICROMETER = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}
+
+
+def _read_tiff(path: Path, opts: ReadOptions) -> tuple[Any, ImageMetadata]:
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        metadata = _tiff_metadata(tif, series)
+        data = None if opts.lazy else series.asarray()
+    if data is None:
+        data = _open_tiff_lazy(path)
+    elif metadata.axes and "S" in metadata.axes and data.shape[metadata.axes.index("S")] > 1:
+        data, metadata = _grey_from_samples(data, metadata, str(path))
+    return data, metadata
+
+
+def _open_tiff_lazy(path: Path) -> Any:
+    try:
+        return tifffile.memmap(path, mode="r")
+    except ValueError:  # compressed, tiled or scattered strips: not memory-mappable
+        pass
+    import zarr
+
+    node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+    # Pyramidal TIFFs open as a group of levels; level "0" is full resolution.
+    return node if isinstance(node, zarr.Array) else node["0"]
+
+
+def _tiff_metadata(tif: tifffile.TiffFile, series: Any) -> ImageMetadata:
+    axes = series.axes
+    page = series.pages[0] if series.pages and series.pages[0] is not None else tif.pages[0]
+    sizes: dict[str, float] = {}
+    unit: str | None = None
+    extra: dict[str, Any] = {}
+    if tif.is_ome:
+        sizes, unit = _ome_tiff_sizes(tif.ome_metadata)
+    elif tif.is_imagej:
+        ij = tif.imagej_metadata or {}
+        unit = _canonical_unit(ij.get("unit"))
+        sizes = _resolution_sizes(page, 1.0)
+        if ij.get("spacing"):
+            sizes["Z"] = float(ij["spacing"])
+        if ij.get("finterval"):
+            sizes["T"] = float(ij["finterval"])
+        extra = _json_or_empty((ij.get("Properties") or {}).get("debcr"))
+        if unit is None and sizes.get("X") == 1.0 and sizes.get("Y") == 1.0:
+            sizes = {k: v for k, v in sizes.items() if k not in "XY"}
+    else:
+        shaped = (tif.shaped_metadata or ({},))[0] if tif.is_shaped else {}
+        scale = shaped.get("scale")
+        if isinstance(scale, list) and len(scale) == len(axes):
+            sizes = {a: float(s) for a, s in zip(axes, scale, strict=True)}
+            unit = shaped.get("unit")
+        else:
+            sizes, unit = _resolution_tags(page)
+        extra = shaped.get("debcr") if isinstance(shaped.get("debcr"), dict) else {}
+    scale = tuple(sizes.get(a, 1.0) for a in axes) if sizes else None
+    return ImageMetadata(axes=axes, scale=scale, unit=unit, extra=extra)
+
+
+def _resolution_sizes(page: Any, factor: float) -> dict[str, float]:
+    """Pixel sizes along X and Y from the resolution tags (pixels per unit), times ``factor``."""
+    try:
+        xres, yres = page.resolution
+    except (AttributeError, TypeError, ValueError):
+        return {}
+    if not xres or not yres:
+        return {}
+    return {"X": factor / float(xres), "Y": factor / float(yres)}
+
+
+def _resolution_tags(page: Any) -> tuple[dict[str, float], str | None]:
+    """Pixel size from plain TIFF tags; the default (1, 1) without a unit is no calibration."""
+    factor = _RESUNIT_TO_MICROMETER.get(int(getattr(page, "resolutionunit", 1) or 1))
+    sizes = _resolution_sizes(page, factor or 1.0)
+    if factor is None:
+        if sizes.get("X", 1.0) == 1.0 and sizes.get("Y", 1.0) == 1.0:
+            return {}, None
+        return sizes, None
+    return sizes, "micrometer"
+
+
+def _ome_tiff_sizes(xml: str | None) -> tuple[dict[str, float], str | None]:
+    """PhysicalSize{X,Y,Z} and TimeIncrement of the first OME image (malformed XML: none)."""
+    try:
+        root = ET.fromstring(xml or "")
+    except ET.ParseError:
+        log.warning("ignoring malformed OME-XML metadata")
+        return {}, None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return {}, None
+    sizes = {}
+    for axis, attr in (
+        ("X", "PhysicalSizeX"),
+        ("Y", "PhysicalSizeY"),
+        ("Z", "PhysicalSizeZ"),
+        ("T", "TimeIncrement"),
+    ):
+        if pixels.get(attr):
+            sizes[axis] = float(pixels.get(attr))
+    unit = _canonical_unit(pixels.get("PhysicalSizeXUnit", "µm")) if "X" in sizes else None
+    return sizes, unit
+
+
+def _json_or_empty(text: Any) -> dict[str, Any]:
+    if not isinstance(text, str):
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _grey_from_samples(
+    data: np.ndarray, metadata: ImageMetadata, name: str
+) -> tuple[np.ndarray, ImageMetadata]:
+    """Drop the colour-sample axis of a grey image stored as RGB(A); colour raises DataError."""
+    axis = metadata.axes.index("S")
+    data = _grey_from_channels(np.moveaxis(data, axis, -1), name)
+    axes = metadata.axes.replace("S", "")
+    scale = None if metadata.scale is None else metadata.scale[:axis] + metadata.scale[axis + 1 :]
+    return data, replace(metadata, axes=axes, scale=scale)
+
+
+_IMAGEJ_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+
+
+def _tiff_write_kwargs(
+    path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: WriteOptions
+) -> dict[str, Any]:
+    """tifffile.imwrite/memmap arguments.
+
+    ``*.ome.tif`` -> OME-TIFF; uint8/uint16/float32 with ImageJ-orderable axes below 2 GB ->
+    ImageJ hyperstack (what Fiji reads natively); anything else -> tifffile's JSON ("shaped")
+    description, which keeps axes, scale and extras for debcr and tifffile readers.
+    """
+    nbytes = math.prod(shape) * dtype.itemsize
+    bigtiff = nbytes > BIGTIFF_THRESHOLD
+    ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
+    meta = _fit_metadata(opts.metadata, len(shape), "TZCYX" if ome else None)
+    imagej = not ome and not bigtiff and dtype in _IMAGEJ_DTYPES and _in_order(meta.axes, "TZCYX")
+    sizes = _sizes(meta)
+    kwargs: dict[str, Any] = {"photometric": "minisblack", "bigtiff": bigtiff}
+    if "X" in sizes and "Y" in sizes:
+        kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
+    if ome:
+        md: dict[str, Any] = {"axes": meta.axes}
+        unit = _OME_TIFF_UNITS.get(meta.unit or "", meta.unit)
+        for axis in "XYZ":
+            if axis in sizes:
+                md[f"PhysicalSize{axis}"] = sizes[axis]
+                if unit:
+                    md[f"PhysicalSize{axis}Unit"] = unit
+        kwargs.update(ome=True, metadata=md)
+    elif imagej:
+        md = {"axes": meta.axes}
+        if meta.unit:
+            md["unit"] = _IMAGEJ_UNITS.get(meta.unit, meta.unit)
+        if "Z" in sizes:
+            md["spacing"] = sizes["Z"]
+        if "T" in sizes:
+            md["finterval"] = sizes["T"]
+        if meta.extra:
+            md["Properties"] = {"debcr": json.dumps(meta.extra)}
+        kwargs.update(imagej=True, metadata=md)
+    else:
+        md = {} if meta.axes is None else {"axes": meta.axes}
+        if meta.scale is not None:
+            md.update(scale=list(meta.scale), unit=meta.unit)
+            if meta.unit == "micrometer":
+                kwargs["resolutionunit"] = "MICROMETER"
+        if meta.extra:
+            md["debcr"] = dict(meta.extra)
+        kwargs["metadata"] = md
+    return kwargs
+
+
+def _write_tiff(path: Path, data: Any, opts: WriteOptions) -> None:
+    arr = np.asarray(data)
+    kwargs = _tiff_write_kwargs(path, arr.shape, arr.dtype, opts)
+    tifffile.imwrite(path, arr, compression=opts.compression, **kwargs)
+
+
+def _create_tiff(path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: WriteOptions) -> Any:
+    if opts.compression:
+        raise DataError(
+            f"cannot write {path.name} piece by piece with compression={opts.compression!r}: "
+            "a memory-mapped TIFF must be uncompressed; drop compression or write .zarr"
+        )
+    kwargs = _tiff_write_kwargs(path, shape, dtype, opts)
+    return tifffile.memmap(path, shape=shape, dtype=dtype, **kwargs)
+
+
+register_format((".tif", ".tiff"), _read_tiff, _write_tiff, name="TIFF", create=_create_tiff)

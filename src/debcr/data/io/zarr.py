@@ -1,0 +1,197 @@
+"""Zarr v3 arrays and OME-Zarr (NGFF 0.4 read, 0.5 write) groups; zarr is imported lazily."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from debcr.data.io.metadata import ImageMetadata, _fit_metadata, _sizes
+from debcr.data.io.registry import ReadOptions, WriteOptions, register_format
+from debcr.errors import DataError
+
+#: Zarr arrays up to this size are stored as one chunk.
+SMALL_ZARR_BYTES = 4 * 2**20
+#: Lateral Zarr chunk edge for larger arrays: 512 x 512 float32 is 1 MiB per chunk.
+ZARR_CHUNK_EDGE = 512
+
+_NGFF_AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+
+
+def _read_zarr(path: Path, opts: ReadOptions) -> tuple[Any, ImageMetadata]:
+    import zarr
+
+    node = zarr.open(store=str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        if opts.key is not None:
+            raise DataError(f"{path} is a single Zarr array; leave key unset")
+        return node, _zarr_array_metadata(node)
+    multiscales = _find_multiscales(dict(node.attrs))
+    if multiscales:
+        datasets = multiscales[0].get("datasets") or []
+        if not datasets:
+            raise DataError(f"{path}: OME-Zarr multiscales lists no datasets")
+        paths = [d.get("path") for d in datasets]
+        name = opts.key if opts.key is not None else paths[0]
+        if name not in paths and opts.key is not None:
+            raise DataError(f"{path} has no dataset {name!r}; it has {paths}; pass one as key=")
+        arr = node[name]
+        meta = _ngff_metadata(multiscales[0], datasets[paths.index(name)], arr.ndim)
+        extra = node.attrs.get("debcr")
+        return arr, replace(meta, extra=extra if isinstance(extra, dict) else {})
+    arrays = sorted(k for k, _ in node.arrays())
+    if opts.key is None and len(arrays) != 1:
+        raise DataError(
+            f"{path} is a Zarr group with arrays {arrays} and no OME-Zarr multiscales metadata; "
+            "pass key= to choose one"
+        )
+    name = opts.key if opts.key is not None else arrays[0]
+    if name not in node:
+        raise DataError(f"{path} has no array {name!r}; it has {arrays}; pass one as key=")
+    arr = node[name]
+    return arr, _zarr_array_metadata(arr)
+
+
+def _find_multiscales(attrs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """NGFF 0.5 keeps metadata under ``attributes.ome``; 0.4 (``.zattrs``) at the top level."""
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and isinstance(ome.get("multiscales"), list):
+        return ome["multiscales"]
+    found = attrs.get("multiscales")
+    return found if isinstance(found, list) else []
+
+
+def _ngff_metadata(
+    multiscale: Mapping[str, Any], dataset: Mapping[str, Any], ndim: int
+) -> ImageMetadata:
+    axes_meta = multiscale.get("axes") or []
+    names = [a.get("name", "") if isinstance(a, dict) else str(a) for a in axes_meta]
+    if len(names) != ndim:
+        return ImageMetadata()
+    axes = "".join(n.upper() if len(n) == 1 and n.isalpha() else "Q" for n in names)
+    if len(set(axes)) != len(axes):
+        axes = None
+    units = [a.get("unit") for a in axes_meta if isinstance(a, dict) and a.get("type") == "space"]
+    scale = np.ones(ndim)
+    found = False
+    for transforms in (
+        dataset.get("coordinateTransformations"),
+        multiscale.get("coordinateTransformations"),
+    ):
+        for t in transforms or []:
+            if t.get("type") == "scale" and len(t.get("scale") or []) == ndim:
+                scale = scale * np.asarray(t["scale"], dtype=float)
+                found = True
+    return ImageMetadata(
+        axes=axes,
+        scale=tuple(float(s) for s in scale) if found and axes else None,
+        unit=next((u for u in units if u), None),
+    )
+
+
+def _zarr_array_metadata(arr: Any) -> ImageMetadata:
+    stored = arr.attrs.get("debcr")
+    if isinstance(stored, dict):
+        return ImageMetadata.from_dict(stored)
+    names = getattr(arr.metadata, "dimension_names", None)
+    if names and all(isinstance(n, str) and len(n) == 1 for n in names):
+        axes = "".join(n.upper() for n in names)
+        if len(set(axes)) == len(axes):
+            return ImageMetadata(axes=axes)
+    return ImageMetadata()
+
+
+def _zarr_compressors(compression: str | None) -> Any:
+    """Compressor spec for zarr.create_array: 'auto' (zarr default), None, or one codec."""
+    if compression is None:
+        return "auto"
+    from zarr import codecs
+
+    choices = {
+        "none": None,
+        "zstd": codecs.ZstdCodec(),
+        "gzip": codecs.GzipCodec(),
+        "zlib": codecs.GzipCodec(),
+        "blosc": codecs.BloscCodec(),
+    }
+    if compression.lower() not in choices:
+        raise DataError(
+            f"unsupported Zarr compression {compression!r}; use one of {sorted(choices)} or None"
+        )
+    return choices[compression.lower()]
+
+
+def _default_chunks(shape: tuple[int, ...], dtype: np.dtype) -> tuple[int, ...]:
+    """Whole array when small, else one plane-tile of at most 512 x 512 per chunk."""
+    if math.prod(shape) * dtype.itemsize <= SMALL_ZARR_BYTES or len(shape) < 2:
+        return tuple(max(1, n) for n in shape)
+    lead = (1,) * (len(shape) - 2)
+    return lead + tuple(max(1, min(n, ZARR_CHUNK_EDGE)) for n in shape[-2:])
+
+
+def _create_zarr(path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: WriteOptions) -> Any:
+    import zarr
+
+    ome = opts.ome or path.name.lower().endswith(".ome.zarr")
+    meta = _fit_metadata(opts.metadata, len(shape), "TCZYX" if ome else None)
+    kwargs = {
+        "shape": shape,
+        "dtype": dtype,
+        "chunks": tuple(opts.chunks) if opts.chunks else _default_chunks(shape, dtype),
+        "compressors": _zarr_compressors(opts.compression),
+        "dimension_names": None if meta.axes is None else [a.lower() for a in meta.axes],
+    }
+    if not ome:
+        return zarr.create_array(
+            store=str(path), zarr_format=3, attributes={"debcr": meta.to_dict()}, **kwargs
+        )
+    sizes = _sizes(meta)
+    axes_meta = []
+    for a in meta.axes:
+        entry = {"name": a.lower(), "type": _NGFF_AXIS_TYPES[a]}
+        if entry["type"] == "space" and meta.unit:
+            entry["unit"] = meta.unit
+        axes_meta.append(entry)
+    scale = [sizes.get(a, 1.0) for a in meta.axes]
+    multiscale = {
+        "axes": axes_meta,
+        "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+        ],
+    }
+    attributes: dict[str, Any] = {"ome": {"version": "0.5", "multiscales": [multiscale]}}
+    if meta.extra:
+        attributes["debcr"] = dict(meta.extra)
+    group = zarr.open_group(store=str(path), mode="w-", zarr_format=3, attributes=attributes)
+    return group.create_array("0", **kwargs)
+
+
+def _write_zarr(path: Path, data: Any, opts: WriteOptions) -> None:
+    shape = tuple(int(n) for n in data.shape)
+    target = _create_zarr(path, shape, np.dtype(data.dtype), opts)
+    _copy_blockwise(data, target)
+
+
+def _copy_blockwise(src: Any, dst: Any) -> None:
+    """Copy along axis 0 in chunk-aligned blocks so lazy sources are never read whole."""
+    if not src.shape or src.shape[0] == 0:
+        dst[...] = np.asarray(src)
+        return
+    step = int(dst.chunks[0]) if getattr(dst, "chunks", None) else src.shape[0]
+    for start in range(0, src.shape[0], step):
+        dst[start : start + step] = np.asarray(src[start : start + step])
+
+
+register_format(
+    (".zarr", ".ome.zarr"),
+    _read_zarr,
+    _write_zarr,
+    name="Zarr",
+    directory=True,
+    keyed=True,
+    create=_create_zarr,
+)
