@@ -190,20 +190,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``debcr`` (kept importable for the docs and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="debcr",
-        description="Restore fluorescence microscopy images (denoising, deconvolution) with "
-        "m-rBCR.",
-    )
-    parser.add_argument("--version", action="version", version=f"debcr {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def _add_info(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     info = sub.add_parser("info", help="versions and devices (paste this into bug reports)")
     info.set_defaults(func=_cmd_info)
 
+
+def _add_convert(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     conv = sub.add_parser(
         "convert-tf",
         help="convert a checkpoint of the original TensorFlow DeBCR into a debcr model file",
@@ -214,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--overwrite", action="store_true", help="replace an existing output")
     conv.set_defaults(func=_cmd_convert)
 
+
+def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pred = sub.add_parser(
         "predict", help="restore images (files or folders); inputs are never touched"
     )
@@ -240,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_cmd_predict)
 
+
+def _add_prepare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     prep = sub.add_parser(
         "prepare", help="paired raw images → normalised patch pairs split by field (NPZ)"
     )
@@ -260,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--overwrite", action="store_true")
     prep.set_defaults(func=_cmd_prepare)
 
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tr = sub.add_parser(
         "train",
         help="train or fine-tune m-rBCR (CONFIG.yaml with key=value overrides, or --resume)",
@@ -272,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     tr.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ev = sub.add_parser(
         "evaluate", help="PSNR/SSIM/NRMSE/FRC/entropy report of restored images against GT"
     )
@@ -282,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--overwrite", action="store_true")
     ev.set_defaults(func=_cmd_evaluate)
 
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo", help="restore the bundled sample with the built-in model; writes TIFF + PNG"
     )
@@ -289,6 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``debcr`` (kept importable for the docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="debcr",
+        description="Restore fluorescence microscopy images (denoising, deconvolution) with "
+        "m-rBCR.",
+    )
+    parser.add_argument("--version", action="version", version=f"debcr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The call order is the order in which `debcr --help` lists the commands.
+    _add_info(sub)
+    _add_convert(sub)
+    _add_predict(sub)
+    _add_prepare(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_demo(sub)
     return parser
 
 

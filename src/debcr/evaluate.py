@@ -214,6 +214,21 @@ def _frc_of(pred: np.ndarray, gt: np.ndarray, threshold: Any, pixel_size: float 
     return frc(pred, gt, threshold=threshold, pixel_size=pixel_size)
 
 
+def _pair_scores(
+    pred: np.ndarray, gt: np.ndarray, norm: str, raw_range: float | None
+) -> dict[str, float]:
+    """PSNR, SSIM and NRMSE of one image pair under one intensity convention."""
+    # Normalise once, then score the normalised pair as raw data with the convention's
+    # range: the same values as psnr(..., normalization=norm) etc.
+    p_n, g_n = normalize_pair(pred, gt, norm)
+    peak = raw_range if norm == "raw" else 1.0
+    return {
+        "psnr": psnr(p_n, g_n, data_range=peak),
+        "ssim": ssim(p_n, g_n, data_range=peak),
+        "nrmse": nrmse(p_n, g_n),
+    }
+
+
 def _score(
     sources: dict[str, np.ndarray],
     gt: np.ndarray,
@@ -240,18 +255,12 @@ def _score(
             if result is not None and result.resolution is not None:
                 resolution = result.resolution
             for norm in normalizations:
-                # Normalise once, then score the normalised pair as raw data with the
-                # convention's range: the same values as psnr(..., normalization=norm) etc.
-                p_n, g_n = normalize_pair(p, g, norm)
-                peak = raw_range if norm == "raw" else 1.0
                 rows.append(
                     {
                         "image": name,
                         "source": src,
                         "normalization": norm,
-                        "psnr": psnr(p_n, g_n, data_range=peak),
-                        "ssim": ssim(p_n, g_n, data_range=peak),
-                        "nrmse": nrmse(p_n, g_n),
+                        **_pair_scores(p, g, norm, raw_range),
                         "frc_resolution": resolution,
                         "gt_entropy": gt_entropy,
                         "density": density,
@@ -301,11 +310,11 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], overwrite: bool, inputs: 
                 )
 
 
-def _summary_markdown(report: dict[str, Any], sources: Sequence[str], described: dict) -> str:
+def _summary_header(report: dict[str, Any], described: dict) -> list[str]:
     unit = "px" if report["pixel_size"] is None else "units of pixel_size"
     n_sparse = report["by_density"]["sparse"]["n_images"]
     n_dense = report["by_density"]["dense"]["n_images"]
-    lines = [
+    return [
         "# DeBCR evaluation report",
         "",
         f"- prediction: {described['prediction']}",
@@ -321,6 +330,10 @@ def _summary_markdown(report: dict[str, Any], sources: Sequence[str], described:
         "Values are mean ± standard deviation over images (population std).",
         "",
     ]
+
+
+def _convention_tables(report: dict[str, Any], sources: Sequence[str]) -> list[str]:
+    lines: list[str] = []
     header = "| source | " + " | ".join(_LABELS[m] for m in METRICS) + " |"
     rule = "|---" * (len(METRICS) + 1) + "|"
     for norm in report["normalizations"]:
@@ -330,7 +343,11 @@ def _summary_markdown(report: dict[str, Any], sources: Sequence[str], described:
             cells = _cells(stats, report["n_images"])
             lines.append(f"| {src} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += [
+    return lines
+
+
+def _density_table(report: dict[str, Any], sources: Sequence[str]) -> list[str]:
+    lines = [
         f"## Sparse (GT entropy < {SPARSE_ENTROPY:g} bits) vs dense images",
         "",
         "| normalization | source | subset | n | " + " | ".join(_LABELS[m] for m in METRICS) + " |",
@@ -349,12 +366,34 @@ def _summary_markdown(report: dict[str, Any], sources: Sequence[str], described:
                     + " | ".join(cells)
                     + " |"
                 )
+    return lines
+
+
+def _summary_markdown(report: dict[str, Any], sources: Sequence[str], described: dict) -> str:
+    lines = _summary_header(report, described)
+    lines += _convention_tables(report, sources)
+    lines += _density_table(report, sources)
     return "\n".join(lines) + "\n"
 
 
 def _mean_curve(results: list[Any]) -> np.ndarray | None:
     curves = [r.correlation for r in results if r is not None]
     return np.mean(curves, axis=0) if curves else None
+
+
+def _plot_frc_gain(
+    ax: Any, freqs: np.ndarray, means: dict[str, np.ndarray | None], unit: str
+) -> None:
+    """The difference panel: mean FRC of the prediction minus that of the input."""
+    if means["prediction"] is not None and means["input"] is not None:
+        diff = means["prediction"] - means["input"]
+        ax.plot(freqs, diff, color="k")
+        ax.fill_between(freqs, diff, 0, where=diff >= 0, color="tab:green", alpha=0.4)
+        ax.fill_between(freqs, diff, 0, where=diff < 0, color="tab:red", alpha=0.4)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xlabel(f"spatial frequency ({unit})")
+    ax.set_ylabel("FRC(prediction) − FRC(input)")
+    ax.set_title("FRC gain of the prediction over the input")
 
 
 def _frc_figure(curves: dict[str, list[Any]], report: dict[str, Any]) -> Figure:
@@ -386,16 +425,7 @@ def _frc_figure(curves: dict[str, list[Any]], report: dict[str, Any]) -> Figure:
     ax.set_title("Fourier ring correlation with the ground truth")
     ax.legend(loc="upper right", fontsize="small")
     if has_input:
-        ax = axes[1]
-        if means["prediction"] is not None and means["input"] is not None:
-            diff = means["prediction"] - means["input"]
-            ax.plot(freqs, diff, color="k")
-            ax.fill_between(freqs, diff, 0, where=diff >= 0, color="tab:green", alpha=0.4)
-            ax.fill_between(freqs, diff, 0, where=diff < 0, color="tab:red", alpha=0.4)
-        ax.axhline(0, color="0.5", lw=0.8)
-        ax.set_xlabel(f"spatial frequency ({unit})")
-        ax.set_ylabel("FRC(prediction) − FRC(input)")
-        ax.set_title("FRC gain of the prediction over the input")
+        _plot_frc_gain(axes[1], freqs, means, unit)
     return fig
 
 
@@ -449,6 +479,117 @@ def _check_outputs(out_dir: Path, overwrite: bool, inputs: list[Path]) -> dict[s
                 "replace the report, or choose another folder"
             )
     return targets
+
+
+# --------------------------------------------------------------------------------------------
+# Steps of evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def _plan_outputs(
+    pred: Any,
+    gt: Any,
+    input: Any,
+    out_dir: PathLike | None,
+    overwrite: bool,
+    frc_threshold: str | float,
+    pixel_size: float | None,
+) -> dict[str, Path]:
+    """The report paths (empty without out_dir), once the options and outputs are checked.
+
+    Everything that can be refused without reading an image is refused here, before any work.
+    """
+    _threshold_curve(frc_threshold, np.ones(1))
+    if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise DataError(f"pixel_size must be a positive finite number, got {pixel_size!r}")
+    if out_dir is None:
+        return {}
+    given_paths = [Path(x) for x in (pred, gt, input) if isinstance(x, (str, os.PathLike))]
+    return _check_outputs(Path(out_dir), overwrite, given_paths)
+
+
+def _read_images(
+    pred: Any, gt: Any, input: Any
+) -> tuple[np.ndarray, tuple[int, ...], dict[str, np.ndarray], dict[str, Path | None]]:
+    """Read the images and refuse any whose shape differs from the ground truth's.
+
+    Returns the GT stack, the GT image's own 2-D/3-D shape, the prediction (and input) stacks
+    by role, and the file path of each role (None for an array or an input not given).
+    """
+    gt_arr, gt_path, gt_shape = _load(gt, "ground truth")
+    stacks: dict[str, np.ndarray] = {}
+    paths: dict[str, Path | None] = {"prediction": None, "gt": gt_path, "input": None}
+    for role, source in (("prediction", pred), ("input", input)):
+        if source is None:
+            continue
+        stacks[role], paths[role], shape = _load(source, role)
+        if shape != gt_shape:
+            raise DataError(
+                f"the {role} has shape {shape} but the ground truth has shape {gt_shape}; "
+                "give images of the same size and number"
+            )
+    return gt_arr, gt_shape, stacks, paths
+
+
+def _report(
+    rows: list[dict[str, Any]],
+    entropies: list[float],
+    names: list[str],
+    normalizations: tuple[str, ...],
+    sources: tuple[str, ...],
+    *,
+    data_range: float | None,
+    frc_threshold: str | float,
+    pixel_size: float | None,
+) -> dict[str, Any]:
+    """The dict evaluate returns, with ``files`` still empty."""
+    n_sparse = sum(e < SPARSE_ENTROPY for e in entropies)
+    by_density: dict[str, dict[str, Any]] = {}
+    for subset, count in (("sparse", n_sparse), ("dense", len(entropies) - n_sparse)):
+        part = [r for r in rows if r["density"] == subset]
+        by_density[subset] = {
+            "n_images": count,
+            "summary": _summarise(part, normalizations, sources),
+        }
+    return {
+        "n_images": len(names),
+        "names": names,
+        "normalizations": normalizations,
+        "sources": sources,
+        "data_range": data_range,
+        "frc_threshold": frc_threshold,
+        "pixel_size": pixel_size,
+        "gt_entropy": _stats(entropies),
+        "summary": _summarise(rows, normalizations, sources),
+        "by_density": by_density,
+        "rows": rows,
+        "files": {},
+    }
+
+
+def _write_report(
+    targets: dict[str, Path],
+    report: dict[str, Any],
+    stacks: dict[str, np.ndarray],
+    gt: np.ndarray,
+    curves: dict[str, list[Any]],
+    paths: dict[str, Path | None],
+    overwrite: bool,
+) -> None:
+    """Write every file of the report, each atomically."""
+    inputs = [p for p in paths.values() if p is not None]
+    described = {
+        role: "none" if role == "input" and "input" not in stacks else "array" for role in paths
+    }
+    described |= {role: str(p) for role, p in paths.items() if p is not None}
+    _write_csv(targets["metrics_csv"], report["rows"], overwrite, inputs)
+    with atomic_output(targets["summary_md"], overwrite=overwrite, inputs=inputs) as tmp:
+        tmp.write_text(_summary_markdown(report, report["sources"], described), encoding="utf-8")
+    _save_figure(_frc_figure(curves, report), targets["frc_png"], overwrite, inputs)
+    shown = {"input": stacks["input"]} if "input" in stacks else {}
+    shown |= {"prediction": stacks["prediction"], "GT": gt}
+    comparison = _comparison_figure(shown, report["names"])
+    _save_figure(comparison, targets["comparison_png"], overwrite, inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,67 +668,29 @@ def evaluate(
     >>> report["summary"]["minmax"]["prediction"]["psnr"]["mean"]  # doctest: +SKIP
     """
     normalizations = _normalizations(normalization)
-    _threshold_curve(frc_threshold, np.ones(1))  # refuse a bad threshold before any work
-    if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
-        raise DataError(f"pixel_size must be a positive finite number, got {pixel_size!r}")
-    given_paths = [Path(x) for x in (pred, gt, input) if isinstance(x, (str, os.PathLike))]
-    targets = {} if out_dir is None else _check_outputs(Path(out_dir), overwrite, given_paths)
-
-    gt_arr, gt_path, gt_shape = _load(gt, "ground truth")
-    stacks: dict[str, np.ndarray] = {}
-    paths: dict[str, Path | None] = {"prediction": None, "gt": gt_path, "input": None}
-    for role, source in (("prediction", pred), ("input", input)):
-        if source is None:
-            continue
-        stacks[role], paths[role], shape = _load(source, role)
-        if shape != gt_shape:
-            raise DataError(
-                f"the {role} has shape {shape} but the ground truth has shape {gt_shape}; "
-                "give images of the same size and number"
-            )
-    image_names = _names(names, gt_arr.shape[0], gt_path, len(gt_shape) == 3)
+    targets = _plan_outputs(pred, gt, input, out_dir, overwrite, frc_threshold, pixel_size)
+    gt_arr, gt_shape, stacks, paths = _read_images(pred, gt, input)
+    image_names = _names(names, gt_arr.shape[0], paths["gt"], len(gt_shape) == 3)
     raw_range = _raw_range(gt_arr, data_range) if "raw" in normalizations else None
 
     log.info("evaluating %d image(s) under %s", len(image_names), ", ".join(normalizations))
     rows, curves, entropies = _score(
         stacks, gt_arr, image_names, normalizations, raw_range, frc_threshold, pixel_size
     )
-    sources = tuple(stacks)
-    report: dict[str, Any] = {
-        "n_images": len(image_names),
-        "names": image_names,
-        "normalizations": normalizations,
-        "sources": sources,
-        "data_range": raw_range,
-        "frc_threshold": frc_threshold,
-        "pixel_size": pixel_size,
-        "gt_entropy": _stats(entropies),
-        "summary": _summarise(rows, normalizations, sources),
-        "by_density": {},
-        "rows": rows,
-        "files": {},
-    }
-    n_sparse = sum(e < SPARSE_ENTROPY for e in entropies)
-    for subset, count in (("sparse", n_sparse), ("dense", len(entropies) - n_sparse)):
-        part = [r for r in rows if r["density"] == subset]
-        report["by_density"][subset] = {
-            "n_images": count,
-            "summary": _summarise(part, normalizations, sources),
-        }
+    report = _report(
+        rows,
+        entropies,
+        image_names,
+        normalizations,
+        tuple(stacks),
+        data_range=raw_range,
+        frc_threshold=frc_threshold,
+        pixel_size=pixel_size,
+    )
     if not targets:
         return report
 
-    inputs = [p for p in paths.values() if p is not None]
-    described = {role: "none" if role == "input" and input is None else "array" for role in paths}
-    described |= {role: str(p) for role, p in paths.items() if p is not None}
-    _write_csv(targets["metrics_csv"], rows, overwrite, inputs)
-    with atomic_output(targets["summary_md"], overwrite=overwrite, inputs=inputs) as tmp:
-        tmp.write_text(_summary_markdown(report, sources, described), encoding="utf-8")
-    _save_figure(_frc_figure(curves, report), targets["frc_png"], overwrite, inputs)
-    shown = {"input": stacks["input"]} if "input" in stacks else {}
-    shown |= {"prediction": stacks["prediction"], "GT": gt_arr}
-    comparison = _comparison_figure(shown, image_names)
-    _save_figure(comparison, targets["comparison_png"], overwrite, inputs)
+    _write_report(targets, report, stacks, gt_arr, curves, paths, overwrite)
     report["files"] = dict(targets)
     log.info("wrote the evaluation report to %s", Path(out_dir))
     return report

@@ -13,6 +13,7 @@ from debcr.data.io import (
     open_output,
     register_format,
     supported_formats,
+    unregister_format,
     write,
 )
 from debcr.data.normalize import NormStats, apply_stats, compute_stats, denormalize, normalize
@@ -42,5 +43,6 @@ __all__ = [
     "show",
     "stitch",
     "supported_formats",
+    "unregister_format",
     "write",
 ]
