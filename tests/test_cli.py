@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 
 import debcr
@@ -20,6 +21,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_help_and_version_do_not_import_torch() -> None:
     code = (
         "import sys\nfrom debcr.cli import main\n"
@@ -63,6 +65,7 @@ def test_predict_files_and_folders(tmp_path: Path, capsys) -> None:
     assert "img1.tif ->" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     missing = _run("predict", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "o.tif"))
     assert missing.returncode == 2
@@ -76,6 +79,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path: Path) -> None:
     assert "Traceback" not in bad_model.stderr
 
 
+@pytest.mark.slow
 def test_demo_writes_tiff_and_figure(tmp_path: Path, capsys) -> None:
     assert main(["demo", "-o", str(tmp_path / "demo"), "-q"]) == 0
     out = capsys.readouterr().out
@@ -89,6 +93,7 @@ def test_demo_writes_tiff_and_figure(tmp_path: Path, capsys) -> None:
     assert psnr["psnr_restored_db"] > psnr["psnr_noisy_db"] + 5
 
 
+@pytest.mark.slow
 def test_prepare_and_evaluate_commands(tmp_path: Path, capsys) -> None:
     from conftest import FMD
 

@@ -17,6 +17,7 @@ def image() -> np.ndarray:
     return np.tile(fmd_frame(19, 3), (1, 2))[:300, :700]  # 300×700: non-square, odd chunks
 
 
+@pytest.mark.slow
 def test_dask_input_gives_a_lazy_result_equal_to_memory(denoiser, image) -> None:
     lazy = predict(denoiser, da.from_array(image, chunks=(150, 250)), tile_size=256)
     assert isinstance(lazy, da.Array) and lazy.shape == image.shape and lazy.dtype == np.float32
@@ -25,6 +26,7 @@ def test_dask_input_gives_a_lazy_result_equal_to_memory(denoiser, image) -> None
     assert np.abs(got - expected).max() / np.ptp(expected) <= 1e-5
 
 
+@pytest.mark.slow
 def test_dask_on_a_local_cluster_with_two_workers(denoiser, image) -> None:
     stack = np.stack([image[:, :352], image[:, 348:]])
     expected = predict(denoiser, stack, units="normalized", progress=False)

@@ -12,6 +12,7 @@ napari jobs that drive it), and napari/Qt only in ``debcr.napari``.
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def _walk(node: ast.AST, lazy: bool = False):
         yield from _walk(child, inner)
 
 
+@functools.cache
 def imports(src: Path) -> list[Import]:
     known = modules(src)
     found = []

@@ -91,6 +91,7 @@ def test_open_model_from_a_run_folder(tmp_path) -> None:
         jobs.open_model(str(empty))
 
 
+@pytest.mark.slow
 def test_predict_reports_progress_and_cancels(denoiser) -> None:
     frame = fmd_frame()[:256, :256]
     seen: list[tuple[int, int]] = []
@@ -131,6 +132,7 @@ def test_describe_error_sentences() -> None:
     assert "terminal" in jobs.describe_error(KeyError("x"))
 
 
+@pytest.mark.slow
 def test_training_stops_cleanly_and_keeps_the_best_model(tmp_path) -> None:
     from debcr.config import TrainConfig
 
@@ -210,6 +212,7 @@ def test_sample_data_is_the_bundled_nuclei_image() -> None:
     np.testing.assert_array_equal(layers[0][0], clean)
 
 
+@pytest.mark.slow
 def test_predict_a_time_series_of_stacks_keeps_its_shape(denoiser) -> None:
     series = np.stack(
         [np.stack([fmd_frame(19, 2 * t + z)[:64, :96] for z in range(2)]) for t in range(2)]

@@ -50,6 +50,7 @@ def test_widget_shows_tabs_device_and_log(widget, qtbot) -> None:
     assert widget.log.lines() == []
 
 
+@pytest.mark.slow
 def test_normalize_crop_train_stop_predict_stitch(widget, qtbot, tmp_path) -> None:
     viewer = widget.viewer
     viewer.add_image(fmd_frame(1, 0)[:128, :128], name="noisy")
@@ -118,6 +119,7 @@ def test_normalize_crop_train_stop_predict_stitch(widget, qtbot, tmp_path) -> No
     assert np.isfinite(stitched).all() and stitched.std() > 0
 
 
+@pytest.mark.slow
 def test_built_in_model_restores_the_sample_in_the_inputs_units(widget, qtbot) -> None:
     from debcr.napari.io import sample_nuclei
 
@@ -224,6 +226,7 @@ def test_settings_save_load_and_reset(widget, tmp_path) -> None:
     assert "batch_size" in widget.log.lines()[-1]
 
 
+@pytest.mark.slow
 def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, tmp_path) -> None:
     viewer = make_napari_viewer()
     widget = DeBCRWidget(viewer)

@@ -29,7 +29,10 @@ def test_parameter_counts_match_the_paper() -> None:
     assert count_parameters(model.inverse_net) == 190_099
 
 
-@pytest.mark.parametrize(("n", "h", "w"), [(1, 128, 128), (3, 64, 96), (2, 132, 200), (1, 4, 8)])
+@pytest.mark.parametrize(
+    ("n", "h", "w"),
+    [(1, 128, 128), (3, 64, 96), pytest.param(2, 132, 200, marks=pytest.mark.slow), (1, 4, 8)],
+)
 def test_three_scale_outputs_for_any_size_divisible_by_4(n: int, h: int, w: int) -> None:
     model = MRBCR().eval()
     with torch.no_grad():
@@ -89,7 +92,9 @@ def test_width_convolutions_only_see_their_row() -> None:
     assert support[:, 1].min() == 20 - 12 and support[:, 1].max() == 20 + 12
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)]
+)
 def test_reduced_precision_forward_runs_and_stays_close(dtype: torch.dtype, fixture_npz) -> None:
     model = _fixture_model(fixture_npz)
     x = torch.from_numpy(fixture_npz["x0"][:2]).permute(0, 3, 1, 2)

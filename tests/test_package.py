@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -14,6 +16,7 @@ def _fresh_python(code: str) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.slow
 def test_importing_data_config_and_metrics_does_not_import_torch() -> None:
     # In a fresh interpreter: the test process itself has long imported torch.
     words = _fresh_python(
@@ -29,6 +32,7 @@ def test_importing_data_config_and_metrics_does_not_import_torch() -> None:
     assert loaded == ["False", "False", "False"]
 
 
+@pytest.mark.slow
 def test_model_module_is_imported_on_first_access() -> None:
     words = _fresh_python(
         "import sys, debcr\n"

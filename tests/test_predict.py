@@ -36,6 +36,7 @@ def test_patch_stack_matches_the_original_predict(denoiser, fixture_npz) -> None
     assert np.abs(out - fixture_npz["api_predict"]).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_restoration_improves_real_noisy_data(restored, frame) -> None:
     gt = fmd_gt(19).astype(np.float32)
     noisy_psnr = peak_signal_noise_ratio(gt, frame.astype(np.float32), data_range=255)
@@ -43,6 +44,7 @@ def test_restoration_improves_real_noisy_data(restored, frame) -> None:
     assert ours > noisy_psnr + 2.5, (noisy_psnr, ours)
 
 
+@pytest.mark.slow
 def test_output_is_in_the_input_units(restored, frame) -> None:
     assert restored.shape == frame.shape and restored.dtype == np.float32
     # calibrated against the input: same mean brightness, same background level
@@ -50,6 +52,7 @@ def test_output_is_in_the_input_units(restored, frame) -> None:
     assert abs(np.median(restored) - np.median(frame)) < 2.0
 
 
+@pytest.mark.slow
 def test_units_options(denoiser, frame) -> None:
     norm = predict(denoiser, frame, units="normalized", progress=False)
     perc = predict(denoiser, frame, units="percentile", progress=False)
@@ -60,6 +63,7 @@ def test_units_options(denoiser, frame) -> None:
         predict(denoiser, frame, units="photons", progress=False)
 
 
+@pytest.mark.slow
 def test_tiled_equals_whole_image(denoiser, frame) -> None:
     whole = predict(denoiser, frame, tile_size=1024, units="normalized", progress=False)
     tiled = predict(
@@ -68,7 +72,9 @@ def test_tiled_equals_whole_image(denoiser, frame) -> None:
     assert np.abs(whole - tiled).max() < 1e-4
 
 
-@pytest.mark.parametrize("shape", [(7, 5), (1, 1), (3, 130), (513, 1027)])
+@pytest.mark.parametrize(
+    "shape", [(7, 5), (1, 1), (3, 130), pytest.param((513, 1027), marks=pytest.mark.slow)]
+)
 def test_any_size_keeps_its_shape(denoiser, frame, shape) -> None:
     image = np.tile(frame, (2, 3))[: shape[0], : shape[1]]
     out = predict(denoiser, image, progress=False)
@@ -88,6 +94,7 @@ def test_tile_plan_covers_every_pixel_once() -> None:
         assert (cover == 1).all()
 
 
+@pytest.mark.slow
 def test_stack_is_restored_slice_by_slice(denoiser, frame) -> None:
     stack = np.stack([frame[:128, :128], frame[200:328, 100:228], frame[-128:, -128:]])
     stack = stack.astype(np.float32) / 255
@@ -100,6 +107,7 @@ def test_stack_is_restored_slice_by_slice(denoiser, frame) -> None:
     assert series.shape == (3, 1, 128, 128)
 
 
+@pytest.mark.slow
 def test_reduced_precision_is_close(denoiser, frame, restored) -> None:
     gt = fmd_gt(19).astype(np.float32)
     bf16 = predict(denoiser, frame, precision="bfloat16", progress=False)
@@ -109,6 +117,7 @@ def test_reduced_precision_is_close(denoiser, frame, restored) -> None:
     assert abs(drop) < 0.2
 
 
+@pytest.mark.slow
 def test_file_in_file_out(denoiser, frame, restored, tmp_path: Path) -> None:
     src = tmp_path / "raw.tif"
     tifffile.imwrite(src, frame)
@@ -130,6 +139,7 @@ def test_file_in_file_out(denoiser, frame, restored, tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_memmap_npz_and_tensor_inputs(denoiser, frame, restored, tmp_path: Path) -> None:
     np.save(tmp_path / "raw.npy", frame)
     mm = np.load(tmp_path / "raw.npy", mmap_mode="r")
@@ -142,6 +152,7 @@ def test_memmap_npz_and_tensor_inputs(denoiser, frame, restored, tmp_path: Path)
     np.testing.assert_allclose(predict(denoiser, tensor, progress=False), restored, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_model_can_be_named(frame, restored) -> None:
     np.testing.assert_allclose(predict("2D_denoising", frame, progress=False), restored, atol=1e-3)
 
@@ -164,6 +175,7 @@ class _SmallGPU(MRBCR):
         return super().restore(x)
 
 
+@pytest.mark.slow
 def test_out_of_memory_retries_smaller(denoiser, frame, caplog) -> None:
     small = _SmallGPU()
     small.load_state_dict(denoiser.state_dict())

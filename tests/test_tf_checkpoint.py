@@ -87,6 +87,7 @@ def test_builtin_2d_denoising_reproduces_fixture(denoiser, fixture_npz) -> None:
     assert np.abs(z0[:, 0].numpy() - fixture_npz["api_predict"]).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_convert_cli_writes_a_loadable_model(tmp_path: Path, fixture_npz) -> None:
     out = tmp_path / "mine.safetensors"
     assert main(["convert-tf", str(_prefix("bright_SR")), str(out), "--task", "bright_SR"]) == 0
@@ -100,6 +101,7 @@ def test_convert_cli_writes_a_loadable_model(tmp_path: Path, fixture_npz) -> Non
     assert main(["convert-tf", str(_prefix("bright_SR")), str(out)]) == 2
 
 
+@pytest.mark.slow
 def test_convert_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     convert_tf_checkpoint(_prefix("confocal_SR"), out)

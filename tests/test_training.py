@@ -64,6 +64,7 @@ def _steps(run: Path, key: str) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(fh) if row.get(key)]
 
 
+@pytest.mark.slow
 def test_training_writes_best_last_logs_and_curves(data, tmp_path: Path) -> None:
     run = tmp_path / "run"
     model = train(*data, _config(run))
@@ -89,6 +90,7 @@ def test_training_writes_best_last_logs_and_curves(data, tmp_path: Path) -> None
     assert json.loads(read_header(run / "last.safetensors")["metadata"])["step"] == 8
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(data, tmp_path: Path) -> None:
     a = train(*data, _config(tmp_path / "a", num_steps=4))
     b = train(*data, _config(tmp_path / "b", num_steps=4))
@@ -98,6 +100,7 @@ def test_same_seed_same_weights(data, tmp_path: Path) -> None:
     assert not torch.equal(a.state_dict()[key], c.state_dict()[key])
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_builtin_model(data, tmp_path: Path) -> None:
     base = init("2D_denoising")
     tuned = train(
@@ -116,6 +119,7 @@ def test_fine_tuning_starts_from_the_builtin_model(data, tmp_path: Path) -> None
     assert tuned.metadata["halo"] % 4 == 0 and tuned.metadata["halo"] > 0
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_step(data, tmp_path: Path) -> None:
     run = tmp_path / "r"
     train(*data, _config(run, num_steps=6))
@@ -127,6 +131,7 @@ def test_resume_continues_from_the_last_step(data, tmp_path: Path) -> None:
     assert json.loads(read_header(run / "last.safetensors")["metadata"])["step"] == 10
 
 
+@pytest.mark.slow
 def test_early_stopping_after_patience(data, tmp_path: Path) -> None:
     run = tmp_path / "es"
     train(*data, _config(run, num_steps=40, val_freq=2, patience=2, learning_rate=1.0))
@@ -134,6 +139,7 @@ def test_early_stopping_after_patience(data, tmp_path: Path) -> None:
     assert last < 40  # stopped early: Adam with lr 1 wrecks the model, validation never improves
 
 
+@pytest.mark.slow
 def test_bad_training_data_is_reported(data, tmp_path: Path) -> None:
     train_set, val_set = data
     with pytest.raises(DataError, match=r"'low' .* and 'gt' .* must have the same shape"):
@@ -167,6 +173,7 @@ def _write_data(data, folder: Path) -> None:
     np.savez(folder / "t_val.npz", **data[1])
 
 
+@pytest.mark.slow
 def test_kill_9_loses_at_most_save_freq_steps(data, tmp_path: Path) -> None:
     from debcr import config as cfg
 
@@ -210,6 +217,7 @@ def test_kill_9_loses_at_most_save_freq_steps(data, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes(data, tmp_path: Path) -> None:
     from debcr import config as cfg
 
