@@ -38,7 +38,7 @@ from numpy.typing import ArrayLike
 from debcr.data.io import as_image_stack, load
 from debcr.data.show import show
 from debcr.errors import DataError
-from debcr.files import atomic_output
+from debcr.files import atomic_output, check_targets
 from debcr.metrics import (
     NORMALIZATIONS,
     _threshold_curve,
@@ -466,18 +466,7 @@ def _check_outputs(out_dir: Path, overwrite: bool, inputs: list[Path]) -> dict[s
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"report folder {out_dir} is a file; give a folder path for the report")
     targets = {key: out_dir / name for key, name in REPORT_FILES.items()}
-    resolved = {p.resolve() for p in inputs}
-    for path in targets.values():
-        if path.resolve() in resolved:
-            raise DataError(
-                f"refusing to overwrite the input file {path} with the report; choose another "
-                "report folder"
-            )
-        if not overwrite and (path.exists() or path.is_symlink()):
-            raise FileExistsError(
-                f"output {path} already exists; pass overwrite=True (CLI: --overwrite) to "
-                "replace the report, or choose another folder"
-            )
+    check_targets(list(targets.values()), inputs, overwrite)
     return targets
 
 
