@@ -7,7 +7,7 @@ Run in a real window under a virtual display (from the repository root)::
 It opens napari, loads the plugin's sample data (noisy nuclei), docks the DeBCR widget,
 presses Run on the "Use model" tab with the built-in 2D_denoising model, waits for the
 result, shows noisy and restored side by side (grid mode) and saves
-``docs/napari_plugin.png``.
+``docs/images/napari_plugin.png``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "napari_plugin.png"
+OUT = Path(__file__).resolve().parents[1] / "docs" / "images" / "napari_plugin.png"
 
 
 def main() -> int:
