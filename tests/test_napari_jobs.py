@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import fmd_frame, fmd_gt
+from debcr._version import DISTRIBUTION
 from debcr.napari import io as plugin_io
 from debcr.napari import jobs
 
@@ -18,13 +19,14 @@ def test_importing_the_plugin_and_reading_its_manifest_does_not_import_torch() -
     code = (
         "import sys, npe2\n"
         "pm = npe2.PluginManager.instance(); pm.discover()\n"
-        "m = pm.get_manifest('debcr')\n"
+        f"m = pm.get_manifest({DISTRIBUTION!r})\n"
         "import debcr.napari.widget, debcr.napari.io, debcr.napari.jobs\n"
-        "print(m.display_name, [w.display_name for w in m.contributions.widgets],"
-        " 'torch' in sys.modules)\n"
+        "print(repr(m.display_name), [w.display_name for w in m.contributions.widgets],"
+        " 'torch' in sys.modules, m.package_metadata.name)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["DeBCR", "['DeBCR']", "False"]
+    # "PyTorch" tells it apart from the original's plugin (napari-debcr) in napari's menus.
+    assert out.stdout.split() == ["'DeBCR", "PyTorch'", "['DeBCR']", "False", DISTRIBUTION]
 
 
 def test_normalize_keeps_the_statistics_and_does_not_clip() -> None:

@@ -220,8 +220,8 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     pred.add_argument(
         "--model",
         default="2D_denoising",
-        help=f"built-in model ({', '.join(BUILTIN_MODELS)}) or a model file "
-        "(default: 2D_denoising)",
+        help=f"built-in model ({', '.join(BUILTIN_MODELS)}), a model file or a training run "
+        "folder (default: 2D_denoising)",
     )
     pred.add_argument("--tile", type=int, default=None, help="tile core size in pixels")
     pred.add_argument("--batch", type=int, default=None, help="tiles per forward pass")

@@ -116,7 +116,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     if int(header.get("format_version", -1)) > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} was written by a newer debcr ({header.get('debcr_version')}); "
-            f"upgrade debcr (`pip install -U debcr`) to read it"
+            f"upgrade debcr (`pip install -U debcr-torch`) to read it"
         )
     arch = (header.get("architecture"), header.get("architecture_version"))
     if arch != (ARCHITECTURE, str(ARCHITECTURE_VERSION)):

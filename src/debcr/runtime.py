@@ -6,11 +6,15 @@ import contextlib
 import os
 import platform
 import sys
+from importlib import metadata
 
 import torch
 
-from debcr._version import __version__
+from debcr._version import DISTRIBUTION, __version__
 from debcr.errors import DebcrError
+
+#: The original TensorFlow package's distribution, which also provides ``import debcr``.
+ORIGINAL = "debcr"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -68,7 +72,7 @@ def device_name(device: torch.device) -> str:
 def system_info() -> dict[str, str]:
     """Versions and devices, as pasted into a bug report by ``debcr info``."""
     info = {
-        "debcr": __version__,
+        "debcr": f"{__version__} (distribution {_distributions()})",
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,
@@ -76,8 +80,34 @@ def system_info() -> dict[str, str]:
         "device": device_name(resolve_device()),
         "threads": str(torch.get_num_threads()),
     }
+    for name in ("numpy", "tifffile", "zarr", "dask", "lightning"):
+        info[name] = _version_of(name)
     if torch.cuda.is_available():
         info["cuda devices"] = ", ".join(
             torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
         )
     return info
+
+
+def _version_of(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _distributions() -> str:
+    """Which of ours (``debcr-torch``) and the original TensorFlow ``debcr`` are installed.
+
+    Both provide the import name ``debcr`` and overwrite each other's files, so ``debcr info``
+    says when both are there.
+    """
+    found = [name for name in (DISTRIBUTION, ORIGINAL) if _version_of(name) != "not installed"]
+    if found == [DISTRIBUTION]:
+        return DISTRIBUTION
+    if not found:
+        return "not installed, running from a source tree"
+    return (
+        f"{' and '.join(found)} installed: uninstall the original ({ORIGINAL}), which provides "
+        f"the same import name, then reinstall {DISTRIBUTION}"
+    )
