@@ -139,6 +139,17 @@ def test_file_in_file_out(denoiser, frame, restored, tmp_path: Path) -> None:
     ]
 
 
+def test_compressed_2d_tiff_path_equals_memory(denoiser, frame, tmp_path: Path) -> None:
+    # A compressed TIFF is opened lazily as a zarr array, which has no [None] (a bug once).
+    src = tmp_path / "raw.tif"
+    crop = frame[:96, :128]
+    tifffile.imwrite(src, crop, compression="zlib")
+    from_file = predict(denoiser, src, progress=False)
+    in_memory = predict(denoiser, crop, progress=False)
+    assert from_file.shape == crop.shape
+    np.testing.assert_array_equal(from_file, in_memory)
+
+
 @pytest.mark.slow
 def test_memmap_npz_and_tensor_inputs(denoiser, frame, restored, tmp_path: Path) -> None:
     np.save(tmp_path / "raw.npy", frame)

@@ -219,10 +219,32 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
+class _OnePlane:
+    """A 2-D array-like seen as a stack of one slice, read only where it is indexed.
+
+    Lazy inputs (a compressed TIFF opened as a zarr array) cannot take ``[None]``.
+    """
+
+    def __init__(self, plane: Any) -> None:
+        self.plane = plane
+        self.shape = (1, *plane.shape)
+        self.dtype = plane.dtype
+        self.ndim = 3
+
+    def __getitem__(self, key: Any) -> Any:
+        first, *rest = key if isinstance(key, tuple) else (key,)
+        if isinstance(first, (int, np.integer)) and first in (0, -1):
+            return self.plane[tuple(rest)] if rest else self.plane
+        return np.asarray(self.plane[tuple(rest)] if rest else self.plane)[None][first]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.plane, dtype=dtype)[None]
+
+
 def _as_stack(image: Any) -> tuple[Any, tuple[int, ...]]:
     stack = as_image_stack(image, name="the input image")
     if len(stack.shape) == 2:
-        stack = stack[None]
+        stack = stack[None] if isinstance(stack, np.ndarray) else _OnePlane(stack)
     if stack.shape[-1] < 1 or stack.shape[-2] < 1:
         raise DataError(f"the input image is empty (shape {tuple(image.shape)})")
     return stack, tuple(image.shape)

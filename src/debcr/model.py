@@ -107,7 +107,7 @@ def predict(
         Smaller tiles need less memory.
     halo
         Context added around each tile (multiple of 4); default: the network's
-        effective receptive field (about 48–64 px for the published models).
+        effective receptive field (72–88 px for the published models).
     normalize
         ``True``: percentile-normalise with statistics of the *whole* input
         (``pmin``, ``pmax``; never per tile). ``False``: feed the values as they
