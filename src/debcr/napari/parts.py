@@ -227,6 +227,7 @@ class LossPlot(QWidget):
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax2.set_ylabel("PSNR (dB)")
+        ax2.yaxis.set_label_position("right")  # clear() puts it back on the left, over the loss
         handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
         if handles:
             ax.legend(handles=handles, fontsize=7, loc="upper right")

@@ -308,7 +308,11 @@ class TrainTab(JobTab):
 
     def _show_preview(self, image: Any) -> None:
         if self._preview_name in self.viewer.layers:
-            self.viewer.layers[self._preview_name].data = image
+            layer = self.viewer.layers[self._preview_name]
+            layer.data = image
+            # The first preview comes from an untrained network; keeping its contrast limits
+            # would show every later preview as a white square.
+            layer.reset_contrast_limits()
         else:
             self.viewer.add_image(image, name=self._preview_name)
 
