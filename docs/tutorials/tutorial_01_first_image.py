@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (a tutorial imports what each step needs, where it is needed)
 """
 # Restore your first image
 
@@ -44,26 +45,29 @@ print("licence:", model.metadata["license"])
 # `progress=False` only hides the progress bar, which is not useful in a web page.
 
 restored = debcr.model.predict(model, noisy, progress=False)
-print(f"restored: {restored.shape} {restored.dtype}, "
-      f"values {restored.min():.1f}–{restored.max():.1f}")
+print(
+    f"restored: {restored.shape} {restored.dtype}, values {restored.min():.1f}–{restored.max():.1f}"
+)
 
 # %%
 # ## Look at the result
 #
-# `debcr.data.show` draws images side by side, each with its own display range (0.1–99.9
-# percentiles). It returns a matplotlib figure; in a script save it with
-# `fig.savefig("comparison.png")`, in a notebook it appears by itself. (`plt.figure(fig)`
-# below only hands the figure to pyplot so that this page can display it.) The second row
-# zooms into the centre, where the noise and the details are easier to see.
+# `debcr.data.show` draws images side by side, each with its own display range (its 0.1 and
+# 99.9 percentiles). It returns a matplotlib figure without opening a window:
+# `fig.savefig("comparison.png")` saves it, and `plt.figure(fig)` followed by `plt.show()`
+# displays it (in a Jupyter notebook, a figure on the last line of a cell is displayed by
+# itself). The second figure zooms into the centre, where noise and details are easier to see.
 
 import matplotlib.pyplot as plt
 
 images = {"noisy": noisy, "restored": restored, "clean": clean}
 fig = debcr.data.show(images, slices=0, show_ids=False, figsize=(4, 4))
 plt.figure(fig)
-
-fig = debcr.data.show(images, slices=0, show_ids=False, figsize=(4, 4), zoom=(192, 320, 192, 320))
-plt.figure(fig)
+zoomed = debcr.data.show(
+    images, slices=0, show_ids=False, figsize=(4, 4), zoom=(192, 320, 192, 320)
+)
+plt.figure(zoomed)
+plt.show()
 
 # %%
 # ## Measure the improvement
@@ -112,8 +116,10 @@ from pathlib import Path
 with tempfile.TemporaryDirectory() as tmp:
     written = debcr.data.write(Path(tmp) / "nuclei_restored.tif", restored)
     back = debcr.data.load(written[0])
-    print(f"wrote {written[0].name}: {back.shape} {back.dtype}, "
-          f"identical on reading back: {bool((back == restored).all())}")
+    print(
+        f"wrote {written[0].name}: {back.shape} {back.dtype}, "
+        f"identical on reading back: {bool((back == restored).all())}"
+    )
 
 # %%
 # The same in one command, from a terminal:

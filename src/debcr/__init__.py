@@ -18,6 +18,6 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str):
-    if name in {"config", "data", "evaluate", "metrics", "model"}:
+    if name in {"config", "data", "evaluate", "interop", "metrics", "model", "samples", "training"}:
         return importlib.import_module(f"debcr.{name}")
     raise AttributeError(f"module 'debcr' has no attribute {name!r}")
