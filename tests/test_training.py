@@ -249,3 +249,30 @@ def test_training_and_prediction_normalise_alike(denoiser) -> None:
     scale = slice_scale(compute_stats(image[None]), 0)
     network_input = scale.forward(image.astype(np.float32))
     np.testing.assert_allclose(patches[0], network_input[:128, :128], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_model_records_the_percentiles_its_patches_were_normalised_with(tmp_path: Path) -> None:
+    from debcr.data import prepare
+
+    low = [fmd_frame(f, 0)[:128, :128] for f in (1, 20)]
+    gt = [fmd_gt(f)[:128, :128] for f in (1, 20)]
+    written = prepare(
+        low,
+        gt,
+        name="p",
+        out_dir=tmp_path,
+        patch_size=PATCH,
+        split={"train": [0], "val": [1]},
+        pmin=2.0,
+        pmax=99.0,
+    )
+    run = tmp_path / "run"
+    model = train(written.paths["train"], written.paths["val"], _config(run, num_steps=2))
+    expected = {"method": "percentile", "pmin": 2.0, "pmax": 99.0}
+    assert model.metadata["normalization"] == expected
+    header = json.loads(read_header(run / "last.safetensors")["metadata"])
+    assert header["normalization"] == expected
+    # Arrays without a prepare record are taken to use the published models' normalisation.
+    plain = train(_pairs(1, 1), _pairs(20, 1), _config(tmp_path / "plain", num_steps=2))
+    assert plain.metadata["normalization"] == {"method": "percentile", "pmin": 0.1, "pmax": 99.9}
