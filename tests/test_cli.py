@@ -147,3 +147,21 @@ def test_prepare_and_evaluate_commands(tmp_path: Path, capsys) -> None:
     summary = (report / "summary.md").read_text()
     assert "affine" in summary and "minmax" in summary and "raw" in summary
     assert (report / "frc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("option", ["--tile", "--batch"])
+def test_zero_tile_or_batch_is_an_error_not_the_default(option, tmp_path: Path, capsys) -> None:
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((16, 16), np.uint8))
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(tmp_path / "a.tif"), "-o", str(tmp_path / "b.tif"), option, "0"])
+    assert stop.value.code == 2
+    assert f"argument {option}: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "b.tif").exists()
+
+
+def test_zero_tile_size_is_refused_by_predict(denoiser) -> None:
+    from debcr.errors import DataError
+    from debcr.model import predict
+
+    with pytest.raises(DataError, match="tile_size must be at least 4 pixels, got 0"):
+        predict(denoiser, np.zeros((16, 16), np.float32), tile_size=0, progress=False)

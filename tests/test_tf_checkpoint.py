@@ -152,3 +152,43 @@ def test_checkpoint_with_a_misshaped_layer_is_rejected(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelFileError, match=r"wrong shape.*inverse_net.head0.weight"):
         read_tf_checkpoint(tmp_path / "ckpt-2")
+
+
+def test_optimizer_state_tracked_under_the_model_is_skipped(tmp_path: Path, caplog) -> None:
+    """The original's training loop can track its optimizer inside the model object."""
+    from debcr.interop.tf_bundle import read_bundle
+
+    tensors = read_bundle(_prefix("2D_denoising"))
+    kernel = "model/layer_with_weights-1/layer_with_weights-103/kernel"
+    extra = {
+        "model/optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE": np.array(150, np.int64),
+        "model/optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE": np.array(1e-3, np.float32),
+        f"{kernel}/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE": np.zeros(
+            tensors[f"{kernel}/.ATTRIBUTES/VARIABLE_VALUE"].shape, np.float32
+        ),
+        "step/.ATTRIBUTES/VARIABLE_VALUE": np.array(7, np.int64),
+    }
+    _write(
+        tmp_path / "ckpt-3",
+        {
+            k: (1 if v.dtype == np.float32 else 9, v.shape, v.tobytes())
+            for k, v in {**tensors, **extra}.items()
+        },
+    )
+    with caplog.at_level("DEBUG", logger="debcr.interop.tf_checkpoint"):
+        state = read_tf_checkpoint(tmp_path / "ckpt-3")
+    reference = read_tf_checkpoint(_prefix("2D_denoising"))
+    assert state.keys() == reference.keys()
+    assert all(np.array_equal(state[k], reference[k]) for k in state)
+    skipped = caplog.text
+    assert "skipped 5 variables" in skipped  # the 4 above and the original's save_counter
+    assert "model/optimizer/_iterations" in skipped and ".OPTIMIZER_SLOT" in skipped
+
+
+def test_convert_refuses_an_existing_output_before_reading(tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"keep me")
+    # A checkpoint that does not exist: the refusal must come first, without reading anything.
+    with pytest.raises(FileExistsError, match="overwrite"):
+        convert_tf_checkpoint(tmp_path / "no-such-ckpt", tmp_path / "m")
+    assert out.read_bytes() == b"keep me"

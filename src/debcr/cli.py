@@ -207,6 +207,19 @@ def _add_convert(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     conv.set_defaults(func=_cmd_convert)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number ≥ 1 (0 used to fall back silently to the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 1, got {value}; leave the option out for the default"
+        )
+    return value
+
+
 def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pred = sub.add_parser(
         "predict", help="restore images (files or folders); inputs are never touched"
@@ -223,8 +236,8 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help=f"built-in model ({', '.join(BUILTIN_MODELS)}), a model file or a training run "
         "folder (default: 2D_denoising)",
     )
-    pred.add_argument("--tile", type=int, default=None, help="tile core size in pixels")
-    pred.add_argument("--batch", type=int, default=None, help="tiles per forward pass")
+    pred.add_argument("--tile", type=_positive_int, default=None, help="tile core size in pixels")
+    pred.add_argument("--batch", type=_positive_int, default=None, help="tiles per forward pass")
     pred.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)"
     )

@@ -349,7 +349,7 @@ def predict_array(
         device=dev,
         precision=opts.precision,
         batch=batch_size_for(image, opts.batch_size, dev),
-        tile=int(opts.tile_size or TILE_SIZE[kind]),
+        tile=int(opts.tile_size if opts.tile_size is not None else TILE_SIZE[kind]),
         halo=int(opts.halo if opts.halo is not None else effective_halo(model)),
         units=opts.units,
     )

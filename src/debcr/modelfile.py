@@ -28,6 +28,12 @@ FORMAT = "debcr-model"
 FORMAT_VERSION = 1
 
 
+def model_file_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save_model` writes ``path``: ``.safetensors`` appended to another suffix."""
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+
+
 def save_model(
     model: MRBCR,
     path: str | os.PathLike,
@@ -50,9 +56,7 @@ def save_model(
     overwrite
         Replace an existing file.
     """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
+    path = model_file_path(path)
     info = {**getattr(model, "metadata", {}), **(metadata or {})}
     info.setdefault("normalization", dict(NORMALIZATION))
     header = {

@@ -7,6 +7,7 @@ writes it as a debcr model file.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from debcr.interop.tf_bundle import read_bundle
 __all__ = ["convert_tf_checkpoint", "model_from_tf_checkpoint", "read_tf_checkpoint"]
 
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
-# Bookkeeping that TensorFlow stores beside the model variables.
-_IGNORED_KEYS = ("save_counter", "optimizer/")
+
+logger = logging.getLogger(__name__)
 
 
 def _split_key(key: str) -> tuple[str, str] | None:
@@ -51,17 +52,19 @@ def read_tf_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
     ------
     ModelFileError
         If the files are missing, corrupt, or do not hold an m-rBCR model
-        (unexpected, missing or mis-shaped variables are listed).
+        (missing or mis-shaped variables are listed). Variables that are not the network's
+        weights (optimiser slots, step and save counters, wherever they sit) are skipped and
+        listed at debug level.
     """
     tensors = read_bundle(prefix)
     layers: dict[str, dict[str, np.ndarray]] = {}
     unexpected: list[str] = []
     for key, value in tensors.items():
-        if key.startswith(_IGNORED_KEYS):
-            continue
         parts = _split_key(key)
         name = CHECKPOINT_LAYERS.get(parts[0]) if parts else None
         if parts is None or name is None or parts[1] not in ("kernel", "bias"):
+            # Optimiser slots and step/save counters sit wherever the training loop tracked
+            # them (beside the model or under it); only the network's own weights are needed.
             unexpected.append(key)
             continue
         layers.setdefault(name, {})[parts[1]] = value
@@ -71,8 +74,15 @@ def read_tf_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
         for kind in ("kernel", "bias")
         if kind not in layers.get(name, {})
     )
-    if unexpected or missing:
+    if missing:
         raise ModelFileError(_mismatch_message(prefix, unexpected, missing))
+    if unexpected:
+        logger.debug(
+            "%s: skipped %d variables that are not m-rBCR weights: %s",
+            prefix,
+            len(unexpected),
+            ", ".join(sorted(unexpected)),
+        )
     state = keras_to_state_dict(layers)
     _check_shapes(prefix, state)
     return {k: v.astype(np.float32, copy=False) for k, v in state.items()}
@@ -154,9 +164,12 @@ def convert_tf_checkpoint(
     Path
         The written model file.
     """
-    from debcr.modelfile import save_model
+    from debcr.files import check_targets
+    from debcr.modelfile import model_file_path, save_model
     from debcr.nn.receptive import effective_halo
 
+    # Refused before the checkpoint is read and the halo measured (tens of seconds).
+    check_targets([model_file_path(output)], [], overwrite)
     model = model_from_tf_checkpoint(prefix)
     info = {
         "task": task or "",
