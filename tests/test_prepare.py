@@ -333,3 +333,12 @@ def test_split_covers_all_groups_once(n_groups: int, weights: tuple, seed: int) 
     if n_groups >= len(nonzero):
         assert all(sets[s] for s in nonzero)
     assert split_groups(groups, fractions, seed) == sets
+
+
+@pytest.mark.parametrize(("patch", "hint"), [(66, "64 or 68"), (2, "4"), ((64, 70), "68 or 72")])
+def test_patch_sizes_training_cannot_use_are_refused(patch, hint, tmp_path) -> None:
+    # Training needs sides divisible by 4; prepare used to write such sets anyway.
+    low = np.zeros((160, 160), np.float32)
+    with pytest.raises(DataError, match=rf"multiples of 4 .*; use {hint}$"):
+        prepare([low], [low], name="x", out_dir=tmp_path, patch_size=patch, split=(1, 0, 0))
+    assert list(tmp_path.iterdir()) == []

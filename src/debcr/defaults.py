@@ -6,6 +6,9 @@ prediction engine's; the file names are those of a training run folder.
 
 from __future__ import annotations
 
+#: m-rBCR halves its input twice, so image and patch sides must be multiples of this.
+SIZE_MULTIPLE: int = 4
+
 #: Lower and upper percentile of the input normalisation (the original DeBCR's).
 PMIN: float = 0.1
 PMAX: float = 99.9

@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from debcr.config.messages import Messages, report, show
+from debcr.defaults import SIZE_MULTIPLE
 
 __all__ = [
     "MAX_SEED",
@@ -70,9 +71,8 @@ PRECISION_ALIASES: dict[str, str] = {
     "float16": "16-mixed",
 }
 
-# m-rBCR downsamples its input twice by 2, so patch sides must be multiples of 4
-# (debcr.nn.SIZE_MULTIPLE; repeated here because importing debcr.nn would import torch).
-PATCH_MULTIPLE = 4
+# m-rBCR downsamples its input twice by 2, so patch sides must be multiples of 4.
+PATCH_MULTIPLE = SIZE_MULTIPLE
 # The seed range numpy and Lightning's seed_everything accept.
 MAX_SEED = 2**32 - 1
 

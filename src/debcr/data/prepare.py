@@ -38,7 +38,7 @@ import numpy as np
 from debcr.data.io import as_image_stack, format_for_path, load, write
 from debcr.data.normalize import check_percentiles, normalize
 from debcr.data.tiling import crop, patch_grid
-from debcr.defaults import PMAX, PMIN
+from debcr.defaults import PMAX, PMIN, SIZE_MULTIPLE
 from debcr.errors import DataError
 from debcr.files import atomic_output
 
@@ -594,6 +594,12 @@ def _output_targets(
     return targets
 
 
+def _multiples_around(side: int) -> tuple[int, ...]:
+    """The multiples of SIZE_MULTIPLE just below and above ``side`` (below only if > 0)."""
+    below = side - side % SIZE_MULTIPLE
+    return (below, below + SIZE_MULTIPLE) if below else (below + SIZE_MULTIPLE,)
+
+
 def _plan(
     low: Any,
     gt: Any,
@@ -613,6 +619,14 @@ def _plan(
     _check_options(pmin, pmax, background_filter)
     # Validates patch_size and overlap before any work.
     patch_shape = patch_grid((1, 1), patch_size, overlap).patch_size
+    if any(side % SIZE_MULTIPLE for side in patch_shape):
+        bad = [side for side in patch_shape if side % SIZE_MULTIPLE]
+        near = sorted({m for side in bad for m in _multiples_around(side)})
+        raise DataError(
+            f"patch_size {patch_shape[0]}×{patch_shape[1]} cannot be trained on: m-rBCR needs "
+            f"sides that are multiples of {SIZE_MULTIPLE} (it halves its input twice); use "
+            f"{' or '.join(map(str, near))}"
+        )
     targets = _output_targets(name, out_dir, overwrite)
     pairs = tuple(_as_pairs(low, gt))
     return _Plan(

@@ -22,13 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from debcr.defaults import SIZE_MULTIPLE
+
 #: Version of the architecture definition; stored in model files so that a
 #: future, incompatible change is detected when loading.
 ARCHITECTURE = "m-rBCR"
 ARCHITECTURE_VERSION = 1
-
-#: Height and width must be multiples of this (two strided subsamplings by 2).
-SIZE_MULTIPLE = 4
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
