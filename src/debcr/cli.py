@@ -20,7 +20,6 @@ from debcr.weights import PRETRAINED
 
 logger = logging.getLogger("debcr")
 
-BUILTIN_MODELS = tuple(PRETRAINED)
 #: Extensions ``debcr predict`` picks up when given a folder.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".zarr")
 
@@ -233,7 +232,7 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     pred.add_argument(
         "--model",
         default="2D_denoising",
-        help=f"built-in model ({', '.join(BUILTIN_MODELS)}), a model file or a training run "
+        help=f"built-in model ({', '.join(PRETRAINED)}), a model file or a training run "
         "folder (default: 2D_denoising)",
     )
     pred.add_argument("--tile", type=_positive_int, default=None, help="tile core size in pixels")

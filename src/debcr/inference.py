@@ -220,9 +220,10 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class _OnePlane:
-    """A 2-D array-like seen as a stack of one slice, read only where it is indexed.
+    """A 2-D array-like seen as a stack of one slice, read and written only where indexed.
 
-    Lazy inputs (a compressed TIFF opened as a zarr array) cannot take ``[None]``.
+    Lazy inputs (a compressed TIFF opened as a zarr array) and zarr outputs cannot take
+    ``[None]`` or reshape.
     """
 
     def __init__(self, plane: Any) -> None:
@@ -236,6 +237,9 @@ class _OnePlane:
         if isinstance(first, (int, np.integer)) and first in (0, -1):
             return self.plane[tuple(rest)] if rest else self.plane
         return np.asarray(self.plane[tuple(rest)] if rest else self.plane)[None][first]
+
+    def __setitem__(self, key: tuple, value: Any) -> None:
+        self.plane[key[1:]] = value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return np.asarray(self.plane, dtype=dtype)[None]
@@ -366,26 +370,12 @@ def predict_array(
     return Path(output) if output is not None else out
 
 
-class _SingleSlice:
-    """A 2-D output array seen as a stack of one slice (for zarr arrays, which cannot reshape)."""
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-        self.shape = (1, *base.shape)
-
-    def __getitem__(self, key: tuple) -> np.ndarray:
-        return np.asarray(self.base[key[1:]])
-
-    def __setitem__(self, key: tuple, value: Any) -> None:
-        self.base[key[1:]] = value
-
-
 def _stack_view(out: Any, stack_shape: tuple[int, ...]) -> Any:
     """View the output (input's shape) as the (Z, Y, X) stack the engine writes."""
     if isinstance(out, np.ndarray):
         return out.reshape(stack_shape)
     if len(out.shape) == 2:
-        return _SingleSlice(out)
+        return _OnePlane(out)
     return as_image_stack(out)
 
 
