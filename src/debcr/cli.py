@@ -180,6 +180,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from debcr import model as api
+
+    package = {
+        key: value
+        for key, value in (
+            ("name", args.name),
+            ("description", args.description),
+            ("authors", args.author),
+            ("license", args.license),
+            ("tags", args.tag),
+        )
+        if value
+    }
+    result = api.export(
+        args.model, args.output, format=args.format, overwrite=args.overwrite, **package
+    )
+    print(result)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from debcr.demo import run_demo
 
@@ -232,8 +253,8 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     pred.add_argument(
         "--model",
         default="2D_denoising",
-        help=f"built-in model ({', '.join(PRETRAINED)}), a model file or a training run "
-        "folder (default: 2D_denoising)",
+        help=f"built-in model ({', '.join(PRETRAINED)}), a model file, a training run "
+        "folder or a BioImage Model Zoo package (default: 2D_denoising)",
     )
     pred.add_argument("--tile", type=_positive_int, default=None, help="tile core size in pixels")
     pred.add_argument("--batch", type=_positive_int, default=None, help="tiles per forward pass")
@@ -295,6 +316,35 @@ def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ev.set_defaults(func=_cmd_evaluate)
 
 
+def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    exp = sub.add_parser(
+        "export",
+        help="share a model: BioImage Model Zoo package (.zip), ONNX (.onnx) or TorchScript (.pt)",
+        description="Export a model for Fiji/deepImageJ, ilastik, QuPath, the BioImage Model Zoo "
+        "(.zip, validated with bioimageio.core before it is written), ONNX Runtime (.onnx) or "
+        "libtorch (.pt). Needs the export extra: pip install 'debcr-torch[export]'.",
+    )
+    exp.add_argument(
+        "model",
+        help=f"built-in model ({', '.join(PRETRAINED)}), a model file or a training run folder",
+    )
+    exp.add_argument("output", help="file to write: .zip (BMZ package), .onnx or .pt")
+    exp.add_argument(
+        "--format", choices=("bmz", "onnx", "torchscript"), help="default: from the suffix"
+    )
+    exp.add_argument("--name", help="model name shown in the Zoo (BMZ; required for own models)")
+    exp.add_argument("--description", help="one-sentence description (BMZ)")
+    exp.add_argument(
+        "--author",
+        action="append",
+        help="author name; repeat for several (BMZ; required for own models)",
+    )
+    exp.add_argument("--license", help="SPDX licence of the weights (BMZ; default CC-BY-4.0)")
+    exp.add_argument("--tag", action="append", help="extra tag; repeat for several (BMZ)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    exp.set_defaults(func=_cmd_export)
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = sub.add_parser(
         "demo", help="restore the bundled sample with the built-in model; writes TIFF + PNG"
@@ -322,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_export(sub)
     _add_demo(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""The paper's model API: :func:`init`, :func:`predict` (and :func:`save`).
+"""The paper's model API: :func:`init`, :func:`predict` (and :func:`save`, :func:`export`).
 
 >>> import debcr
 >>> model = debcr.model.init("2D_denoising")          # a built-in pretrained model
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,7 +23,20 @@ from debcr.nn import MRBCR
 from debcr.runtime import resolve_device
 from debcr.sources import load as load_source
 
-__all__ = ["MRBCR", "init", "predict", "save", "train"]
+if TYPE_CHECKING:
+    from debcr.interop.bmz import BMZExport
+    from debcr.interop.portable import ExportCheck
+
+#: File suffixes :func:`export` understands, and the format each one means.
+EXPORT_SUFFIXES: dict[str, str] = {
+    ".zip": "bmz",
+    ".onnx": "onnx",
+    ".pt": "torchscript",
+    ".pth": "torchscript",
+    ".ts": "torchscript",
+}
+
+__all__ = ["MRBCR", "export", "export_bmz", "init", "predict", "save", "train"]
 
 
 def init(
@@ -65,6 +78,101 @@ def save(
 ) -> Path:
     """Save ``model`` as a debcr model file (safetensors + metadata, written atomically)."""
     return save_model(model, path, metadata=metadata, overwrite=overwrite)
+
+
+def export_bmz(
+    model: MRBCR | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    authors: Any = None,
+    cite: Any = None,
+    license: str | None = None,
+    tags: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> BMZExport:
+    """Write a BioImage Model Zoo package (``.zip``, spec 0.5), validated by ``bioimageio.core``.
+
+    The package holds PyTorch state-dict, TorchScript and ONNX weights, so Fiji/deepImageJ,
+    ilastik, QuPath and the Zoo can run it; it is written only if the Zoo's model test passes
+    on all three. Needs the export extra (``pip install 'debcr-torch[export]'``). See
+    :func:`debcr.interop.bmz.export_bmz` for the parameters; built-in models have default
+    ``name``, ``description``, ``authors`` (the original's) and licence (CC-BY-4.0), your own
+    models need ``name`` and ``authors``.
+
+    Examples
+    --------
+    >>> debcr.model.export_bmz("2D_denoising", "denoise2d.zip")  # doctest: +SKIP
+    >>> debcr.model.export_bmz(model, "mine.zip", name="Nuclei denoiser",
+    ...                        authors=["Ada Lovelace"], license="MIT")  # doctest: +SKIP
+    """
+    from debcr.interop.bmz import export_bmz as write_package
+
+    return write_package(
+        _as_model(model),
+        path,
+        name=name,
+        description=description,
+        authors=authors,
+        cite=cite,
+        license=license,
+        tags=tags,
+        overwrite=overwrite,
+    )
+
+
+def export(
+    model: MRBCR | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    overwrite: bool = False,
+    **package: Any,
+) -> BMZExport | ExportCheck:
+    """Export ``model`` as a BMZ package, a standalone ONNX file or a TorchScript file.
+
+    Parameters
+    ----------
+    model
+        A model from :func:`init`, or anything :func:`init` accepts.
+    path
+        Output file; its suffix picks the format unless ``format`` is given:
+        ``.zip`` → BioImage Model Zoo package, ``.onnx`` → ONNX, ``.pt``/``.pth``/``.ts`` →
+        TorchScript.
+    format
+        ``"bmz"``, ``"onnx"`` or ``"torchscript"``.
+    overwrite
+        Replace an existing file.
+    **package
+        For ``"bmz"``: ``name``, ``description``, ``authors``… (see :func:`export_bmz`).
+
+    Returns
+    -------
+    BMZExport | ExportCheck
+        What was written; ONNX and TorchScript exports report their largest difference to the
+        PyTorch model on a real image (at most 1e-4, else nothing is written).
+    """
+    from debcr.errors import DebcrError
+    from debcr.interop.portable import export_onnx, export_torchscript
+
+    fmt = format or EXPORT_SUFFIXES.get(Path(path).suffix.lower())
+    if fmt not in ("bmz", "onnx", "torchscript"):
+        suffixes = ", ".join(f"{k} ({v})" for k, v in EXPORT_SUFFIXES.items())
+        raise DebcrError(
+            f"cannot tell the export format of {os.fspath(path)!r} (format={format!r}); use one "
+            f"of the suffixes {suffixes} or pass format='bmz'|'onnx'|'torchscript'"
+        )
+    if fmt == "bmz":
+        return export_bmz(model, path, overwrite=overwrite, **package)
+    if package:
+        raise DebcrError(f"{sorted(package)} apply only to BMZ packages, not to {fmt} files")
+    writer = export_onnx if fmt == "onnx" else export_torchscript
+    return writer(_as_model(model), path, overwrite=overwrite)
+
+
+def _as_model(model: MRBCR | str | os.PathLike) -> MRBCR:
+    return model if isinstance(model, MRBCR) else init(model)
 
 
 def predict(

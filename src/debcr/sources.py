@@ -2,7 +2,8 @@
 
 A model *source* is a built-in model's name (``"2D_denoising"``…), a debcr model file
 (``.safetensors``), a training run folder (its ``best.safetensors``, else
-``last.safetensors``), or a checkpoint of the original TensorFlow DeBCR (a prefix such as
+``last.safetensors``), a BioImage Model Zoo package of an m-rBCR model (``.zip``, or a folder
+holding its ``rdf.yaml``), or a checkpoint of the original TensorFlow DeBCR (a prefix such as
 ``…/ckpt-best``, its ``.index``/``.data-…`` file, or a folder holding one). The Python API,
 the CLI, training (``init_model``) and the napari plugin all go through :func:`resolve`, so
 they accept the same things and say the same thing when a source is wrong.
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ModelSource", "SourceKind", "load", "resolve"]
 
-SourceKind = Literal["builtin", "file", "tf_checkpoint"]
+# File names of a BioImage Model Zoo package's description.
+_BMZ_DESCRIPTIONS = ("rdf.yaml", "bioimageio.yaml")
+
+SourceKind = Literal["builtin", "file", "bmz", "tf_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,9 @@ class ModelSource:
     Attributes
     ----------
     kind
-        ``"builtin"``, ``"file"`` (a debcr model file, also the model chosen in a run folder)
-        or ``"tf_checkpoint"`` (the original DeBCR's TensorFlow checkpoint).
+        ``"builtin"``, ``"file"`` (a debcr model file, also the model chosen in a run folder),
+        ``"bmz"`` (a BioImage Model Zoo package) or ``"tf_checkpoint"`` (the original DeBCR's
+        TensorFlow checkpoint).
     location
         The built-in model's name, or the path to load.
     """
@@ -55,6 +60,10 @@ class ModelSource:
             return load_model(PRETRAINED[str(self.location)].path, map_location=device)
         if self.kind == "file":
             return load_model(self.location, map_location=device)
+        if self.kind == "bmz":
+            from debcr.interop.bmz import load_bmz
+
+            return load_bmz(self.location).to(device)
         from debcr.interop import model_from_tf_checkpoint
 
         return model_from_tf_checkpoint(self.location).to(device)
@@ -75,6 +84,12 @@ def _is_tf_checkpoint(path: Path) -> bool:
         or Path(os.fspath(path) + ".index").is_file()
         or (".data-" in path.name and path.is_file())
     )
+
+
+def _is_bmz_package(path: Path) -> bool:
+    if path.is_dir():
+        return any((path / rdf).is_file() for rdf in _BMZ_DESCRIPTIONS)
+    return path.is_file() and (path.suffix.lower() == ".zip" or path.name in _BMZ_DESCRIPTIONS)
 
 
 def resolve(source: str | os.PathLike) -> ModelSource:
@@ -103,9 +118,11 @@ def resolve(source: str | os.PathLike) -> ModelSource:
     if not name.strip():
         raise ModelFileError(
             f"no model chosen: give a built-in model ({builtins}), a model file "
-            "(.safetensors) or a training run folder"
+            "(.safetensors), a training run folder or a BioImage Model Zoo package (.zip)"
         )
     path = Path(name).expanduser()
+    if _is_bmz_package(path):
+        return ModelSource("bmz", path)
     if path.is_dir():
         best = _run_folder_model(path)
         if best is not None:
@@ -113,8 +130,9 @@ def resolve(source: str | os.PathLike) -> ModelSource:
         if _is_tf_checkpoint(path):
             return ModelSource("tf_checkpoint", path)
         raise ModelFileError(
-            f"the folder {path} holds no trained model ({BEST_MODEL} or {LAST_MODEL}) and no "
-            "TensorFlow checkpoint; choose a training run folder or a model file"
+            f"the folder {path} holds no trained model ({BEST_MODEL} or {LAST_MODEL}), no "
+            "BioImage Model Zoo package (rdf.yaml) and no TensorFlow checkpoint; choose a "
+            "training run folder or a model file"
         )
     if _is_tf_checkpoint(path):
         return ModelSource("tf_checkpoint", path)
@@ -124,7 +142,8 @@ def resolve(source: str | os.PathLike) -> ModelSource:
         raise ModelNotFoundError(f"no model file at {path}")
     raise ModelFileError(
         f"no model named {name!r}: not a built-in model ({builtins}), and no model file, "
-        "training run folder or TensorFlow checkpoint exists at that path"
+        "training run folder, BioImage Model Zoo package or TensorFlow checkpoint exists at "
+        "that path"
     )
 
 

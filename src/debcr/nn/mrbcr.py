@@ -183,6 +183,21 @@ class MRBCR(nn.Module):
         return self(x)[0]
 
 
+class MRBCRRestorer(MRBCR):
+    """m-rBCR whose ``forward`` returns only the full-resolution restoration.
+
+    The same parameters (and state-dict keys) as :class:`MRBCR`; this is the form exported to
+    TorchScript, ONNX and BioImage Model Zoo packages, whose consumers expect one output.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        # Tracing records shapes symbolically; a Python check on them would be frozen in.
+        if not torch.jit.is_tracing():
+            check_input_shape(x)
+        x2, x4 = x[..., ::2, ::2], x[..., ::4, ::4]
+        return self.inverse_net(*self.forward_net(x, x2, x4))[0]
+
+
 def check_input_shape(x: Tensor) -> None:
     """Raise a clear error unless ``x`` is ``(N, 1, H, W)`` with H, W divisible by 4."""
     if x.ndim != 4 or x.shape[1] != 1:

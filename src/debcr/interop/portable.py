@@ -1,0 +1,269 @@
+"""Standalone TorchScript and ONNX graphs of m-rBCR, checked against PyTorch when written.
+
+Both take a batch ``(N, 1, H, W)`` of normalised images (H and W multiples of 4, any N) and
+return the full-resolution restoration ``(N, 1, H, W)``, in the same normalised units (see
+:func:`debcr.data.normalize`). They run without debcr: TorchScript with ``torch.jit.load``
+(also from C++ through libtorch), ONNX with ONNX Runtime, OpenVINO or any ONNX consumer.
+
+Every export is checked on a real image (the bundled noisy nuclei sample, normalised as the
+model expects) against the PyTorch model; an export whose output differs by more than
+:data:`TOLERANCE` is not written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from debcr.data.normalize import normalize
+from debcr.errors import DebcrError
+from debcr.files import atomic_output
+from debcr.nn import MRBCR, MRBCRRestorer
+from debcr.samples import sample_path
+
+__all__ = [
+    "ONNX_OPSET",
+    "TOLERANCE",
+    "ExportCheck",
+    "ExportError",
+    "check_image",
+    "export_onnx",
+    "export_torchscript",
+    "restorer",
+    "write_onnx",
+    "write_torchscript",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ONNX operator set of the exported graphs (ONNX Runtime ≥ 1.14, OpenVINO ≥ 2023.0).
+ONNX_OPSET = 18
+#: Largest |difference| to the PyTorch model (normalised units, float32) an export may show.
+TOLERANCE = 1e-4
+
+Format = Literal["torchscript", "onnx"]
+
+
+class ExportError(DebcrError, RuntimeError):
+    """A model could not be exported, or the export failed its check."""
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """What an export wrote and how closely it reproduces the PyTorch model.
+
+    Attributes
+    ----------
+    path
+        The file written.
+    format
+        ``"torchscript"`` or ``"onnx"``.
+    max_abs_diff
+        Largest |exported − PyTorch| on the check image, in normalised units.
+    image_shape
+        Shape of the check image (the bundled sample).
+    """
+
+    path: Path
+    format: Format
+    max_abs_diff: float
+    image_shape: tuple[int, ...]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.format} model written to {self.path}; max |Δ| to PyTorch "
+            f"{self.max_abs_diff:.2e} on a {'×'.join(map(str, self.image_shape))} image"
+        )
+
+
+def restorer(model: MRBCR) -> MRBCRRestorer:
+    """A float32 CPU copy of ``model`` with one output (the full-resolution restoration)."""
+    net = MRBCRRestorer()
+    state = model.state_dict()
+    net.load_state_dict({k: v.detach().to("cpu", torch.float32) for k, v in state.items()})
+    net.metadata = dict(getattr(model, "metadata", {}))
+    return net.eval()
+
+
+def check_image(model: MRBCR) -> np.ndarray:
+    """The bundled noisy sample normalised as ``model`` expects, shaped ``(1, 1, H, W)``."""
+    import tifffile
+
+    settings = dict(getattr(model, "metadata", {}).get("normalization") or {})
+    pmin, pmax = settings.get("pmin", 0.1), settings.get("pmax", 99.9)
+    if settings.get("method") == "minmax":
+        pmin, pmax = 0.0, 100.0
+    image = tifffile.imread(sample_path("nuclei_noisy"))
+    return normalize(image, pmin=pmin, pmax=pmax, dtype=np.float32)[None, None]
+
+
+def _reference(net: MRBCRRestorer, image: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return net(torch.from_numpy(image)).numpy()
+
+
+def write_torchscript(net: MRBCRRestorer, path: Path) -> None:
+    """Trace ``net`` and save it to ``path`` (no check; see :func:`export_torchscript`)."""
+    example = torch.zeros(1, 1, 64, 64)
+    with torch.no_grad():
+        traced = torch.jit.trace(net, example, check_trace=False)
+    traced.save(os.fspath(path))
+
+
+def write_onnx(net: MRBCRRestorer, path: Path, opset: int = ONNX_OPSET) -> None:
+    """Export ``net`` to one ONNX file at ``path`` with dynamic batch, height and width."""
+    try:
+        import onnxscript  # noqa: F401  (the exporter needs it; fail here with a clear message)
+    except ImportError as exc:
+        raise ExportError(_missing_extra("ONNX export", exc.name)) from exc
+    dim = torch.export.Dim
+    height, width = dim("height", min=1, max=16384), dim("width", min=1, max=16384)
+    shapes = {"x": {0: dim("batch", min=1, max=4096), 2: 4 * height, 3: 4 * width}}
+    # The exporter reports its progress with print(), warnings and INFO logs of its graph
+    # passes; keep the user's console clean.
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+        _quiet_loggers("onnx_ir", "onnxscript", "torch.onnx"),
+    ):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 1, 64, 64),),
+            os.fspath(path),
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=opset,
+            dynamic_shapes=shapes,
+            external_data=False,
+            dynamo=True,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def run_torchscript(path: Path, image: np.ndarray) -> np.ndarray:
+    """Run a TorchScript file written by :func:`write_torchscript` on ``image``."""
+    module = torch.jit.load(os.fspath(path), map_location="cpu")
+    with torch.inference_mode():
+        return module(torch.from_numpy(image)).numpy()
+
+
+def run_onnx(path: Path, image: np.ndarray) -> np.ndarray:
+    """Run an ONNX file written by :func:`write_onnx` on ``image`` with ONNX Runtime."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ExportError(_missing_extra("checking an ONNX export", exc.name)) from exc
+    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: image})[0]
+
+
+def _missing_extra(what: str, module: str | None) -> str:
+    return (
+        f"{what} needs the package {module!r}, which is not installed; install the export "
+        "extra: pip install 'debcr-torch[export]' (add torch==<your version> to keep your torch)"
+    )
+
+
+def _export(model: MRBCR, path: str | os.PathLike, fmt: Format, overwrite: bool) -> ExportCheck:
+    net = restorer(model)
+    image = check_image(net)
+    expected = _reference(net, image)
+    write, run = {
+        "torchscript": (write_torchscript, run_torchscript),
+        "onnx": (write_onnx, run_onnx),
+    }[fmt]
+    path = Path(path)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        write(net, tmp)
+        diff = float(np.max(np.abs(run(tmp, image) - expected)))
+        if not diff <= TOLERANCE:
+            raise ExportError(
+                f"the {fmt} export differs from the PyTorch model by up to {diff:.3g} "
+                f"(allowed {TOLERANCE:g}) on the check image; nothing was written to {path}"
+            )
+    check = ExportCheck(path, fmt, diff, image.shape)
+    logger.debug("%s", check)
+    return check
+
+
+def export_torchscript(
+    model: MRBCR, path: str | os.PathLike, *, overwrite: bool = False
+) -> ExportCheck:
+    """Write ``model`` as a TorchScript file, checked against PyTorch on a real image.
+
+    Parameters
+    ----------
+    model
+        The network (any device; it is exported from a float32 CPU copy).
+    path
+        Output file (conventionally ``.pt``); written atomically.
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    ExportCheck
+        The path and the largest difference to PyTorch on the bundled sample.
+
+    Raises
+    ------
+    ExportError
+        The traced graph differs from the model by more than :data:`TOLERANCE`.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    return _export(model, path, "torchscript", overwrite)
+
+
+def export_onnx(model: MRBCR, path: str | os.PathLike, *, overwrite: bool = False) -> ExportCheck:
+    """Write ``model`` as one ONNX file (opset :data:`ONNX_OPSET`), checked with ONNX Runtime.
+
+    The graph has a dynamic batch size and dynamic height and width (multiples of 4); its
+    input is named ``input`` and its output ``output``.
+
+    Parameters
+    ----------
+    model
+        The network (any device; it is exported from a float32 CPU copy).
+    path
+        Output file (conventionally ``.onnx``); written atomically.
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    ExportCheck
+        The path and the largest difference to PyTorch on the bundled sample.
+
+    Raises
+    ------
+    ExportError
+        ``onnxscript``/``onnxruntime`` are missing (install ``debcr-torch[export]``), or the
+        graph differs from the model by more than :data:`TOLERANCE`.
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    return _export(model, path, "onnx", overwrite)
