@@ -71,7 +71,12 @@ ARCHITECTURE_FILE = "mrbcr.py"
 #: sha256 of every architecture file debcr has exported. A package whose architecture hashes to
 #: one of these is m-rBCR with the parameter names of :class:`~debcr.nn.MRBCR`. When
 #: ``debcr/nn/mrbcr.py`` changes, add the new hash here (a test says so) and keep the old ones.
-KNOWN_ARCHITECTURE_SHA256: frozenset[str] = frozenset({})
+KNOWN_ARCHITECTURE_SHA256: frozenset[str] = frozenset(
+    {
+        # debcr 0.1.0
+        "f8584fe2adac62c6b13a76289e7aaa26f63cc2bd6b020b4b49f9edc604405d23",
+    }
+)
 
 #: Authors of the method and of the four published models.
 ORIGINAL_AUTHORS: tuple[dict[str, str], ...] = tuple(
@@ -247,7 +252,9 @@ def _card(
     for entry in citations:
         if not (entry.get("doi") or entry.get("url")):
             raise ExportError(f"each citation needs a 'doi' or a 'url'; got {entry!r}")
-    method = list(METHOD_CITE) + ([WEIGHTS_CITE] if builtin else [])
+    # Fine-tuned from a published model: its weights are derived from the published ones.
+    derived = str(meta.get("init_source", "")).startswith("github.com/leeroyhannover/DeBCR")
+    method = list(METHOD_CITE) + ([WEIGHTS_CITE] if builtin or derived else [])
     task = str(meta.get("task") or "")
     kind = "super-resolution" if task.endswith("_SR") else "denoising"
     base_tags = ["m-rBCR", "DeBCR", "debcr", kind, "fluorescence-light-microscopy", "2d", "pytorch"]
@@ -256,7 +263,7 @@ def _card(
         description=str(description or f"m-rBCR image restoration model {name}."),
         authors=_author_list(authors, "author"),
         cite=method + citations,
-        license=license or "CC-BY-4.0",
+        license=license or meta.get("init_license") or "CC-BY-4.0",
         tags=list(dict.fromkeys(base_tags + list(tags or ()))),
         builtin=builtin,
     )

@@ -115,9 +115,11 @@ def _reference(net: MRBCRRestorer, image: np.ndarray) -> np.ndarray:
 def write_torchscript(net: MRBCRRestorer, path: Path) -> None:
     """Trace ``net`` and save it to ``path`` (no check; see :func:`export_torchscript`)."""
     example = torch.zeros(1, 1, 64, 64)
-    with torch.no_grad():
+    # torch deprecates TorchScript, but deepImageJ, ilastik and libtorch still run only it.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(net, example, check_trace=False)
-    traced.save(os.fspath(path))
+        traced.save(os.fspath(path))
 
 
 def write_onnx(net: MRBCRRestorer, path: Path, opset: int = ONNX_OPSET) -> None:
@@ -165,7 +167,9 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
 
 def run_torchscript(path: Path, image: np.ndarray) -> np.ndarray:
     """Run a TorchScript file written by :func:`write_torchscript` on ``image``."""
-    module = torch.jit.load(os.fspath(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(os.fspath(path), map_location="cpu")
     with torch.inference_mode():
         return module(torch.from_numpy(image)).numpy()
 

@@ -9,6 +9,7 @@ buttons. torch and Lightning are imported inside the functions, never at module 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -137,6 +138,40 @@ def open_model(spec: str) -> Any:
     from debcr.model import init
 
     return init(spec)
+
+
+def export_package(spec: str, path: str | os.PathLike, **fields: Any) -> Any:
+    """Write the model a picker entry names as a BioImage Model Zoo package (``.zip``).
+
+    Parameters
+    ----------
+    spec
+        A picker entry (see :func:`open_model`).
+    path
+        The ``.zip`` to write.
+    **fields
+        Keyword arguments of :func:`debcr.model.export_bmz` (``name``, ``description``,
+        ``authors``, ``license``, ``overwrite``). Empty ones are left out, so built-in
+        models get their defaults; ``authors`` may be one string of comma-separated names.
+
+    Returns
+    -------
+    debcr.interop.bmz.BMZExport
+        What was written and how the Zoo's model test went.
+
+    Raises
+    ------
+    debcr.interop.portable.ExportError
+        Missing name or authors for a model that is not built in, or a failed model test
+        (nothing is written then).
+    """
+    from debcr.model import export_bmz
+
+    authors = fields.get("authors")
+    if isinstance(authors, str):
+        fields["authors"] = [name.strip() for name in authors.split(",") if name.strip()]
+    chosen = {key: value for key, value in fields.items() if value}
+    return export_bmz(open_model(spec), path, **chosen)
 
 
 def predict_data(

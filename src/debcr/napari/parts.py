@@ -36,6 +36,9 @@ logger = logging.getLogger("debcr.napari.widget")
 
 NONE_LAYER = "—"
 MODEL_FILE = "model file or run folder…"
+#: What the model "File…" choosers offer: debcr model files, TensorFlow checkpoints and
+#: BioImage Model Zoo packages (a .zip, or the rdf.yaml of an unpacked one).
+MODEL_PATTERN = "Models (*.safetensors *.index *.zip rdf.yaml bioimageio.yaml)"
 
 
 class Relay(QObject):

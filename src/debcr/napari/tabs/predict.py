@@ -1,4 +1,5 @@
-"""The "Use model" tab: restore an image layer with a built-in model, a file or a run."""
+"""The "Use model" tab: restore an image layer with a built-in model, a file, a run or a BMZ
+package, and export the chosen model as a BioImage Model Zoo package."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QLineEdit, QProgressBar, QPus
 from debcr.napari import jobs
 from debcr.napari.parts import (
     MODEL_FILE,
+    MODEL_PATTERN,
     JobTab,
     LayerPicker,
     Relay,
@@ -18,13 +20,15 @@ from debcr.napari.parts import (
     row,
     spin,
 )
+from debcr.napari.tabs.export_dialog import ExportDialog
 
 if TYPE_CHECKING:
     from debcr.napari.widget import DeBCRWidget
 
 
 class PredictTab(JobTab):
-    """Restore a layer with a built-in model, a model file or a training run."""
+    """Restore a layer with a built-in model, a model file, a training run or a BMZ package;
+    export the chosen model as a BioImage Model Zoo package."""
 
     def __init__(self, owner: DeBCRWidget) -> None:
         super().__init__(owner)
@@ -33,6 +37,7 @@ class PredictTab(JobTab):
         self.relay = Relay()
         self.relay.event.connect(self._on_progress)
         self._models: dict[tuple[str, str], Any] = {}
+        self._exporting = False
         self._lay_out()
         self._connect()
         self.output.setText(f"{self.input.currentText()}.pred" if self.input.currentText() else "")
@@ -43,7 +48,7 @@ class PredictTab(JobTab):
         self.input = LayerPicker(self.viewer)
         self.model = QComboBox()
         self.model.addItems([*jobs.BUILTIN_MODELS, MODEL_FILE])
-        self.model_path = QLineEdit(placeholderText="model file or training run folder")
+        self.model_path = QLineEdit(placeholderText="model file, run folder or BMZ package")
         self.tile = spin(0, 16384, 0, 64)
         self.tile.setSpecialValueText("auto")
         self.batch = spin(0, 1024, 0, 1)
@@ -53,6 +58,8 @@ class PredictTab(JobTab):
         self.output = QLineEdit()
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Write the chosen model as a BioImage Model Zoo package")
         self.progress = QProgressBar()
 
     def _lay_out(self) -> None:
@@ -69,13 +76,14 @@ class PredictTab(JobTab):
         form.addRow("output layer:", self.output)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(row(self.run_button, self.cancel_button))
+        layout.addWidget(row(self.run_button, self.cancel_button, self.export_button))
         layout.addWidget(self.progress)
         layout.addStretch()
 
     def _connect(self) -> None:
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
+        self.export_button.clicked.connect(self.show_export_dialog)
         self.input.currentTextChanged.connect(
             lambda name: self.output.setText(f"{name}.pred" if name else "")
         )
@@ -84,7 +92,7 @@ class PredictTab(JobTab):
         )
 
     def _choose_file(self) -> None:
-        path = open_file(self, "Model file", "*.safetensors *.index")
+        path = open_file(self, "Model file or BMZ package", MODEL_PATTERN)
         if path:
             self.use_model(path)
 
@@ -105,9 +113,13 @@ class PredictTab(JobTab):
         return self.model_path.text().strip() if choice == MODEL_FILE else choice
 
     def set_running(self, running: bool) -> None:
+        exporting = running and self._exporting
         self.run_button.setEnabled(not running)
-        self.run_button.setText("Running…" if running else "Run")
-        self.cancel_button.setEnabled(running)
+        self.run_button.setText("Running…" if running and not exporting else "Run")
+        self.export_button.setEnabled(not running)
+        self.export_button.setText("Exporting…" if exporting else "Export…")
+        # An export cannot stop halfway (the Zoo's model test runs to its end).
+        self.cancel_button.setEnabled(running and not exporting)
 
     def run(self) -> None:
         if self.busy():
@@ -121,7 +133,10 @@ class PredictTab(JobTab):
             return
         spec = self.spec()
         if not spec:
-            self.log("Choose a model: a built-in one, a model file or a training run folder.")
+            self.log(
+                "Choose a model: a built-in one, a model file, a training run folder or a BMZ "
+                "package."
+            )
             return
         name = self.output.text().strip() or f"{layer.name}.pred"
         self.cancel_event.clear()
@@ -176,7 +191,50 @@ class PredictTab(JobTab):
         self.progress.setFormat("done")
         self.log(f"Prediction is finished: '{name}', shape {tuple(result.shape)}.")
 
+    def show_export_dialog(self) -> ExportDialog | None:
+        """Ask how to package the chosen model; OK starts :meth:`export`.
+
+        The dialog is window-modal but does not block (``open``, not ``exec``), so the
+        viewer keeps drawing and tests can fill it in.
+        """
+        if self.busy():
+            return None
+        spec = self.spec()
+        if not spec:
+            self.log(
+                "Choose the model to export: a built-in one, a model file, a training run "
+                "folder or a BMZ package."
+            )
+            return None
+        dialog = ExportDialog(spec, self)
+        dialog.accepted.connect(lambda: self.export(spec, dialog.output(), **dialog.fields()))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+        return dialog
+
+    def export(self, spec: str, path: str, **fields: Any) -> None:
+        """Write ``spec`` as a BioImage Model Zoo package at ``path``, in a worker thread.
+
+        Parameters
+        ----------
+        spec : str
+            The model, as :meth:`spec` names it.
+        path : str
+            The ``.zip`` to write.
+        **fields
+            ``name``, ``description``, ``authors``, ``license``, ``overwrite`` (see
+            :func:`debcr.napari.jobs.export_package`).
+        """
+        if self.busy():
+            return
+        self._exporting = True
+        self.progress.setRange(0, 0)
+        self.progress.setFormat("exporting…")
+        self.log(f"Exporting {spec} to {path} (with the Zoo's model test: about a minute)…")
+        self.start(jobs.export_package, lambda result: self.log(str(result)), spec, path, **fields)
+
     def _finished(self) -> None:
+        self._exporting = False
         super()._finished()
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)

@@ -1,0 +1,340 @@
+"""Exports that travel: TorchScript, ONNX and BioImage Model Zoo packages, and reading them back.
+
+The BMZ packages are checked by the Zoo's own test (``bioimageio.core``, offline, CPU) inside
+:func:`debcr.model.export_bmz`; these tests add what the Zoo cannot know: that the exported
+graphs reproduce our network and the original's outputs, that a package loads back into the
+same model, and that damaged or foreign packages are refused clearly.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import TASKS, fmd_frame
+from debcr.cli import main
+from debcr.config import TrainConfig
+from debcr.data import crop, normalize
+from debcr.errors import DebcrError, ModelFileError
+from debcr.interop.bmz import (
+    ARCHITECTURE_CALLABLE,
+    KNOWN_ARCHITECTURE_SHA256,
+    architecture_source,
+    export_bmz,
+    load_bmz,
+)
+from debcr.interop.portable import ExportError, export_onnx, export_torchscript
+from debcr.model import export, init, predict, train
+
+#: Tolerance of exported graphs against the PyTorch network (normalised units, float32).
+GRAPH_TOLERANCE = 1e-4
+
+
+def _real_batch() -> np.ndarray:
+    """Two crops of a real FMD frame with an odd size (multiple of 4), normalised, (2,1,H,W)."""
+    frame = normalize(fmd_frame(19, 3), clip=False)
+    return np.stack([frame[:196, :260], frame[300:496, 200:460]])[:, None].astype(np.float32)
+
+
+def _restore(model, batch: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return model.restore(torch.from_numpy(batch)).numpy()
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory, denoiser) -> tuple[Path, object]:
+    """The built-in 2D_denoising model exported once as a BMZ package."""
+    path = tmp_path_factory.mktemp("bmz") / "denoise2d.zip"
+    return path, export_bmz(denoiser, path)
+
+
+# --- the architecture file of the packages ----------------------------------------------------
+
+
+def test_architecture_file_needs_only_torch_and_builds_our_network(tmp_path, denoiser) -> None:
+    source = architecture_source()
+    imported = {
+        (node.module if isinstance(node, ast.ImportFrom) else alias.name).split(".")[0]
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert imported <= {"__future__", "itertools", "torch"}, imported
+    file = tmp_path / "arch.py"
+    file.write_text(source)
+    spec = importlib.util.spec_from_file_location("standalone_mrbcr", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = getattr(module, ARCHITECTURE_CALLABLE)()
+    net.load_state_dict(denoiser.state_dict(), strict=True)
+    batch = _real_batch()
+    with torch.inference_mode():
+        got = net.eval()(torch.from_numpy(batch)).numpy()
+    np.testing.assert_array_equal(got, _restore(denoiser, batch))
+
+
+def test_architecture_hash_is_registered() -> None:
+    digest = hashlib.sha256(architecture_source().encode()).hexdigest()
+    assert digest in KNOWN_ARCHITECTURE_SHA256, (
+        f"debcr/nn/mrbcr.py changed: add {digest} to KNOWN_ARCHITECTURE_SHA256 in "
+        "debcr/interop/bmz.py (keep the old hashes so older packages still load)"
+    )
+
+
+# --- standalone TorchScript and ONNX ------------------------------------------------------------
+
+
+def test_onnx_and_torchscript_reproduce_pytorch_and_the_original(
+    tmp_path, denoiser, fixture_npz
+) -> None:
+    onnx_check = export_onnx(denoiser, tmp_path / "m.onnx")
+    ts_check = export_torchscript(denoiser, tmp_path / "m.pt")
+    assert onnx_check.max_abs_diff <= GRAPH_TOLERANCE
+    assert ts_check.max_abs_diff <= GRAPH_TOLERANCE
+    assert onnx_check.image_shape == (1, 1, 512, 512)
+    assert "max |Δ|" in str(onnx_check)
+    session = onnxruntime.InferenceSession(os.fspath(tmp_path / "m.onnx"))
+    scripted = torch.jit.load(os.fspath(tmp_path / "m.pt"))
+    batch = _real_batch()  # another batch size and image size than at export time
+    expected = _restore(denoiser, batch)
+    got_onnx = session.run(None, {"input": batch})[0]
+    with torch.inference_mode():
+        got_ts = scripted(torch.from_numpy(batch)).numpy()
+    assert got_onnx.shape == got_ts.shape == batch.shape
+    assert np.abs(got_onnx - expected).max() <= GRAPH_TOLERANCE
+    assert np.abs(got_ts - expected).max() <= GRAPH_TOLERANCE
+    # Against the original TensorFlow DeBCR's own output on its own patches.
+    x0 = np.ascontiguousarray(fixture_npz["x0"].transpose(0, 3, 1, 2))
+    original = fixture_npz["out_z0"].transpose(0, 3, 1, 2)
+    assert np.abs(session.run(None, {"input": x0})[0] - original).max() <= 1e-5
+
+
+def test_export_refuses_to_overwrite_and_unknown_suffixes(tmp_path, denoiser) -> None:
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError):
+        export(denoiser, target)
+    assert target.read_bytes() == b"keep me"
+    with pytest.raises(DebcrError, match=r"cannot tell the export format .*\.zip"):
+        export(denoiser, tmp_path / "m.h5")
+    with pytest.raises(DebcrError, match="apply only to BMZ packages"):
+        export(denoiser, tmp_path / "m.pt", name="x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_missing_export_extra_names_the_extra(tmp_path, denoiser, monkeypatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "onnxscript", None)
+    with pytest.raises(ExportError, match=r"debcr-torch\[export\]"):
+        export_onnx(denoiser, tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_export_onnx_and_clear_errors(tmp_path, capsys) -> None:
+    out = tmp_path / "denoise.onnx"
+    assert main(["export", "2D_denoising", str(out)]) == 0
+    assert out.is_file() and "onnx model written to" in capsys.readouterr().out
+    assert main(["export", "2D_denoising", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["export", "2D_denoising", str(tmp_path / "m.xyz")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot tell the export format" in err and "Traceback" not in err
+
+
+# --- BioImage Model Zoo packages ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_builtin_package_passes_the_zoo_test_and_round_trips(package, denoiser) -> None:
+    path, result = package
+    assert result.status == "passed" and result.path == path
+    assert result.size_bytes == path.stat().st_size
+    tested = {name for name, _ in result.checks}
+    for fmt in ("pytorch_state_dict", "torchscript", "onnx"):
+        assert f"Reproduce test outputs from test inputs ({fmt})" in tested
+    assert all(status == "passed" for _, status in result.checks)
+    assert max(result.max_abs_diff.values()) <= GRAPH_TOLERANCE
+
+    loaded = init(path)
+    assert loaded.metadata["normalization"] == {"method": "percentile", "pmin": 0.1, "pmax": 99.9}
+    assert loaded.metadata["halo"] == denoiser.metadata["halo"]
+    image = fmd_frame(19, 7)
+    np.testing.assert_allclose(
+        predict(loaded, image, progress=False),
+        predict(denoiser, image, progress=False),
+        atol=1e-5 * float(image.max()),
+    )
+
+
+@pytest.mark.slow
+def test_builtin_package_contents(package, denoiser) -> None:
+    path, _ = package
+    with zipfile.ZipFile(path) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        files = set(zf.namelist())
+        cover = Image.open(io.BytesIO(zf.read(rdf["covers"][0])))
+        readme = zf.read(rdf["documentation"]).decode()
+        test_in = np.load(io.BytesIO(zf.read(rdf["inputs"][0]["test_tensor"]["source"])))
+        meta = json.loads(zf.read("debcr_model.json"))
+    weights = rdf["weights"]
+    assert set(weights) == {"pytorch_state_dict", "torchscript", "onnx"}
+    assert weights["torchscript"]["parent"] == weights["onnx"]["parent"] == "pytorch_state_dict"
+    arch = weights["pytorch_state_dict"]["architecture"]
+    assert arch["callable"] == ARCHITECTURE_CALLABLE and arch["source"] in files
+    assert "import_from" not in arch  # never an import of a module called debcr
+    assert rdf["license"] == "CC-BY-4.0"
+    assert [a["name"] for a in rdf["authors"]][:2] == ["Rui Li", "Artsemi Yushkevich"]
+    assert any(c.get("doi") == "10.5281/zenodo.12626121" for c in rdf["cite"])
+    (pre,) = rdf["inputs"][0]["preprocessing"]
+    assert pre["id"] == "scale_range"
+    assert (pre["kwargs"]["min_percentile"], pre["kwargs"]["max_percentile"]) == (0.1, 99.9)
+    x_axis = rdf["inputs"][0]["axes"][3]
+    assert x_axis["size"]["step"] == 4 and x_axis["size"]["min"] % 4 == 0
+    assert rdf["outputs"][0]["axes"][3]["halo"] == denoiser.metadata["halo"]
+    assert cover.size[0] == 2 * cover.size[1] and path.stat().st_size > 0
+    assert len(zipfile.ZipFile(path).read(rdf["covers"][0])) <= 500_000
+    assert "# Validation" in readme and "restored = output" in readme
+    assert test_in.shape == (1, 1, 256, 256) and test_in.max() > 1  # raw units, not normalised
+    assert meta["task"] == "2D_denoising"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", [t for t in TASKS if t != "2D_denoising"])
+def test_every_other_builtin_exports_and_validates(tmp_path, task) -> None:
+    result = export(task, tmp_path / f"{task}.zip")
+    assert result.status == "passed"
+    assert all(status == "passed" for _, status in result.checks)
+    assert init(tmp_path / f"{task}.zip").metadata["task"] == task
+
+
+@pytest.mark.slow
+def test_a_freshly_trained_model_exports_with_its_config(tmp_path) -> None:
+    frame = normalize(fmd_frame(1, 0), clip=False)
+    patches = crop(frame, 32, 0.0)[:16]
+    data = {"low": patches, "gt": patches}
+    config = TrainConfig(
+        weights_path=str(tmp_path / "run"),
+        batch_size=4,
+        num_steps=2,
+        val_freq=2,
+        patch_size=32,
+        accelerator="cpu",
+        devices=1,
+        progress=False,
+    )
+    model = train(data, data, config, init_model="2D_denoising")
+    with pytest.raises(ExportError, match="needs name and authors"):
+        export_bmz(model, tmp_path / "mine.zip")
+    assert not (tmp_path / "mine.zip").exists()
+    result = export_bmz(
+        model,
+        tmp_path / "mine.zip",
+        name="FMD BPAE fine-tuned denoiser",
+        description="Fine-tuned for two steps on FMD confocal BPAE field 1 (a test).",
+        authors=["Test Author", {"name": "Second Author", "affiliation": "Somewhere"}],
+        license="MIT",
+    )
+    assert result.status == "passed"
+    with zipfile.ZipFile(tmp_path / "mine.zip") as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        config_attached = yaml.safe_load(zf.read("training_config.yaml"))
+    assert rdf["license"] == "MIT" and rdf["authors"][1]["affiliation"] == "Somewhere"
+    assert config_attached["num_steps"] == 2
+    assert any(c.get("doi") == "10.5281/zenodo.12626121" for c in rdf["cite"])  # derived weights
+    batch = _real_batch()
+    np.testing.assert_allclose(
+        _restore(init(tmp_path / "mine.zip"), batch), _restore(model, batch), atol=1e-6
+    )
+
+
+# --- damaged and foreign packages ---------------------------------------------------------------
+
+
+def _rewrite(source: Path, target: Path, edit) -> Path:
+    """Copy a package, letting ``edit(files)`` change its {name: bytes} mapping."""
+    with zipfile.ZipFile(source) as zf:
+        files = {name: zf.read(name) for name in zf.namelist()}
+    edit(files)
+    with zipfile.ZipFile(target, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return target
+
+
+def _set_rdf(files: dict, change) -> None:
+    rdf = yaml.safe_load(files["rdf.yaml"])
+    change(rdf)
+    files["rdf.yaml"] = yaml.safe_dump(rdf).encode()
+
+
+@pytest.mark.slow
+def test_damaged_and_foreign_packages_are_refused_clearly(package, tmp_path) -> None:
+    path, _ = package
+    weights = yaml.safe_load(zipfile.ZipFile(path).read("rdf.yaml"))["weights"]
+    state_file = weights["pytorch_state_dict"]["source"]
+    arch_file = weights["pytorch_state_dict"]["architecture"]["source"]
+
+    missing = _rewrite(path, tmp_path / "missing.zip", lambda f: f.pop(state_file))
+    with pytest.raises(ModelFileError, match=f"lacks it|{state_file}"):
+        init(missing)
+
+    def flip(files: dict) -> None:
+        data = bytearray(files[state_file])
+        data[len(data) // 2] ^= 0xFF
+        files[state_file] = bytes(data)
+
+    with pytest.raises(ModelFileError, match="does not match its sha256"):
+        init(_rewrite(path, tmp_path / "flipped.zip", flip))
+
+    def foreign(files: dict) -> None:
+        files[arch_file] = b"import torch\nclass UNet(torch.nn.Module):\n    pass\n"
+
+        def point(rdf: dict) -> None:
+            arch = rdf["weights"]["pytorch_state_dict"]["architecture"]
+            arch["callable"] = "UNet"
+            arch["sha256"] = hashlib.sha256(files[arch_file]).hexdigest()
+
+        _set_rdf(files, point)
+
+    with pytest.raises(ModelFileError, match=r"architecture UNet .* debcr runs only m-rBCR"):
+        init(_rewrite(path, tmp_path / "foreign.zip", foreign))
+
+    def library(files: dict) -> None:
+        def point(rdf: dict) -> None:
+            rdf["weights"]["pytorch_state_dict"]["architecture"] = {
+                "callable": "UNet",
+                "import_from": "careamics.models.unet",
+            }
+
+        _set_rdf(files, point)
+
+    with pytest.raises(ModelFileError, match="UNet from the library careamics"):
+        init(_rewrite(path, tmp_path / "library.zip", library))
+
+    not_zip = tmp_path / "notes.zip"
+    not_zip.write_text("not a zip")
+    with pytest.raises(ModelFileError, match="not a readable zip"):
+        init(not_zip)
+
+
+@pytest.mark.slow
+def test_loading_a_package_folder_and_its_rdf(tmp_path, package) -> None:
+    path, _ = package
+    folder = tmp_path / "unpacked"
+    with zipfile.ZipFile(path) as zf:
+        zf.extractall(folder)
+    from_folder, from_rdf = load_bmz(folder), init(folder / "rdf.yaml")
+    batch = _real_batch()
+    np.testing.assert_array_equal(_restore(from_folder, batch), _restore(from_rdf, batch))
