@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from debcr.errors import ModelFileError
 from debcr.model import init, save
-from debcr.modelfile import FORMAT, load_model, read_header
+from debcr.modelfile import CHECKSUM_KEY, FORMAT, load_model, read_header, tensor_checksum
 from debcr.weights import PRETRAINED, available
 
 
@@ -72,7 +72,40 @@ def test_foreign_safetensors_file(tmp_path: Path) -> None:
 
 
 def _rewrite(path: Path, tensors: dict, header: dict) -> None:
-    save_file(tensors, str(path), metadata=header)
+    """Write a model file as another tool would, with a checksum that fits ``tensors``."""
+    save_file(tensors, str(path), metadata={**header, CHECKSUM_KEY: tensor_checksum(tensors)})
+
+
+def test_damaged_weights_are_detected(tmp_path: Path) -> None:
+    path = save(init(seed=0), tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # the tensor bytes follow the header
+    rng = np.random.default_rng(0)
+    for offset in rng.choice(np.arange(start, len(data)), size=400, replace=False):
+        data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match=r"m\.safetensors is damaged"):
+        load_model(path)
+
+
+def test_files_without_checksum_load_with_a_warning(tmp_path: Path, caplog) -> None:
+    path = save(init(seed=0), tmp_path / "old.safetensors")
+    header = {k: v for k, v in read_header(path).items() if k != CHECKSUM_KEY}
+    save_file(init(seed=0).state_dict(), str(path), metadata=header)
+    with caplog.at_level("WARNING", logger="debcr.modelfile"):
+        model = load_model(path)
+    assert "old.safetensors has no checksum" in caplog.text
+    assert torch.equal(
+        model.state_dict()["inverse_net.head0.bias"], init(seed=0).inverse_net.head0.bias
+    )
+
+
+def test_builtin_files_carry_a_matching_checksum(caplog) -> None:
+    for entry in PRETRAINED.values():
+        assert len(read_header(entry.path)[CHECKSUM_KEY]) == 64
+        with caplog.at_level("WARNING", logger="debcr.modelfile"):
+            load_model(entry.path)
+    assert "checksum" not in caplog.text
 
 
 def test_mismatched_parameters(tmp_path: Path) -> None:

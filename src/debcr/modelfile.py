@@ -2,15 +2,18 @@
 
 A model file holds the m-rBCR parameters and, in the safetensors header,
 ``format``/``format_version``, the architecture and its version, the
-normalisation the model expects, and provenance (task, source, licence). Loading
-checks all of it, so a wrong or damaged file fails with a clear message instead
-of producing a silently wrong model.
+normalisation the model expects, provenance (task, source, licence) and a sha256
+checksum of the tensors. Loading checks all of it, so a wrong or damaged file
+fails with a clear message instead of producing a silently wrong model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,20 @@ from debcr.nn import ARCHITECTURE, ARCHITECTURE_VERSION, MRBCR
 
 FORMAT = "debcr-model"
 FORMAT_VERSION = 1
+#: Header key of the tensors' checksum (see :func:`tensor_checksum`).
+CHECKSUM_KEY = "tensors_sha256"
+
+logger = logging.getLogger(__name__)
+
+
+def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' names, dtypes, shapes and bytes, in sorted name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def model_file_path(path: str | os.PathLike) -> Path:
@@ -70,6 +87,7 @@ def save_model(
     tensors = {
         k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
     }
+    header[CHECKSUM_KEY] = tensor_checksum(tensors)
     with atomic_output(path, overwrite=overwrite) as tmp:
         save_file(tensors, os.fspath(tmp), metadata=header)
         # safetensors creates files private to the user; model files are meant to be shared.
@@ -96,6 +114,21 @@ def read_header(path: str | os.PathLike) -> dict[str, str]:
         ) from exc
 
 
+def _verify_checksum(path: Path, header: Mapping[str, str], tensors: Mapping) -> None:
+    stored = header.get(CHECKSUM_KEY)
+    if stored is None:
+        logger.warning(
+            "%s has no checksum (written by an older debcr), so damage cannot be detected; "
+            "re-save it with debcr.model.save to add one",
+            path,
+        )
+    elif tensor_checksum(tensors) != stored:
+        raise ModelFileError(
+            f"{path} is damaged: its weights do not match the checksum stored in the file; "
+            "copy it again from where it came from"
+        )
+
+
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> MRBCR:
     """Load a model file written by :func:`save_model`.
 
@@ -107,7 +140,8 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     FileNotFoundError
         If the file does not exist.
     ModelFileError
-        If it is not a debcr model file, is truncated or corrupt, was written for
+        If it is not a debcr model file, is truncated or corrupt (its weights do not match
+        their stored checksum), was written for
         another architecture (version), or does not fill every parameter.
     """
     path = Path(path)
@@ -132,6 +166,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
         tensors = load_file(os.fspath(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path} is truncated or corrupt ({exc}); copy it again") from exc
+    _verify_checksum(path, header, tensors)
     model = MRBCR()
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
