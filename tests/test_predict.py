@@ -230,3 +230,17 @@ def test_constant_image_stays_constant(denoiser) -> None:
     out = predict(denoiser, np.full((40, 40), 7, np.uint16), progress=False)
     assert out.shape == (40, 40) and np.isfinite(out).all()
     assert np.allclose(out, 7, atol=0.5)
+
+
+def test_predict_defaults_to_the_percentiles_the_model_was_trained_with(denoiser) -> None:
+    """A model trained (or packaged) with other percentiles is normalised with those."""
+    import copy
+
+    image = fmd_frame(19, 2)[:128, :128]
+    model = copy.deepcopy(denoiser)
+    model.metadata["normalization"] = {"method": "percentile", "pmin": 2.0, "pmax": 98.0}
+    default = predict(model, image, units="normalized", progress=False)
+    explicit = predict(model, image, units="normalized", pmin=2.0, pmax=98.0, progress=False)
+    published = predict(model, image, units="normalized", pmin=0.1, pmax=99.9, progress=False)
+    np.testing.assert_array_equal(default, explicit)
+    assert np.abs(default - published).max() > 0.01

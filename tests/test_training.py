@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +64,19 @@ def _config(run: Path, **overrides) -> TrainConfig:
 def _steps(run: Path, key: str) -> list[int]:
     with (run / "metrics.csv").open() as fh:
         return [int(row["step"]) for row in csv.DictReader(fh) if row.get(key)]
+
+
+def _all_steps(run: Path) -> list[int]:
+    with (run / "metrics.csv").open() as fh:
+        return [int(row["step"]) for row in csv.DictReader(fh)]
+
+
+def _ckpt_step(path: Path) -> int:
+    return torch.load(path, weights_only=True, map_location="cpu")["global_step"]
+
+
+#: What Lightning printed on every run or resume before debcr silenced it at its source.
+NOISE = ("weights_only", "exists and is not empty", "Epoch ")
 
 
 @pytest.mark.slow
@@ -129,6 +144,46 @@ def test_resume_continues_from_the_last_step(data, tmp_path: Path) -> None:
     steps = _steps(run, "train_loss")
     assert max(steps) == 9 and len(steps) == len(set(steps))  # continued, not restarted
     assert json.loads(read_header(run / "last.safetensors")["metadata"])["step"] == 10
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_whole_history_once(
+    data, tmp_path: Path, capfd: pytest.CaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
+    from lightning.pytorch.callbacks import Callback
+
+    class KeepCheckpointOf(Callback):  # resume.ckpt of step 4, as if killed after step 8
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 4:
+                shutil.copy(run / "resume.ckpt", tmp_path / "step4.ckpt")
+
+    run = tmp_path / "h"
+    train(*data, _config(run, num_steps=8), callbacks=[KeepCheckpointOf()])
+    assert _all_steps(run) == list(range(8))  # one row per step: train and validation merged
+    assert _steps(run, "val_loss") == [3, 7]
+    shutil.copy(tmp_path / "step4.ckpt", run / "resume.ckpt")
+    assert _ckpt_step(run / "resume.ckpt") == 4
+    train(*data, _config(run, num_steps=10), resume=True)
+    # rows 4–7 of the interrupted segment were replaced by the resumed ones, not repeated
+    assert _all_steps(run) == list(range(10))
+    assert _steps(run, "val_loss") == [3, 7]
+    train(*data, _config(run, num_steps=12), resume=True)
+    assert _all_steps(run) == list(range(12))
+    assert _steps(run, "train_loss") == list(range(12))
+    assert _steps(run, "val_loss") == [3, 7, 11]
+    # curves.png is plotted from this whole history
+    from debcr.training import read_metrics
+
+    assert [s for s, _ in read_metrics(run)["train_loss"]] == list(range(12))
+    assert (run / "curves.png").stat().st_mtime >= (run / "metrics.csv").stat().st_mtime
+    best = json.loads(read_header(run / "best.safetensors")["metadata"])
+    with (run / "metrics.csv").open() as fh:
+        val = [float(r["val_loss"]) for r in csv.DictReader(fh) if r.get("val_loss")]
+    assert best["val_loss"] == pytest.approx(min(val), rel=1e-6)
+    # no Lightning noise about torch.load, the log folder or epochs, also on resume
+    # (Lightning's loggers write to stderr themselves, its warnings go through `warnings`)
+    said = [capfd.readouterr().err] + [str(w.message) for w in recwarn]
+    assert not [text for text in said if any(n in text for n in NOISE)], said
 
 
 @pytest.mark.slow
@@ -215,6 +270,80 @@ def test_kill_9_loses_at_most_save_freq_steps(data, tmp_path: Path) -> None:
     assert (
         json.loads(read_header(run / "out" / "last.safetensors")["metadata"])["step"] == saved + 4
     )
+    # the steps after the checkpoint that the killed run had logged are replaced, not repeated
+    assert _all_steps(run / "out") == list(range(saved + 4))
+    assert not [n for n in NOISE if n in result.stderr], result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_step_says_so_and_the_run_resumes(data, tmp_path: Path) -> None:
+    from debcr import config as cfg
+
+    run = tmp_path / "c"
+    run.mkdir()
+    _write_data(data, tmp_path)
+    out = run / "out"
+    # save_freq beyond the run: only the stop itself can have written the resume checkpoint
+    config = _config(out, num_steps=400, val_freq=4, save_freq=1000, progress=True)
+    cfg.save(config, run / "config.in.yaml")
+    proc = subprocess.Popen(
+        _cli_train(run, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        if (out / "metrics.csv").is_file() and len(_all_steps(out)) >= 3:
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr[-3000:]
+    line = r"interrupted at step (\d+); resume with `debcr train --resume (.+)`"
+    found = re.findall(line, stderr)
+    assert len(found) == 1, stderr[-3000:]
+    step, folder = int(found[0][0]), Path(found[0][1])
+    assert folder == out and 3 <= step < 400
+    assert _ckpt_step(out / "resume.ckpt") == step  # the step it stopped at is saved
+    assert json.loads(read_header(out / "last.safetensors")["metadata"])["step"] == step
+    assert _all_steps(out) == list(range(step))  # and so are its metrics
+    assert (out / "curves.png").is_file()
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp")]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "debcr.cli", "train", "--resume", str(out), f"num_steps={step + 4}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(read_header(out / "last.safetensors")["metadata"])["step"] == step + 4
+    assert _all_steps(out) == list(range(step + 4))  # continued from the step, history kept
+    # A step-based progress bar; no Lightning noise about torch.load or the log folder.
+    for text in (stdout, stderr, result.stdout, result.stderr):
+        assert not [n for n in NOISE if n in text], text[-3000:]
+    assert "/400" in stdout and f"/{step + 4}" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_at_the_last_checkpoint(data, tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import Callback
+
+    from debcr.training import TrainingInterrupted
+
+    class CtrlCTwice(Callback):  # after step 5, between two checkpoints (save_freq 3)
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if trainer.global_step == 5:
+                os.kill(os.getpid(), signal.SIGINT)  # asks to stop after this step
+                os.kill(os.getpid(), signal.SIGINT)  # stops at once
+
+    run = tmp_path / "cc"
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 3") as stop:
+        train(*data, _config(run, num_steps=40, save_freq=3), callbacks=[CtrlCTwice()])
+    assert signal.getsignal(signal.SIGINT) is before  # Lightning left it ignored
+    assert stop.value.step == 3 and stop.value.run_dir == run
+    assert _ckpt_step(run / "resume.ckpt") == 3
+    train(*data, _config(run, num_steps=6, save_freq=3), resume=True)
+    assert _all_steps(run) == list(range(6))
 
 
 @pytest.mark.slow

@@ -55,38 +55,149 @@ def _inputs(paths: Sequence[str]) -> list[Path]:
             files.append(path)
         else:
             raise FileNotFoundError(f"input {path} does not exist")
-    return files
+    # The same file named twice (`debcr predict raw raw/a.tif`) is restored once.
+    unique: dict[str, Path] = {}
+    for file in files:
+        unique.setdefault(_path_key(file), file)
+    return list(unique.values())
+
+
+def _path_key(path: Path) -> str:
+    """Compare paths as the file system does: absolute, links resolved, case-folded where
+    the usual file systems ignore case (macOS, Windows)."""
+    text = str(path.resolve())
+    return text.casefold() if sys.platform in ("darwin", "win32") else text
+
+
+def _stem(source: Path) -> str:
+    """The name of ``source`` without its image suffix: ``x.tif``, ``x.ome.tif``, ``x.ome.zarr``
+    → ``x``; other dots stay (``img.1.tif`` → ``img.1``)."""
+    name = source.name
+    lower = name.lower()
+    suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), source.suffix)
+    name = name[: len(name) - len(suffix)]
+    if name.lower().endswith(".ome"):
+        name = name[: -len(".ome")]
+    return name or source.name
 
 
 def _output_for(source: Path, out: Path, many: bool, suffix: str) -> Path:
     if not many and out.suffix:
         return out
-    name = source.name.split(".")[0]
-    return out / f"{name}_restored{suffix}"
+    return out / f"{_stem(source)}_restored{suffix}"
+
+
+def _plan_outputs(
+    sources: Sequence[Path], out: Path, many: bool, suffix: str
+) -> list[tuple[Path, Path]]:
+    """(input, output) of every input, checked before anything is restored.
+
+    Refused, naming the files: several inputs with one output (the same name in different
+    folders, ``x.tif`` next to ``x.ome.tif``), and an output that is one of the inputs.
+    """
+    plan = [(source, _output_for(source, out, many, suffix)) for source in sources]
+    by_output: dict[str, tuple[Path, list[Path]]] = {}
+    for source, target in plan:
+        by_output.setdefault(_path_key(target), (target, []))[1].append(source)
+    problems = [
+        f"{', '.join(map(str, group))} would all be written to {target}"
+        for target, group in by_output.values()
+        if len(group) > 1
+    ]
+    inputs = {_path_key(source) for source in sources}
+    problems += [
+        f"the output of {source} would replace the input {target}"
+        for source, target in plan
+        if _path_key(target) in inputs
+    ]
+    if problems:
+        raise DebcrError(
+            f"{'; '.join(problems)}. Nothing was restored: restore inputs of the same name "
+            "in separate runs with their own -o folder (or rename them), and choose an -o "
+            "that holds no inputs"
+        )
+    return plan
+
+
+def _predict_options(args: argparse.Namespace) -> dict[str, object]:
+    """Keyword arguments of :func:`debcr.model.predict` from the options, checked up front."""
+    from debcr.data.normalize import check_percentiles
+    from debcr.defaults import PMAX, PMIN
+
+    given = [f"--{name}" for name in ("pmin", "pmax") if getattr(args, name) is not None]
+    if args.no_normalize and given:
+        raise DebcrError(
+            f"{' and '.join(given)} {'set' if len(given) > 1 else 'sets'} the percentile "
+            "normalisation that --no-normalize turns off; give one or the other"
+        )
+    pmin, pmax = args.pmin, args.pmax  # None: the model's own (see debcr.model.predict)
+    if given:
+        check_percentiles(
+            PMIN if pmin is None else pmin, PMAX if pmax is None else pmax, what="(--pmin, --pmax)"
+        )
+    return {
+        "batch_size": args.batch,
+        "tile_size": args.tile,
+        "halo": args.halo,
+        "normalize": not args.no_normalize,
+        "pmin": pmin,
+        "pmax": pmax,
+        "units": args.units,
+        "device": args.device,
+        "precision": args.precision,
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+    }
+
+
+#: Failures of one input that do not stop a `debcr predict --keep-going` run as bugs would.
+_INPUT_ERRORS = (DebcrError, OSError, ValueError)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from debcr import model as api
-
     sources = _inputs(args.inputs)
     out = Path(args.output)
     many = len(sources) > 1 or not out.suffix
+    plan = _plan_outputs(sources, out, many, args.suffix)
+    options = _predict_options(args)
+    from debcr import model as api
+
     net = api.init(args.model, device=args.device or "auto")
-    for source in sources:
-        target = _output_for(source, out, many, args.suffix)
-        api.predict(
-            net,
-            source,
-            batch_size=args.batch,
-            tile_size=args.tile,
-            device=args.device,
-            precision=args.precision,
-            output=target,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
+    restored: list[Path] = []
+    failed: list[Path] = []
+    for source, target in plan:
+        try:
+            api.predict(net, source, output=target, **options)
+        except Exception as exc:
+            expected = isinstance(exc, _INPUT_ERRORS)
+            if not args.keep_going:
+                if not expected:  # a bug: main shows the traceback; say which file hit it
+                    print(f"debcr predict: failed on {source}", file=sys.stderr)
+                    raise
+                stopped = (
+                    f" (stopped after {len(restored)} of {len(plan)} inputs; outputs written so "
+                    "far stay; --keep-going restores the others)"
+                    if len(plan) > 1
+                    else ""
+                )
+                raise DebcrError(f"{source}: {exc}{stopped}") from exc
+            if getattr(args, "debug", False):
+                import traceback
+
+                traceback.print_exc()
+            reason = str(exc) if expected else f"{type(exc).__name__}: {exc}"
+            print(f"debcr predict: error: {source}: {reason}", file=sys.stderr)
+            failed.append(source)
+            continue
+        restored.append(source)
         print(f"{source} -> {target}")
-    return 0
+    if args.keep_going:
+        summary = f"{len(restored)} restored, {len(failed)} failed"
+        if failed:
+            print(f"debcr predict: {summary}: {', '.join(map(str, failed))}", file=sys.stderr)
+        else:
+            print(summary)
+    return 2 if failed else 0
 
 
 def _group_list(text: str | None) -> list[str]:
@@ -136,7 +247,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from debcr import config as cfg
     from debcr.model import train
-    from debcr.training import CONFIG
+    from debcr.training import CONFIG, TrainingInterrupted
 
     items = list(args.overrides)
     if args.config and "=" in args.config:  # `debcr train --resume RUN num_steps=10`
@@ -166,7 +277,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     if args.resume:
         cfg.save(config, Path(args.resume) / CONFIG)
-    train(config.train_data, config.val_data, config, resume=bool(args.resume))
+    try:
+        train(config.train_data, config.val_data, config, resume=bool(args.resume))
+    except TrainingInterrupted as stop:  # Ctrl-C: the step it stopped at is saved
+        if stop.step is None:
+            print(
+                f"interrupted before the first checkpoint; nothing to resume in {stop.run_dir}",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"interrupted at step {stop.step}; resume with "
+                f"`debcr train --resume {stop.run_dir}`",
+                file=sys.stderr,
+            )
+        return 130
     print(f"best model: {Path(config.weights_path) / BEST_MODEL}")
     return 0
 
@@ -240,7 +365,32 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: Values of ``debcr predict --units``: :data:`debcr.inference.UNITS`, repeated here because
+#: that module imports torch and ``debcr --help`` must not (a test keeps the two equal).
+PREDICT_UNITS = ("calibrated", "percentile", "normalized")
+
+
+def _halo(text: str) -> int:
+    """An argparse type: a halo in pixels, a multiple of 4 that is 0 or more."""
+    from debcr.defaults import SIZE_MULTIPLE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of pixels, got {text!r}"
+        ) from None
+    if value < 0 or value % SIZE_MULTIPLE:
+        raise argparse.ArgumentTypeError(
+            f"must be a multiple of {SIZE_MULTIPLE} that is 0 or more, got {value}; leave the "
+            "option out for the network's receptive field"
+        )
+    return value
+
+
 def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from debcr.defaults import PMAX, PMIN
+
     pred = sub.add_parser(
         "predict", help="restore images (files or folders); inputs are never touched"
     )
@@ -262,8 +412,40 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)"
     )
     pred.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"))
+    pred.add_argument(
+        "--halo",
+        type=_halo,
+        default=None,
+        help="context around each tile in pixels, a multiple of 4 (default: the network's "
+        "receptive field; 0: none, as the original DeBCR's patch predict)",
+    )
+    pred.add_argument(
+        "--units",
+        choices=PREDICT_UNITS,
+        default="calibrated",
+        help="intensities of the result: fitted to the input's units (calibrated, default), "
+        "only the percentile normalisation inverted (percentile), or the network output as is "
+        "(normalized)",
+    )
+    pred.add_argument(
+        "--no-normalize",
+        action="store_true",
+        help="feed the values as they are (inputs normalised beforehand, as in the original)",
+    )
+    pred.add_argument(
+        "--pmin", type=float, default=None, help=f"lower normalisation percentile ({PMIN})"
+    )
+    pred.add_argument(
+        "--pmax", type=float, default=None, help=f"upper normalisation percentile ({PMAX})"
+    )
     pred.add_argument("--suffix", default=".tif", help="file type for outputs in a folder (.tif)")
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    pred.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="when an input fails, restore the others and print a summary (exit code 2 "
+        "if any failed)",
+    )
     pred.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_cmd_predict)
 
@@ -377,8 +559,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_signals() -> None:
+    """Make SIGTERM and SIGHUP stop debcr as Ctrl-C (SIGINT) does.
+
+    The handler raises KeyboardInterrupt in the main thread, so the cleanup of unfinished
+    outputs (:func:`debcr.files.staged`) runs and ``main`` reports the interruption. Further
+    signals are ignored while that cleanup runs. Only from the main thread (signal.signal
+    refuses others), and not where a signal was set to be ignored (``nohup``).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        for sig in wanted:
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the cleanup short
+        logger.warning("received %s; stopping", signal.Signals(signum).name)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    for sig in wanted:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, stop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``debcr`` command."""
+    if argv is None:  # run as the command, not called from Python: SIGTERM/SIGHUP as Ctrl-C
+        _stop_on_signals()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")

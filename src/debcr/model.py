@@ -183,8 +183,8 @@ def predict(
     tile_size: int | None = None,
     halo: int | None = None,
     normalize: bool | NormStats = True,
-    pmin: float = PMIN,
-    pmax: float = PMAX,
+    pmin: float | None = None,
+    pmax: float | None = None,
     units: str = "calibrated",
     device: str | torch.device | None = None,
     precision: str = "float32",
@@ -197,6 +197,14 @@ def predict(
     Each 2-D slice is restored on its own (as in the paper); slices larger than
     ``tile_size`` are tiled with a halo taken from the network's receptive field,
     so any size works and no seams appear.
+
+    Reproducing the original DeBCR: its ``predict`` takes patches that are already
+    normalised, feeds them as they are and returns the network output of each patch
+    alone. The defaults here differ from that on purpose (percentile normalisation,
+    calibrated units, a halo of context), by up to ~0.6 on the original's normalised
+    128² patches. ``predict(model, patches, normalize=False, units="normalized", halo=0)``
+    gives the original's result (within ~1e-6); on the command line:
+    ``debcr predict patches.npy -o out.npy --no-normalize --units normalized --halo 0``.
 
     Parameters
     ----------
@@ -222,7 +230,9 @@ def predict(
         are (data normalised beforehand, as in the original). A
         :class:`~debcr.data.NormStats` uses those statistics.
     pmin, pmax
-        Percentiles for ``normalize=True``.
+        Percentiles for ``normalize=True``; default: those the model was trained with
+        (``model.metadata["normalization"]``, e.g. from a training run or a BMZ package),
+        else 0.1 and 99.9 (the published models').
     units
         Intensities of the result. ``"calibrated"`` (default): the network output
         is fitted (least squares, one affine map for the whole input) to the
@@ -255,6 +265,9 @@ def predict(
     """
     if not isinstance(model, MRBCR):
         model = init(model, device=device or "auto")
+    trained_pmin, trained_pmax = _model_percentiles(model)
+    pmin = trained_pmin if pmin is None else pmin
+    pmax = trained_pmax if pmax is None else pmax
     options = PredictOptions(
         batch_size=batch_size,
         tile_size=tile_size,
@@ -270,6 +283,17 @@ def predict(
         progress=progress,
     )
     return inference.predict(model, image, options)
+
+
+def _model_percentiles(model: MRBCR) -> tuple[float, float]:
+    """The percentiles ``model`` was trained with (the published models' if it does not say)."""
+    settings = dict(getattr(model, "metadata", {}).get("normalization") or {})
+    method = settings.get("method", "percentile")
+    if method == "minmax":
+        return 0.0, 100.0
+    if method != "percentile":
+        return PMIN, PMAX
+    return float(settings.get("pmin", PMIN)), float(settings.get("pmax", PMAX))
 
 
 def train(

@@ -12,7 +12,13 @@ A run directory (``config.weights_path``) holds:
     early-stopping state and RNG states, rewritten atomically every ``save_freq``
     steps, so an interruption (even ``kill -9``) loses at most ``save_freq`` steps.
 ``metrics.csv`` / ``curves.png``
-    Training and validation loss/PSNR per step, and their plot.
+    Training and validation loss/PSNR per step, and their plot, over the whole run: a resumed
+    run keeps the rows of the steps before its checkpoint (see :mod:`debcr.training.history`).
+
+Ctrl-C (SIGINT) stops a run cleanly after the current step: the last model and the resume
+checkpoint are written for that step and :class:`TrainingInterrupted` (a
+:class:`KeyboardInterrupt`) says where to resume from; a second Ctrl-C stops at once, and the
+run then resumes from its last periodic checkpoint.
 
 :func:`fit` is a short pipeline: open the run folder, read the data for the training mode,
 choose the starting model, record provenance, build the trainer, train, finish.
@@ -20,17 +26,21 @@ choose the starting model, record provenance, build the trainer, train, finish.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from debcr.config import load_dict
@@ -38,28 +48,61 @@ from debcr.config import save as save_config
 from debcr.data.io import load
 from debcr.defaults import BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, RUN_CONFIG
 from debcr.files import move_into_place
-from debcr.modelfile import load_model, save_model
+from debcr.modelfile import load_model, read_header, save_model
 from debcr.nn import MRBCR
 from debcr.nn.receptive import effective_halo
 from debcr.sources import load as load_source
 from debcr.training.curves import plot_curves
+from debcr.training.history import MetricsLog
 from debcr.training.modes import DEFAULT_MODE, get_mode, normalization_of
 from debcr.training.module import MRBCRModule
+from debcr.training.progress import StepProgressBar
 
 logger = logging.getLogger(__name__)
 
 BEST, LAST, RESUME, CONFIG = BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, RUN_CONFIG
 
 
-class RunFiles(Callback):
-    """Writes best/last model files and the resume checkpoint, atomically."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was stopped with Ctrl-C; ``run_dir`` resumes from step ``step``.
 
-    def __init__(self, run_dir: Path, save_freq: int, metadata: dict[str, Any]) -> None:
+    ``step`` is ``None`` when the run was stopped before its first checkpoint (there is then
+    nothing to resume: start it again).
+    """
+
+    def __init__(self, run_dir: Path, step: int | None) -> None:
+        self.run_dir = Path(run_dir)
+        self.step = step
+        if step is None:
+            text = f"training interrupted before its first checkpoint in {run_dir}; start it again"
+        else:
+            text = (
+                f"training interrupted at step {step}; resume it with resume=True "
+                f"(CLI: debcr train --resume {run_dir})"
+            )
+        super().__init__(text)
+
+
+class _StopHere(Exception):
+    """Raised after the step at which a requested stop (Ctrl-C) was saved."""
+
+
+class RunFiles(Callback):
+    """Writes best/last model files, the resume checkpoint and ``metrics.csv`` (in step)."""
+
+    def __init__(
+        self, run_dir: Path, save_freq: int, metadata: dict[str, Any], history: MetricsLog
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.save_freq = save_freq
         self.metadata = metadata
+        self.history = history
         self.best_loss = math.inf
         self.best_step = -1
+        self.saved_step: int | None = None  # the step of the resume checkpoint on disk
+        self.stop_requested = False  # set by the Ctrl-C handler, acted on after the step
+        self.stop_saved = False  # the step at which the stop was requested is saved
+        self.exception: BaseException | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_loss": self.best_loss, "best_step": self.best_step}
@@ -74,16 +117,40 @@ class RunFiles(Callback):
             save_model(module.net, self.run_dir / name, metadata=info, overwrite=True)
 
     def _save_resume(self, trainer: L.Trainer) -> None:
+        # The metrics of every step the checkpoint covers are on disk before it is.
+        self.history.flush()
         # One name on every rank: under DDP the ranks agree on the file Lightning writes.
         tmp = self.run_dir / f".tmp-{RESUME}"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # optimiser, loops, callbacks too
         if trainer.is_global_zero:
             move_into_place(tmp, self.run_dir / RESUME)
+        self.saved_step = trainer.global_step
+
+    def on_train_start(self, trainer, module) -> None:
+        # After a resume the step is the checkpoint's: later rows of metrics.csv are dropped.
+        self.history.begin(trainer.global_step)
+        # A checkpoint is written before the validation of its step; best.safetensors may
+        # hold a better model from that validation, which a resumed run must not replace.
+        best = _recorded_val_loss(self.run_dir / BEST) if trainer.global_step > 0 else None
+        if best is not None and best < self.best_loss:
+            self.best_loss = best
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.save_freq == 0:
+        # Under DDP every rank stops at the same step if any of them was asked to.
+        stop = trainer.strategy.reduce_boolean_decision(self.stop_requested, all=False)
+        if stop or trainer.global_step % self.save_freq == 0:
             self._save_model(trainer, module, LAST)
             self._save_resume(trainer)
+        self.stop_saved = stop
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        # A requested stop ends the run before the next step, once Lightning has logged the
+        # metrics (and run the validation) of the step saved for it, as after a periodic save.
+        if self.stop_saved:
+            raise _StopHere
+
+    def on_exception(self, trainer, module, exception: BaseException) -> None:
+        self.exception = exception
 
     def on_validation_end(self, trainer, module) -> None:
         if trainer.sanity_checking:
@@ -99,6 +166,19 @@ class RunFiles(Callback):
     def on_train_end(self, trainer, module) -> None:
         self._save_model(trainer, module, LAST)
         self._save_resume(trainer)
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The step of a resume checkpoint (its tensors are mapped, not read)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def _recorded_val_loss(path: Path) -> float | None:
+    """The validation loss recorded in a model file of the run, if any."""
+    if not path.is_file():
+        return None
+    value = json.loads(read_header(path).get("metadata", "{}")).get("val_loss")
+    return None if value is None else float(value)
 
 
 def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, seed: int | None):
@@ -135,27 +215,86 @@ def fit(
     start = init_model if init_model is not None else config.init_model
     net, parent = _starting_model(start)
     metadata = _provenance(config, start, parent, normalization_of(train_split))
-    files = RunFiles(run_dir, config.save_freq, metadata)
-    trainer = _trainer(config, run_dir, files, callbacks)
-    trainer.fit(
-        _module(net, config),
-        train_dataloaders=_loader(
-            mode.dataset(train_arrays),
-            config.batch_size,
-            shuffle=True,
-            workers=config.num_workers,
-            seed=config.seed,
-        ),
-        val_dataloaders=_loader(
-            mode.dataset(val_arrays),
-            config.val_batch_size or config.batch_size,
-            shuffle=False,
-            workers=config.num_workers,
-            seed=None,
-        ),
-        ckpt_path=run_dir / RESUME if resume else None,
-    )
-    return _finish(run_dir, trainer)
+    history = MetricsLog(run_dir)
+    files = RunFiles(run_dir, config.save_freq, metadata, history)
+    if resume:  # what an interruption before the first new checkpoint resumes from
+        files.saved_step = _checkpoint_step(run_dir / RESUME)
+    trainer = _trainer(config, history, files, callbacks)
+    with _interruptible(trainer, files, run_dir, history):
+        _fit(
+            trainer,
+            _module(net, config),
+            train_dataloaders=_loader(
+                mode.dataset(train_arrays),
+                config.batch_size,
+                shuffle=True,
+                workers=config.num_workers,
+                seed=config.seed,
+            ),
+            val_dataloaders=_loader(
+                mode.dataset(val_arrays),
+                config.val_batch_size or config.batch_size,
+                shuffle=False,
+                workers=config.num_workers,
+                seed=None,
+            ),
+            ckpt_path=run_dir / RESUME if resume else None,
+        )
+    return _finish(run_dir, trainer, history)
+
+
+def _fit(trainer: L.Trainer, module: MRBCRModule, **kwargs: Any) -> None:
+    # The resume checkpoint is ours and holds only tensors and plain values (Lightning takes
+    # `weights_only` for loading it since 2.5).
+    if "weights_only" in inspect.signature(trainer.fit).parameters:
+        kwargs["weights_only"] = True
+    trainer.fit(module, **kwargs)
+
+
+@contextlib.contextmanager
+def _interruptible(
+    trainer: L.Trainer, files: RunFiles, run_dir: Path, history: MetricsLog
+) -> Iterator[None]:
+    """Turn Ctrl-C into a clean stop after the current step, then :class:`TrainingInterrupted`.
+
+    The first Ctrl-C asks :class:`RunFiles` to save the step it is in and stop; a second one
+    interrupts at once (Lightning then exits; the run resumes from its last checkpoint).
+    """
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if files.stop_requested:
+            raise KeyboardInterrupt
+        files.stop_requested = True
+        logger.warning("stopping after the current step (press Ctrl-C again to stop at once)")
+
+    # Signal handlers can only be set from the main thread; elsewhere Ctrl-C cannot arrive.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    except (_StopHere, KeyboardInterrupt):
+        raise _interrupted(trainer, run_dir, files.saved_step, history) from None
+    except SystemExit:
+        # Lightning answers a KeyboardInterrupt (the second Ctrl-C) with sys.exit(1).
+        if isinstance(files.exception, KeyboardInterrupt):
+            raise _interrupted(trainer, run_dir, files.saved_step, history) from None
+        raise
+    finally:
+        if previous is not None:  # Lightning leaves SIGINT ignored after a KeyboardInterrupt
+            signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(
+    trainer: L.Trainer, run_dir: Path, step: int | None, history: MetricsLog
+) -> TrainingInterrupted:
+    """Plot the curves so far; the exception that reports where to resume from."""
+    # Yet another Ctrl-C only leaves the curves of the last checkpoint.
+    with contextlib.suppress(KeyboardInterrupt):
+        history.flush()
+        if trainer.is_global_zero and history.path.is_file():
+            plot_curves(run_dir)
+    return TrainingInterrupted(run_dir, step)
 
 
 def _open_run(config: Any, resume: bool) -> Path:
@@ -223,8 +362,10 @@ def _module(net: MRBCR, config: Any) -> MRBCRModule:
 
 
 def _trainer(
-    config: Any, run_dir: Path, files: RunFiles, callbacks: Sequence[Callback]
+    config: Any, history: MetricsLog, files: RunFiles, callbacks: Sequence[Callback]
 ) -> L.Trainer:
+    run_dir = files.run_dir
+    progress = [StepProgressBar()] if config.progress else []
     return L.Trainer(
         max_steps=config.num_steps,
         max_epochs=-1,
@@ -245,9 +386,10 @@ def _trainer(
                 mode="min",
                 check_on_train_epoch_end=False,
             ),
+            *progress,
             *callbacks,
         ],
-        logger=CSVLogger(run_dir, name="", version=""),
+        logger=history,
         enable_checkpointing=False,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
@@ -257,9 +399,10 @@ def _trainer(
     )
 
 
-def _finish(run_dir: Path, trainer: L.Trainer) -> MRBCR:
+def _finish(run_dir: Path, trainer: L.Trainer, history: MetricsLog) -> MRBCR:
     """Plot the curves, measure the best model's halo once, and return the best model."""
     best = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
+    history.flush()
     if trainer.is_global_zero:
         plot_curves(run_dir)
         _store_halo(best)
