@@ -125,7 +125,14 @@ def test_built_in_model_restores_the_sample_in_the_inputs_units(widget, qtbot) -
 
     viewer = widget.viewer
     for data, meta, _ in sample_nuclei():
-        viewer.add_image(data[:256, :256], **meta, scale=(0.5, 0.5), translate=(10, 20))
+        viewer.add_image(
+            data[:256, :256],
+            **meta,
+            scale=(0.5, 0.5),
+            translate=(10, 20),
+            units=("micrometer", "micrometer"),
+            axis_labels=("y", "x"),
+        )
     pt = widget.predict_tab
     pt.input.setCurrentText("nuclei (noisy)")
     assert pt.model.currentText() == "2D_denoising"
@@ -137,6 +144,8 @@ def test_built_in_model_restores_the_sample_in_the_inputs_units(widget, qtbot) -
     assert out.data.shape == (256, 256)
     np.testing.assert_array_equal(out.scale, [0.5, 0.5])
     np.testing.assert_array_equal(out.translate, [10, 20])
+    assert [str(u) for u in out.units] == ["micrometer", "micrometer"]
+    assert tuple(out.axis_labels) == ("y", "x")
     assert np.mean((out.data - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
     assert abs(out.data.mean() - noisy.mean()) < 0.05 * noisy.mean()  # the input's units
     assert pt.progress.value() == pt.progress.maximum() == 4

@@ -186,6 +186,8 @@ class PredictTab(JobTab):
             name=name,
             scale=layer.scale,
             translate=layer.translate,
+            units=layer.units,
+            axis_labels=layer.axis_labels,
             metadata=meta,
         )
         self.progress.setFormat("done")
