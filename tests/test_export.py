@@ -83,7 +83,8 @@ def test_architecture_file_needs_only_torch_and_builds_our_network(tmp_path, den
     batch = _real_batch()
     with torch.inference_mode():
         got = net.eval()(torch.from_numpy(batch)).numpy()
-    np.testing.assert_array_equal(got, _restore(denoiser, batch))
+    # (not bit-equal: predict elsewhere may have moved the shared model to channels_last)
+    np.testing.assert_allclose(got, _restore(denoiser, batch), rtol=0, atol=1e-5)
 
 
 def test_architecture_hash_is_registered() -> None:

@@ -207,13 +207,32 @@ def test_png_float_unit_range_is_not_zeros(tmp_path: Path, fmd: np.ndarray) -> N
 def test_png_float_out_of_range_rescales_with_warning(
     tmp_path: Path, img2d: np.ndarray, caplog
 ) -> None:
-    x = img2d.astype(np.float32) * 3.5 - 10.0
+    x = img2d.astype(np.float32) * 3.5 - 200.0  # far below 0: cannot be stored as it is
     with caplog.at_level(logging.WARNING, logger="debcr.data.io"):
         write(tmp_path / "r.png", x)
     assert "rescaling" in caplog.text
     back = load(tmp_path / "r.png")
-    assert back.min() == 0 and back.max() == 255
+    assert back.dtype == np.uint16 and back.min() == 0 and back.max() == 65535
     assert np.corrcoef(back.ravel(), x.ravel())[0, 1] > 0.999
+    with caplog.at_level(logging.WARNING, logger="debcr.data.io"):
+        write(tmp_path / "r8.png", x, bit_depth=8)
+    assert load(tmp_path / "r8.png").max() == 255
+
+
+def test_png_of_a_restored_8bit_image_keeps_its_values(
+    tmp_path: Path, fmd: np.ndarray, caplog
+) -> None:
+    """A float restoration in the input's 8-bit units is rounded, not stretched (no warning)."""
+    from debcr.model import predict
+
+    restored = predict("2D_denoising", fmd[:128, :128], progress=False)
+    assert restored.dtype == np.float32 and 1.0 < restored.max() <= 255 * 1.02
+    with caplog.at_level(logging.INFO, logger="debcr.data.io"):
+        write(tmp_path / "restored.png", restored)
+    assert "rescaling" not in caplog.text
+    back = load(tmp_path / "restored.png")
+    assert back.dtype == np.uint8
+    assert np.abs(back - np.clip(restored, 0, 255)).max() <= 0.5 + 1e-4
 
 
 def test_png_stack_one_file_per_plane(tmp_path: Path, nuclei: np.ndarray) -> None:

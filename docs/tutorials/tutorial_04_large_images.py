@@ -120,8 +120,9 @@ print("result:", lazy_restored)
 
 # %%
 # Nothing has been restored yet. Asking for a region computes it. With the default
-# `units="calibrated"`, the intensity calibration is one least-squares fit over the whole
-# image (tutorial 1), so dask restores every block even for a small region; with
+# `units="calibrated"`, the intensity calibration is computed from the whole image (a
+# least-squares fit, the dark level and the minimum; tutorial 1), so dask restores every
+# block even for a small region; with
 # `units="percentile"` only the blocks under the region are restored, which makes quick
 # previews of a huge image cheap. To restore everything and keep it, write the lazy result
 # to a file: `lazy_restored.to_zarr("restored.zarr")`.

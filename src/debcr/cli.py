@@ -119,6 +119,13 @@ def _plan_outputs(
     return plan
 
 
+def _channel_list(values: Sequence[str] | None) -> list[int | str] | None:
+    """``--channel`` values: whole numbers are indices, anything else a channel name."""
+    if not values:
+        return None
+    return [int(v) if v.lstrip("-").isdigit() else v for v in values]
+
+
 def _predict_options(args: argparse.Namespace) -> dict[str, object]:
     """Keyword arguments of :func:`debcr.model.predict` from the options, checked up front."""
     from debcr.data.normalize import check_percentiles
@@ -143,6 +150,7 @@ def _predict_options(args: argparse.Namespace) -> dict[str, object]:
         "pmin": pmin,
         "pmax": pmax,
         "units": args.units,
+        "channels": _channel_list(args.channel),
         "device": args.device,
         "precision": args.precision,
         "overwrite": args.overwrite,
@@ -439,6 +447,12 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--pmax", type=float, default=None, help=f"upper normalisation percentile ({PMAX})"
     )
     pred.add_argument("--suffix", default=".tif", help="file type for outputs in a folder (.tif)")
+    pred.add_argument(
+        "--channel",
+        action="append",
+        metavar="C",
+        help="restore only this channel (index or name); repeat for several (default: all)",
+    )
     pred.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     pred.add_argument(
         "--keep-going",
@@ -576,13 +590,18 @@ def _stop_on_signals() -> None:
     def stop(signum: int, frame: object) -> None:
         for sig in wanted:
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not cut the cleanup short
-        logger.warning("received %s; stopping", signal.Signals(signum).name)
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
     for sig in wanted:
         if signal.getsignal(sig) is signal.SIG_DFL:
             signal.signal(sig, stop)
+
+
+def _signal_number(name: str) -> int:
+    import signal
+
+    return int(getattr(signal, name, signal.SIGINT))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -602,9 +621,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"debcr {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; no partial output was left behind", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # SIGTERM/SIGHUP arrive as KeyboardInterrupt("SIGTERM") (see _stop_on_signals).
+        name = str(exc.args[0]) if exc.args else "SIGINT"
+        print(
+            f"debcr {args.command}: interrupted ({name}); no partial output was left behind",
+            file=sys.stderr,
+        )
+        return 128 + _signal_number(name)
 
 
 if __name__ == "__main__":

@@ -26,3 +26,13 @@ class ConfigError(DebcrError, ValueError):
 
 class ModelNotFoundError(ModelFileError, FileNotFoundError):
     """A model named by a path that does not exist."""
+
+
+class OutputError(DebcrError, OSError):
+    """An output cannot be written: no space left, read-only file system, no permission.
+
+    ``errno`` and ``filename`` are those of the failed write; the message is one sentence.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

@@ -5,19 +5,27 @@ it): data are written to a hidden temporary sibling (``.tmp-<id>.<name>``) that 
 onto the target only when complete, so a crash never leaves a half-written output and never
 destroys the previous file; an input is never replaced (compared after resolving links, and
 even with ``overwrite=True``); an existing output is replaced only with ``overwrite=True``.
+
+A full disk, a read-only file system or a denied write raises one
+:class:`~debcr.errors.OutputError` naming the output (:func:`output_errors`), with the
+temporary file removed; memory-mapped outputs reserve their space when created
+(:func:`reserve`), so a full disk is an error there rather than a SIGBUS later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from debcr.errors import DataError
+from debcr.errors import DataError, OutputError
 
 __all__ = [
     "PathLike",
@@ -25,7 +33,9 @@ __all__ = [
     "atomic_output",
     "check_targets",
     "move_into_place",
+    "output_errors",
     "remove",
+    "reserve",
     "staged",
     "temp_sibling",
     "write_bytes",
@@ -109,6 +119,87 @@ def move_into_place(tmp: Path, target: Path) -> None:
         remove(backup)
 
 
+#: Why writing failed, for the errno values that are about the output's place, not a bug.
+_OUTPUT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file is too large for the file system",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+}
+_FREE_SPACE = "free some space or choose another output location"
+_WRITABLE = "choose an output location you can write to"
+_ADVICE = {errno.EROFS: _WRITABLE, errno.EACCES: _WRITABLE}
+
+
+def reserve(path: Path, nbytes: int) -> None:
+    """Allocate ``nbytes`` of disk space for the file ``path`` now (it keeps its contents).
+
+    A memory-mapped output is a sparse file until its pages are written; on a full disk a
+    later write to the mapping kills the process with SIGBUS. Reserving the space up front
+    turns that into an OSError (ENOSPC) here. Where the platform or file system cannot
+    reserve space (macOS, some network file systems) this does nothing.
+    """
+    if nbytes <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
+#: numpy's ``tofile`` (used by np.save and tifffile) reports a full disk as a short write.
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def _errno_of(exc: OSError) -> int | None:
+    if exc.errno is None and _SHORT_WRITE.search(str(exc)):
+        return errno.ENOSPC  # a regular file takes fewer bytes than given only when full
+    return exc.errno
+
+
+def _concerns(exc: OSError, target: Path) -> bool:
+    """Whether ``exc`` is about writing ``target`` (not, say, a permission error on an input)."""
+    if _errno_of(exc) not in _OUTPUT_ERRNOS:
+        return False
+    if exc.errno != errno.EACCES or exc.filename is None:
+        return True  # ENOSPC, EROFS, EDQUOT, EFBIG only happen when writing
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        name = Path(os.fsdecode(exc.filename)).absolute()
+        folder = target.absolute().parent
+        return name == folder or folder in name.parents or name in folder.parents
+    return True
+
+
+@contextlib.contextmanager
+def output_errors(target: Path) -> Iterator[None]:
+    """Turn a full disk, read-only file system or denied write into one clear OutputError.
+
+    The message names ``target`` and the cause: ``cannot write out.tif: no space left on the
+    device ([Errno 28] No space left on device); no partial output was left behind; ...``.
+    Used around :func:`staged`, whose cleanup has run by then. Other errors pass unchanged.
+    """
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        if not _concerns(exc, target):
+            raise
+        code = _errno_of(exc)
+        strerror = exc.strerror or os.strerror(code)
+        error = OutputError(
+            f"cannot write {target}: {_OUTPUT_ERRNOS[code]} ([Errno {code}] {strerror}); "
+            f"no partial output was left behind; {_ADVICE.get(code, _FREE_SPACE)}"
+        )
+        error.errno, error.strerror, error.filename = code, strerror, exc.filename
+        raise error from exc
+
+
 @contextlib.contextmanager
 def staged(targets: Sequence[Path]) -> Iterator[list[Path]]:
     """Yield temporary paths; move them onto ``targets`` on success, delete them on error."""
@@ -119,8 +210,21 @@ def staged(targets: Sequence[Path]) -> Iterator[list[Path]]:
             move_into_place(tmp, target)
     finally:
         for tmp in tmps:  # only leftovers after an error remain here
-            if tmp.exists() or tmp.is_symlink():
-                remove(tmp)
+            _remove_leftover(tmp)
+
+
+def _remove_leftover(tmp: Path, attempts: int = 5) -> None:
+    """Delete an unfinished output, retrying while a writer thread still adds to it.
+
+    After Ctrl-C/SIGTERM a library's I/O thread (Zarr writes chunks from one) may finish a
+    chunk while the folder is being deleted.
+    """
+    for attempt in range(attempts):
+        if not (tmp.exists() or tmp.is_symlink()):
+            return
+        if attempt:
+            time.sleep(0.1)
+        remove(tmp)
 
 
 @contextlib.contextmanager
@@ -139,9 +243,10 @@ def atomic_output(
     """
     target = Path(path)
     check_targets([target], as_path_list(inputs), overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with staged([target]) as (tmp,):
-        yield tmp
+    with output_errors(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with staged([target]) as (tmp,):
+            yield tmp
 
 
 def write_bytes(

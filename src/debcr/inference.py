@@ -22,15 +22,23 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from debcr.data.io import as_image_stack, load, open_output
+from debcr.data.intensity import (
+    BLOCK,
+    SAMPLE_PIXELS,
+    CalibrationSums,
+    IntensityMap,
+    calibrate,
+)
+from debcr.data.io import ImageMetadata, as_image_stack, load, open_output
+from debcr.data.io.stack import _plane_axes
 from debcr.data.normalize import DEFAULT_SAMPLE_PIXELS, NormStats, compute_stats
 from debcr.defaults import BATCH_SIZE, PATCH_BATCH, PATCH_EDGE, PMAX, PMIN, TILE_SIZE
 from debcr.errors import DataError, DebcrError
@@ -96,13 +104,29 @@ def plan_tiles(shape: tuple[int, int], tile: int, halo: int) -> TilePlan:
     return TilePlan(shape=(int(shape[0]), int(shape[1])), core=core, halo=halo)
 
 
+@contextlib.contextmanager
+def _damaged_input(where: str) -> Iterator[None]:
+    """Turn a decoding failure of lazily read input pixels into one clear DataError."""
+    try:
+        yield
+    except (DebcrError, MemoryError):
+        raise
+    except Exception as exc:  # codecs and storage libraries raise many types for damaged data
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DataError(
+            f"could not read {where} of the input ({reason}); the file is damaged or incomplete: "
+            "re-copy or re-export it"
+        ) from exc
+
+
 def _read_window(image: Any, y0: int, x0: int, size: tuple[int, int]) -> np.ndarray:
     """Read ``image[y0:y0+h, x0:x0+w]``, reflect-padding wherever it leaves the image."""
     h, w = size
     height, width = image.shape
     ys, ye = max(y0, 0), min(y0 + h, height)
     xs, xe = max(x0, 0), min(x0 + w, width)
-    block = np.asarray(image[ys:ye, xs:xe], dtype=np.float32)
+    with _damaged_input(f"rows {ys}–{ye}, columns {xs}–{xe}"):
+        block = np.asarray(image[ys:ye, xs:xe], dtype=np.float32)
     pad = ((ys - y0, y0 + h - ye), (xs - x0, x0 + w - xe))
     if any(p for pair in pad for p in pair):
         # numpy's reflect keeps mirroring for pads wider than the image; a 1-pixel axis
@@ -137,35 +161,16 @@ def slice_scale(stats: NormStats | None, z: int) -> SliceScale:
     return SliceScale(lo=lo, width=hi - lo + sliced.eps if hi > lo else 0.0)
 
 
-class _Calibration:
-    """Least-squares affine map of the network output onto the (normalised) input.
+class _Calibration(CalibrationSums):
+    """Statistics of input and output gathered tile by tile for ``units="calibrated"``.
 
-    Restoration removes zero-mean noise, so the input is an unbiased estimate of the
-    clean image: fitting ``alpha * output + beta`` to it puts the result in the
-    input's intensity units without any ground truth. Sums are accumulated tile by
-    tile over the whole image.
+    See :mod:`debcr.data.intensity`: a least-squares fit of the output onto the
+    (normalised) input, its offset corrected so the dark level (median of the darkest 5 % of
+    8×8 block means) stays at the input's, and a floor at the input's minimum.
     """
 
-    def __init__(self) -> None:
-        self.sums = np.zeros(5)  # n, Σy, Σy², Σxy, Σx
-
-    def add(self, x: np.ndarray, y: np.ndarray) -> None:
-        x64, y64 = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()
-        self.sums += (x64.size, y64.sum(), y64 @ y64, x64 @ y64, x64.sum())
-
-    def coefficients(self) -> tuple[float, float]:
-        n, sy, syy, sxy, sx = self.sums
-        var = syy - sy * sy / n if n else 0.0
-        if n < 2 or var <= 1e-12 * max(syy, 1e-30):
-            return 1.0, 0.0
-        alpha = (sxy - sx * sy / n) / var
-        if alpha <= 0:
-            logger.warning(
-                "The restored image is anti-correlated with the input; intensities are not "
-                "calibrated (is the model meant for this kind of image?)"
-            )
-            return 1.0, 0.0
-        return float(alpha), float((sx - alpha * sy) / n)
+    def mapping(self) -> IntensityMap:
+        return self.result()
 
 
 def _batched(items: list, size: int) -> Iterator[list]:
@@ -245,20 +250,204 @@ class _OnePlane:
         return np.asarray(self.plane, dtype=dtype)[None]
 
 
-def _as_stack(image: Any) -> tuple[Any, tuple[int, ...]]:
-    stack = as_image_stack(image, name="the input image")
-    if len(stack.shape) == 2:
-        stack = stack[None] if isinstance(stack, np.ndarray) else _OnePlane(stack)
-    if stack.shape[-1] < 1 or stack.shape[-2] < 1:
-        raise DataError(f"the input image is empty (shape {tuple(image.shape)})")
-    return stack, tuple(image.shape)
+class _Plane:
+    """Plane ``index`` of a :class:`_Planes` stack, read only where indexed (tile windows)."""
+
+    def __init__(self, planes: _Planes, index: int) -> None:
+        self.planes, self.index = planes, index
+        self.shape = planes.shape[1:]
+        self.dtype = planes.dtype
+        self.ndim = 2
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.planes[(self.index, *(key if isinstance(key, tuple) else (key,)))]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[:, :], dtype=dtype)
 
 
-def _resolve_input(image: Any) -> tuple[Any, list[Path]]:
-    """Array-like of the input, plus the files it came from (never to be overwritten)."""
+class _Planes:
+    """The 2-D (Y, X) planes of an array with named axes, seen as one flat (N, Y, X) stack.
+
+    Plane ``k`` is the ``k``-th combination, in C order, of the entries listed in ``lead`` (one
+    ``(axis, entries)`` pair per non-image axis, e.g. the selected channels); axes not listed
+    have length 1. Only what is indexed is read or written, so memmaps and zarr arrays stay
+    on disk.
+    """
+
+    def __init__(self, base: Any, iy: int, ix: int, lead: list[tuple[int, list[int]]]) -> None:
+        self.base, self.iy, self.ix, self.lead = base, iy, ix, lead
+        self.counts = tuple(len(entries) for _, entries in lead)
+        self.shape = (math.prod(self.counts), int(base.shape[iy]), int(base.shape[ix]))
+        self.dtype = np.dtype(base.dtype)
+        self.ndim = 3
+
+    def _key(self, k: int, ys: Any, xs: Any) -> tuple[Any, ...]:
+        key: list[Any] = [0] * len(self.base.shape)
+        for (axis, entries), i in zip(self.lead, np.unravel_index(k, self.counts)):
+            key[axis] = entries[int(i)]
+        key[self.iy], key[self.ix] = ys, xs
+        return tuple(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        first, *rest = key if isinstance(key, tuple) else (key,)
+        ys, xs = (*rest, slice(None), slice(None))[:2]
+        if isinstance(first, (int, np.integer)):
+            k = int(first) + (self.shape[0] if first < 0 else 0)
+            if not rest:
+                return _Plane(self, k)
+            return np.asarray(self.base[self._key(k, ys, xs)])
+        planes = [np.asarray(self.base[self._key(k, ys, xs)]) for k in range(self.shape[0])[first]]
+        return np.stack(planes) if planes else np.empty((0, *self.shape[1:]), self.dtype)[:, ys, xs]
+
+    def __setitem__(self, key: tuple, value: Any) -> None:
+        first, *rest = key
+        ys, xs = (*rest, slice(None), slice(None))[:2]
+        self.base[self._key(int(first), ys, xs)] = value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[:], dtype=dtype)
+
+
+@dataclass
+class _Layout:
+    """How an input is restored: a flat (N, Y, X) stack of planes, and the output's form.
+
+    ``channels`` lists, per restored channel, the (P, Y, X) stack of that channel's planes
+    (normalisation statistics are computed per channel), or is None for a single channel.
+    """
+
+    stack: Any
+    out_shape: tuple[int, ...]
+    metadata: ImageMetadata | None = None
+    iy: int = -2
+    ix: int = -1
+    lead: list[tuple[int, list[int]]] | None = None
+    ic: int | None = None
+    channels: list[Any] | None = field(default=None, repr=False)
+
+    def channel_of_planes(self) -> np.ndarray:
+        """For each plane of the flat stack, the index of its channel (all 0 without one)."""
+        count = self.stack.shape[0]
+        if self.lead is None or self.ic is None:
+            return np.zeros(count, dtype=int)
+        index = np.unravel_index(np.arange(count), [len(e) for _, e in self.lead])
+        return np.asarray(index[[i for i, _ in self.lead].index(self.ic)])
+
+    def out_view(self, out: Any) -> Any:
+        """The output (``out_shape``) as the flat (N, Y, X) stack the engine writes."""
+        if self.lead is None:
+            return _stack_view(out, self.stack.shape)
+        if isinstance(out, np.ndarray) and self.ix == out.ndim - 1 and self.iy == out.ndim - 2:
+            return out.reshape(self.stack.shape)
+        lead = [(axis, list(range(len(entries)))) for axis, entries in self.lead]
+        return _Planes(out, self.iy, self.ix, lead)
+
+
+def _as_stack(
+    image: Any, metadata: ImageMetadata | None = None, channels: Sequence[int | str] | None = None
+) -> _Layout:
+    """The planes to restore: 2-D images and 3-D stacks as before; with named axes (from the
+    file or ``axes=``) any mix of T, Z and C axes, channel by channel."""
+    shape = tuple(int(n) for n in image.shape)
+    meta = metadata or ImageMetadata()
+    axes = _plane_axes(shape, meta.axes, "the input image")
+    many = axes is not None and sum(n > 1 and a not in "YX" for a, n in zip(axes, shape)) > 1
+    has_c = axes is not None and "C" in axes and shape[axes.index("C")] > 1
+    if channels is None and not (many or has_c):
+        stack = as_image_stack(image, name="the input image")
+        if len(stack.shape) == 2:
+            stack = stack[None] if isinstance(stack, np.ndarray) else _OnePlane(stack)
+        if stack.shape[-1] < 1 or stack.shape[-2] < 1:
+            raise DataError(f"the input image is empty (shape {tuple(image.shape)})")
+        out_meta = replace(meta, extra={}) if meta.axes is not None else None
+        return _Layout(stack=stack, out_shape=shape, metadata=out_meta)
+    if axes is None or ("C" not in axes and channels is not None):
+        raise DataError(
+            f"channels={list(channels or [])!r} was given, but the input (shape {shape}, axes "
+            f"{meta.axes!r}) has no channel axis C; leave channels unset or give axes="
+        )
+    iy, ix = axes.index("Y"), axes.index("X")
+    lead = [(i, list(range(n))) for i, (a, n) in enumerate(zip(axes, shape)) if a not in "YX"]
+    ic = axes.find("C") if "C" in axes else None
+    selected = [0] if ic is None else _channel_indices(channels, shape[ic], meta.channel_names)
+    lead = [(i, selected if i == ic else entries) for i, entries in lead]
+    lead = [(i, entries) for i, entries in lead if len(entries) > 1 or i == ic]
+    per_channel = [
+        _Planes(image, iy, ix, [(i, [c] if i == ic else entries) for i, entries in lead])
+        for c in selected
+    ]
+    out_shape = tuple(len(selected) if i == ic else n for i, n in enumerate(shape))
+    names = meta.channel_names
+    if ic is not None and names is not None and len(names) == shape[ic]:
+        names = tuple(names[c] for c in selected)
+    out_meta = replace(meta, extra={}, channel_names=names if names else None)
+    return _Layout(
+        stack=_Planes(image, iy, ix, lead),
+        out_shape=out_shape,
+        metadata=out_meta,
+        iy=iy,
+        ix=ix,
+        lead=lead,
+        ic=ic,
+        channels=per_channel if len(selected) > 1 else None,
+    )
+
+
+def _channel_indices(
+    channels: Sequence[int | str] | None, count: int, names: Sequence[str] | None
+) -> list[int]:
+    """Indices of the channels to restore: all, or those given by index or by name."""
+    if channels is None:
+        return list(range(count))
+    if isinstance(channels, (int, str)):
+        channels = [channels]
+    picked = []
+    for c in channels:
+        if isinstance(c, str):
+            if not names or c not in names:
+                raise DataError(
+                    f"no channel named {c!r}; the input's channels are "
+                    f"{list(names) if names else 'unnamed'} (give indices 0..{count - 1})"
+                )
+            picked.append(list(names).index(c))
+        elif isinstance(c, (int, np.integer)) and -count <= int(c) < count:
+            picked.append(int(c) % count)
+        else:
+            raise DataError(f"channel {c!r} does not exist; the input has channels 0..{count - 1}")
+    if not picked or len(set(picked)) != len(picked):
+        raise DataError(f"channels={list(channels)!r} must name distinct channels, at least one")
+    return picked
+
+
+def _plane_stats(
+    layout: _Layout, normalize: bool | NormStats, pmin: float, pmax: float
+) -> NormStats | None:
+    """Normalisation statistics: of the whole input, or per channel over all of its planes
+    (then as per-plane statistics of the flat stack, each plane with its channel's)."""
+    if layout.channels is None or normalize is not True:
+        return _stats_for(layout.stack, normalize, pmin, pmax)
+    per_channel = [_stats_for(planes, True, pmin, pmax) for planes in layout.channels]
+    channel_of_plane = layout.channel_of_planes()
+    first = per_channel[0]
+    return NormStats(
+        lo=np.array([per_channel[c].lo for c in channel_of_plane], dtype=np.float64),
+        hi=np.array([per_channel[c].hi for c in channel_of_plane], dtype=np.float64),
+        per_slice=True,
+        method=first.method,
+        pmin=first.pmin,
+        pmax=first.pmax,
+        eps=first.eps,
+    )
+
+
+def _resolve_input(image: Any, axes: str | None = None) -> tuple[Any, list[Path], ImageMetadata]:
+    """Array-like of the input, the files it came from (never to be overwritten), and its
+    metadata (axes, pixel size... read from the file; ``axes`` names them for arrays)."""
+    meta = ImageMetadata()
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
-        data = load(path, lazy=True)
+        data, meta = load(path, lazy=True, with_metadata=True)
         if isinstance(data, dict):
             if "low" not in data:
                 raise DataError(
@@ -266,12 +455,20 @@ def _resolve_input(image: Any) -> tuple[Any, list[Path]]:
                     f"'{path}' with key= in debcr.data.load, or store the input under 'low'"
                 )
             data = data["low"]
-        return data, [path]
-    if isinstance(image, torch.Tensor):
-        return image.detach().cpu().numpy(), []
-    if not hasattr(image, "shape"):
-        image = np.asarray(image)
-    return image, []
+        inputs = [path]
+    elif isinstance(image, torch.Tensor):
+        data, inputs = image.detach().cpu().numpy(), []
+    else:
+        data, inputs = (image if hasattr(image, "shape") else np.asarray(image)), []
+    if axes is not None:
+        if len(axes) != len(data.shape):
+            raise DataError(
+                f"axes={axes!r} names {len(axes)} axes but the input has {len(data.shape)} "
+                f"(shape {tuple(data.shape)}); give one letter per axis, e.g. 'TCZYX'"
+            )
+        keep = meta.scale if meta.axes is not None and len(meta.axes) == len(axes) else None
+        meta = replace(meta, axes=axes, scale=keep)
+    return data, inputs, meta
 
 
 def _check_dtype(image: Any) -> None:
@@ -306,6 +503,12 @@ class PredictOptions:
     output: PathLike | None = None
     overwrite: bool = False
     progress: Progress = True
+    #: Axis letters of an array input (e.g. ``'TCZYX'``); files name their axes themselves.
+    #: Without them, arrays must be 2-D images or 3-D stacks (after dropping length-1 axes).
+    axes: str | None = None
+    #: Channels to restore, by index or by name (default: all); the output keeps only these.
+    #: Every channel is normalised with its own statistics, over all of its planes.
+    channels: Sequence[int | str] | None = None
 
 
 def predict(model: torch.nn.Module, image: Any, options: PredictOptions) -> Any:
@@ -339,14 +542,15 @@ def predict_array(
     CARE baseline). See :func:`debcr.model.predict` for the options.
     """
     opts = options or PredictOptions()
-    source, inputs = _resolve_input(image)
+    source, inputs, metadata = _resolve_input(image, opts.axes)
     _check_dtype(source)
-    stack, out_shape = _as_stack(source)
+    layout = _as_stack(source, metadata, opts.channels)
+    stack, out_shape = layout.stack, layout.out_shape
     dev = resolve_device(opts.device)
     model = model.to(dev).eval()
     if dev.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    stats = _stats_for(stack, opts.normalize, opts.pmin, opts.pmax)
+    stats = _plane_stats(layout, opts.normalize, opts.pmin, opts.pmax)
     kind = "cpu" if dev.type == "cpu" else "accelerator"
     engine = _Engine(
         model=model,
@@ -360,13 +564,20 @@ def predict_array(
     _check_engine(engine)
     output = opts.output
     target = (
-        open_output(output, out_shape, np.float32, overwrite=opts.overwrite, inputs=inputs)
+        open_output(
+            output,
+            out_shape,
+            np.float32,
+            overwrite=opts.overwrite,
+            inputs=inputs,
+            metadata=layout.metadata,
+        )
         if output is not None
         else contextlib.nullcontext(np.empty(out_shape, np.float32))
     )
     with target as out:
-        out_stack = _stack_view(out, stack.shape)
-        _run(engine, stack, out_stack, stats, opts.units, opts.progress)
+        out_stack = layout.out_view(out)
+        _run(engine, stack, out_stack, stats, opts, layout.channel_of_planes())
     return Path(output) if output is not None else out
 
 
@@ -387,7 +598,23 @@ def _stats_for(
     if not normalize:
         return None
     sample = DEFAULT_SAMPLE_PIXELS if math.prod(stack.shape) > DEFAULT_SAMPLE_PIXELS else None
-    return compute_stats(stack, pmin=pmin, pmax=pmax, sample=sample)
+    with _damaged_input("the intensities"):
+        stats = compute_stats(stack, pmin=pmin, pmax=pmax, sample=sample)
+    _check_float32_range(stats)
+    return stats
+
+
+def _check_float32_range(stats: NormStats) -> None:
+    """Refuse intensity ranges that float32 (the network's and the result's type) cannot hold."""
+    lo, hi = np.asarray(stats.lo, dtype=np.float64), np.asarray(stats.hi, dtype=np.float64)
+    width, top = hi - lo, np.maximum(np.abs(lo), np.abs(hi))
+    f32 = np.finfo(np.float32)
+    if np.any((width > 0) & (width < f32.tiny)) or np.any(top > f32.max):
+        raise DataError(
+            f"the input's intensities (from {float(np.min(lo)):.3g} to {float(np.max(hi)):.3g}) "
+            "cannot be represented in float32, in which debcr restores and returns images; "
+            "rescale the image into a normal range (e.g. multiply it by a power of ten) first"
+        )
 
 
 def _check_engine(engine: _Engine) -> None:
@@ -438,13 +665,15 @@ def _run(
     stack: Any,
     out: Any,
     stats: NormStats | None,
-    units: str,
-    progress: bool,
+    opts: PredictOptions,
+    channel_of_plane: np.ndarray,
 ) -> None:
-    calib = _Calibration()
+    # Channels differ in brightness: each gets its own intensity calibration.
+    calibs = {int(c): _Calibration() for c in np.unique(channel_of_plane)}
     total = engine.total_tiles(tuple(stack.shape))
-    with _progress_bar(progress, total) as bar:
+    with _progress_bar(opts.progress, total) as bar:
         for z in range(stack.shape[0]):
+            calib = calibs[int(channel_of_plane[z])]
             while True:
                 try:
                     engine.run_slice(stack[z], out, z, slice_scale(stats, z), calib, bar)
@@ -460,19 +689,22 @@ def _run(
                         ) from exc
                     if engine.device.type == "cuda":
                         torch.cuda.empty_cache()
-    alpha, beta = calib.coefficients() if units == "calibrated" else (1.0, 0.0)
-    _finish(out, stats, alpha, beta, to_input_units=units != "normalized")
+    calibrated = opts.units == "calibrated"
+    mappings = {c: calib.mapping() if calibrated else IntensityMap() for c, calib in calibs.items()}
+    planes = [mappings[int(c)] for c in channel_of_plane]
+    _finish(out, stats, planes, to_input_units=opts.units != "normalized")
 
 
 def _finish(
-    out: Any, stats: NormStats | None, alpha: float, beta: float, to_input_units: bool
+    out: Any, stats: NormStats | None, mappings: list[IntensityMap], to_input_units: bool
 ) -> None:
-    """Second pass, in row blocks: calibrate and map back to the input's units."""
+    """Second pass, in row blocks: calibrate (each plane with its channel's map) and map back
+    to the input's units."""
     rows = max(1, (1 << 22) // max(1, out.shape[-1]))
     for z in range(out.shape[0]):
         scale = slice_scale(stats, z)
         for r in range(0, out.shape[1], rows):
-            block = np.asarray(out[z, r : r + rows], dtype=np.float32) * alpha + beta
+            block = mappings[z].apply(np.asarray(out[z, r : r + rows], dtype=np.float32))
             out[z, r : r + rows] = scale.inverse(block) if to_input_units else block
 
 
@@ -536,8 +768,8 @@ def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | N
 
     y = da.map_overlap(restore_block, x, depth=depth, boundary="none", dtype=np.float32)
     if opts.units == "calibrated":
-        alpha, beta = _lazy_calibration(x, y)
-        y = y * alpha + beta
+        gain, offset, floor = _lazy_calibration(x, y)
+        y = da.maximum(y * gain + offset, floor)
     if opts.units != "normalized":
         y = y * width + lo
     return y.astype(np.float32)
@@ -555,20 +787,38 @@ def _lazy_scale(stats: NormStats | None, image: Any) -> tuple[Any, Any]:
     return lo[0], width[0]
 
 
-def _lazy_calibration(x: Any, y: Any) -> tuple[Any, Any]:
-    """Dask version of :meth:`_Calibration.coefficients` (same sums, same fallbacks)."""
+def _lazy_calibration(x: Any, y: Any) -> tuple[Any, Any, Any]:
+    """Dask version of :meth:`_Calibration.mapping`: (gain, offset, floor) as lazy scalars.
+
+    Sums run over all pixels; dark levels and the noise level come from a strided
+    subsample, so memory stays bounded whatever the size of the image.
+    """
+    import dask
     import dask.array as da
 
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     n = float(np.prod(x.shape))
-    sy, syy, sxy, sx = y64.sum(), (y64 * y64).sum(), (x64 * y64).sum(), x64.sum()
-    var = syy - sy * sy / n
-    ok = var > 1e-12 * da.maximum(syy, 1e-30)
-    alpha = da.where(ok, (sxy - sx * sy / n) / da.where(ok, var, 1.0), 1.0)
-    ok = ok & (alpha > 0)
-    alpha = da.where(ok, alpha, 1.0)
-    beta = da.where(ok, (sx - alpha * sy) / n, 0.0)
-    return alpha.astype(np.float32), beta.astype(np.float32)
+    sums = [n, y64.sum(), (y64 * y64).sum(), (x64 * y64).sum(), x64.sum(), (x64 * x64).sum()]
+    step = max(1, math.ceil((math.prod(x.shape) / SAMPLE_PIXELS) ** (1 / x.ndim)))
+    every = (slice(None, None, step),) * x.ndim
+    axes = {x.ndim - 2: BLOCK, x.ndim - 1: BLOCK}
+    small = any(x.shape[a] < BLOCK for a in axes)
+
+    def blocks(a: Any) -> Any:
+        return _strided(
+            a if small else da.coarsen(np.mean, a, axes, trim_excess=True), SAMPLE_PIXELS
+        )
+
+    def solve(sums: list, xs: np.ndarray, xb: np.ndarray, yb: np.ndarray, x_min: float) -> Any:
+        m = calibrate(sums, xs, xb, yb, float(x_min))
+        return np.array([m.gain, m.offset, m.floor], dtype=np.float32)
+
+    coeffs = da.from_delayed(
+        dask.delayed(solve)(sums, x[every], blocks(x64), blocks(y64), x.min()),
+        (3,),
+        dtype=np.float32,
+    )
+    return coeffs[0], coeffs[1], coeffs[2]
 
 
 def _strided(image: Any, max_pixels: int) -> Any:

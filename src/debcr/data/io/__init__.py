@@ -2,8 +2,10 @@
 
 The public API: :func:`load`, :func:`write` and :func:`open_output`. Formats are chosen by file
 extension from a small registry (:func:`register_format`); each built-in format module
-(``tiff``, ``pil``, ``npy``, ``zarr``) registers itself on import. Images are single-channel
-2-D ``(Y, X)`` images or 3-D ``(Z or T, Y, X)`` stacks (:func:`as_image_stack`).
+(``tiff``, ``pil``, ``npy``, ``zarr``) registers itself on import. Images are 2-D ``(Y, X)``
+images or 3-D ``(Z or T, Y, X)`` stacks (:func:`as_image_stack`), or, where the file names its
+axes, any mix of T, Z and C axes before Y and X. Pixel/voxel sizes, units, frame interval and
+channel names travel in :class:`ImageMetadata` (not kept by ``.npy``/``.npz``/PNG/JPEG).
 
 Writing is atomic (:func:`debcr.files.atomic_output`): data go to a hidden temporary sibling
 that is renamed into place only when complete. :func:`open_output` does the same for outputs
@@ -39,9 +41,16 @@ from debcr.data.io.registry import (
     supported_formats,
     unregister_format,
 )
-from debcr.data.io.stack import _squeeze_plan, as_image_stack
+from debcr.data.io.stack import _plane_axes, as_image_stack
 from debcr.errors import DataError
-from debcr.files import PathLike, as_path_list, atomic_output, check_targets, staged
+from debcr.files import (
+    PathLike,
+    as_path_list,
+    atomic_output,
+    check_targets,
+    output_errors,
+    staged,
+)
 
 # The built-in formats register themselves on import, in this order: supported_formats()
 # reports TIFF, PNG, JPEG, NPY, NPZ, Zarr.
@@ -105,8 +114,9 @@ def load(
     FileNotFoundError
         If ``path`` does not exist.
     DataError
-        Unknown extension, unreadable/corrupt file, colour image, or an array that is not a 2-D
-        image or 3-D stack after dropping length-1 axes.
+        Unknown extension, unreadable/corrupt file, colour image, or an array that is neither
+        a 2-D image or 3-D stack after dropping length-1 axes nor has axes named in its
+        metadata as time (T), depth (Z) and channel (C) before Y and X (e.g. TZYX, CZYX).
     """
     path = Path(path)
     if not path.exists():
@@ -131,7 +141,8 @@ def load(
             "complete and really is this format (re-copy or re-export it)"
         ) from exc
     if not isinstance(data, Mapping):
-        _squeeze_plan(tuple(data.shape), metadata.axes, str(path))
+        # Named T, Z and C axes are fine (restored plane by plane); unnamed >3-D data are not.
+        _plane_axes(tuple(int(n) for n in data.shape), metadata.axes, str(path))
     return (data, metadata) if with_metadata else data
 
 
@@ -219,13 +230,14 @@ def _write_checked(
     check_targets(targets, inputs, overwrite)  # before any costly conversion
     if fmt.prepare is not None:
         data = fmt.prepare(data, opts, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with staged(targets) as tmps:
-        if len(targets) == 1:
-            fmt.writer(tmps[0], data, opts)
-        else:
-            for z, tmp in enumerate(tmps):
-                fmt.writer(tmp, data[z], opts)
+    with output_errors(path):  # a full disk, read-only folder: one message, nothing left
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with staged(targets) as tmps:
+            if len(targets) == 1:
+                fmt.writer(tmps[0], data, opts)
+            else:
+                for z, tmp in enumerate(tmps):
+                    fmt.writer(tmp, data[z], opts)
     return targets
 
 
@@ -352,9 +364,12 @@ def open_output(
         _write_checked(fmt, path, buffer, opts, overwrite=overwrite, inputs=inputs)
         return
     check_targets([path], inputs, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with staged([path]) as (tmp,):
-        out = fmt.create(tmp, shape, dtype, opts)
-        yield out
-        if isinstance(out, np.memmap):
-            out.flush()
+    # Also covers writes into ``out`` in the caller's block (a Zarr chunk on a full disk);
+    # memory-mapped outputs reserve their space when created, so they fail here, not by SIGBUS.
+    with output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with staged([path]) as (tmp,):
+            out = fmt.create(tmp, shape, dtype, opts)
+            yield out
+            if isinstance(out, np.memmap):
+                out.flush()

@@ -32,6 +32,41 @@ _UNIT_ALIASES = {
 }
 
 
+# Time units: OME-NGFF (UDUNITS-2) names; ImageJ and OME-TIFF use short forms.
+_TIME_ALIASES = {
+    "s": "second",
+    "sec": "second",
+    "secs": "second",
+    "seconds": "second",
+    "ms": "millisecond",
+    "msec": "millisecond",
+    "milliseconds": "millisecond",
+    "us": "microsecond",
+    "µs": "microsecond",
+    "μs": "microsecond",
+    "microseconds": "microsecond",
+    "ns": "nanosecond",
+    "nanoseconds": "nanosecond",
+    "min": "minute",
+    "mins": "minute",
+    "minutes": "minute",
+    "h": "hour",
+    "hr": "hour",
+    "hours": "hour",
+}
+
+#: Axis letters debcr can restore (besides length-1 axes of any name).
+RESTORABLE_AXES = "TCZYX"
+
+
+def _canonical_time_unit(unit: Any) -> str | None:
+    """Return the OME-NGFF name of a time unit (``'s'`` -> ``'second'``), None if empty."""
+    if not isinstance(unit, str) or not unit.strip():
+        return None
+    text = unit.strip()
+    return _TIME_ALIASES.get(text.lower(), _TIME_ALIASES.get(text, text))
+
+
 def _canonical_unit(unit: Any) -> str | None:
     """Return the OME-NGFF name of a length unit, or None for 'pixel'/empty/unknown types."""
     if not isinstance(unit, str) or not unit.strip() or unit.strip().lower() in {"pixel", "pixels"}:
@@ -54,6 +89,11 @@ class ImageMetadata:
         or None when the file carries no calibration.
     unit
         Length unit of the spatial entries of ``scale`` (OME-NGFF names, e.g. ``'micrometer'``).
+        The ``T`` entry of ``scale`` is the time between frames (:attr:`time_interval`).
+    time_unit
+        Unit of the ``T`` entry of ``scale`` (OME-NGFF names, e.g. ``'second'``), or None.
+    channel_names
+        One name per entry of the ``C`` axis (e.g. ``('DAPI', 'GFP')``), or None.
     extra
         Small JSON-serialisable values (e.g. normalisation statistics) stored alongside the data
         where the format allows (ImageJ properties, shaped-TIFF JSON, Zarr attributes).
@@ -63,6 +103,8 @@ class ImageMetadata:
     scale: tuple[float, ...] | None = None
     unit: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    time_unit: str | None = None
+    channel_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Normalise here so that every constructor path (readers, from_dict) yields equal objects.
@@ -81,7 +123,23 @@ class ImageMetadata:
                 )
             object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "unit", _canonical_unit(self.unit))
+        object.__setattr__(self, "time_unit", _canonical_time_unit(self.time_unit))
+        if self.channel_names is not None:
+            names = self.channel_names
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+                raise DataError(
+                    f"metadata channel_names {names!r} must be a sequence of strings, one per "
+                    "channel"
+                )
+            object.__setattr__(self, "channel_names", tuple(names) or None)
         object.__setattr__(self, "extra", dict(self.extra))
+
+    @property
+    def time_interval(self) -> float | None:
+        """Time between frames (the ``T`` entry of ``scale``, in :attr:`time_unit`), or None."""
+        if self.axes is None or self.scale is None or "T" not in self.axes:
+            return None
+        return self.scale[self.axes.index("T")]
 
     def squeezed(self, shape: Sequence[int]) -> ImageMetadata:
         """Metadata for ``as_image_stack(array)`` of an array with this ``shape``.
@@ -93,10 +151,13 @@ class ImageMetadata:
         keep = _squeeze_plan(shape, self.axes, "metadata")
         axes = self.axes if self.axes is not None and len(self.axes) == len(shape) else None
         scale = self.scale if self.scale is not None and len(self.scale) == len(shape) else None
+        kept = None if axes is None else "".join(axes[i] for i in keep)
         return replace(
             self,
-            axes=None if axes is None else "".join(axes[i] for i in keep),
+            axes=kept,
             scale=None if scale is None else tuple(scale[i] for i in keep),
+            channel_names=self.channel_names if kept is None or "C" in kept else None,
+            time_unit=self.time_unit if kept is None or "T" in kept else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +166,8 @@ class ImageMetadata:
             "axes": self.axes,
             "scale": None if self.scale is None else list(self.scale),
             "unit": self.unit,
+            "time_unit": self.time_unit,
+            "channel_names": None if self.channel_names is None else list(self.channel_names),
             "extra": dict(self.extra),
         }
 
@@ -116,6 +179,8 @@ class ImageMetadata:
             scale=values.get("scale"),
             unit=values.get("unit"),
             extra=values.get("extra") or {},
+            time_unit=values.get("time_unit"),
+            channel_names=values.get("channel_names"),
         )
 
 
@@ -141,6 +206,11 @@ def _axes_for_write(
     if axes is not None and len(axes) == ndim and len(set(axes)) == ndim:
         if allowed is None or _in_order(axes, allowed):
             return axes
+        if set(axes) <= set(allowed) and axes.endswith("YX"):
+            # Every axis has a name the format knows, only the order is unusual (ZCYX in
+            # OME-Zarr): the true names beat defaults that would mislabel the data.
+            log.info("axes %r are not in the conventional order %r of this format", axes, allowed)
+            return axes
         log.info("axes %r cannot be stored in this format; using defaults", axes)
     if ndim in (2, 3) or allowed is not None:
         return _default_axes(ndim)
@@ -164,7 +234,14 @@ def _fit_metadata(
     """
     meta = metadata or ImageMetadata()
     scale = meta.scale if meta.scale is not None and len(meta.scale) == ndim else None
-    return replace(meta, axes=_axes_for_write(ndim, meta, allowed), scale=scale)
+    axes = _axes_for_write(ndim, meta, allowed)
+    return replace(
+        meta,
+        axes=axes,
+        scale=scale,
+        channel_names=meta.channel_names if axes is not None and "C" in axes else None,
+        time_unit=meta.time_unit if axes is not None and "T" in axes else None,
+    )
 
 
 def _sizes(meta: ImageMetadata) -> dict[str, float]:

@@ -10,6 +10,7 @@ import numpy as np
 from debcr.data.io.metadata import ImageMetadata
 from debcr.data.io.registry import ReadOptions, WriteOptions, register_format
 from debcr.errors import DataError
+from debcr.files import reserve
 
 
 def _read_npy(path: Path, opts: ReadOptions) -> tuple[np.ndarray, ImageMetadata]:
@@ -25,7 +26,9 @@ def _write_npy(path: Path, data: Any, opts: WriteOptions) -> None:
 
 
 def _create_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: WriteOptions) -> Any:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    reserve(path, path.stat().st_size)  # a full disk: ENOSPC now, not SIGBUS when filled
+    return out
 
 
 def _read_npz(path: Path, opts: ReadOptions) -> tuple[Any, ImageMetadata]:

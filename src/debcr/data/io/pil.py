@@ -31,12 +31,21 @@ def _read_pil(path: Path, opts: ReadOptions) -> tuple[np.ndarray, ImageMetadata]
     return arr, ImageMetadata(axes="YX")
 
 
+#: Overshoot beyond the integer range, as a fraction of the data's range, clipped not rescaled.
+_OVERSHOOT = 0.02
+#: Float images with values up to this are taken as normalised intensities ([0, 1]).
+_NORMALISED_MAX = 2.0
+
+
 def _to_display_integers(data: Any, bit_depth: int | None, max_bits: int, name: str) -> np.ndarray:
     """Convert data to uint8/uint16 for PNG/JPEG without losing the image content.
 
-    Integer data that fit the target type are kept as is. Float data within [0, 1] map to the
-    full integer range; anything else is min-max rescaled with a warning, so a non-constant
-    image never becomes all zeros.
+    Integer data that fit the target type are kept as is. Float data up to 2 are taken as
+    normalised intensities: [0, 1] maps to the full integer range (overshoot is clipped). Float
+    data already in the integer range (e.g. a restoration of an 8-bit image, in its units) are
+    rounded, keeping their values; a small overshoot (≤ 2 % of the data's range) is clipped.
+    Anything else is min-max rescaled with a warning, so a non-constant image never becomes all
+    zeros.
     """
     if bit_depth not in (None, 8, 16):
         raise DataError(f"bit_depth={bit_depth!r} for {name}: use 8 or 16")
@@ -60,11 +69,20 @@ def _to_display_integers(data: Any, bit_depth: int | None, max_bits: int, name: 
             f"cannot write {name}: the data contain {arr.size - int(finite.sum())} NaN/Inf "
             "values; replace them first (e.g. numpy.nan_to_num)"
         )
-    bits = bit_depth or 8
     lo, hi = float(arr.min()), float(arr.max())
-    if lo >= 0.0 and hi <= 1.0:
-        scaled = np.rint(arr.astype(np.float64) * (2**bits - 1))
-        return scaled.astype(np.uint8 if bits == 8 else np.uint16)
+    # Values above 255 in a PNG are kept as 16-bit rather than squeezed into 8 bits.
+    bits = bit_depth or (16 if max_bits == 16 and hi > 255 + _OVERSHOOT * 255 else 8)
+    top = 2**bits - 1
+    dtype = np.uint8 if bits == 8 else np.uint16
+    if lo >= -_OVERSHOOT and hi <= _NORMALISED_MAX:
+        scaled = np.rint(np.clip(arr.astype(np.float64), 0.0, 1.0) * top)
+        return scaled.astype(dtype)
+    margin = _OVERSHOOT * (hi - lo)
+    if lo >= -margin and hi <= top + margin:
+        outside = int(np.count_nonzero((arr < 0) | (arr > top)))
+        if outside:
+            log.info("%s: %d values just outside [0, %d] were clipped", name, outside, top)
+        return np.rint(np.clip(arr, 0, top)).astype(dtype)
     return _rescale(arr, lo, hi, bits, name)
 
 

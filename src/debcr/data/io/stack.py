@@ -45,6 +45,43 @@ def _squeeze_plan(shape: tuple[int, ...], axes: str | None, name: str) -> tuple[
     return keep
 
 
+def _plane_axes(shape: tuple[int, ...], axes: str | None, name: str) -> str | None:
+    """Check that an array can be restored plane by plane; return its axes, or None.
+
+    With named axes (``axes`` from file metadata or the caller), any mix of time (T), depth
+    (Z) and channel (C) axes before Y and X is restorable (TZYX, CZYX, ZCYX, TCZYX, ...);
+    length-1 axes of any name are ignored. None means "no usable names": the array must then
+    be a 2-D image or 3-D stack after dropping length-1 axes (:func:`as_image_stack`), as
+    before, and DataError says so otherwise.
+    """
+    if any(n == 0 for n in shape):
+        raise DataError(f"{name} is empty (shape {shape}); give an image with pixels")
+    if axes is None or len(axes) != len(shape) or len(set(axes)) != len(axes):
+        _squeeze_plan(shape, None, name)
+        return None
+    if "S" in axes and shape[axes.index("S")] > 1:
+        _squeeze_plan(shape, axes, name)  # the colour message
+    big = [a for a, n in zip(axes, shape) if n > 1 and a not in "YX"]
+    if "Y" not in axes or "X" not in axes or axes.index("Y") > axes.index("X"):
+        if len(big) <= 1 and "C" not in big:
+            _squeeze_plan(shape, None, name)
+            return None
+        raise DataError(
+            f"{name} has axes {axes!r} (shape {shape}); debcr needs image axes named Y and X, "
+            "in that order"
+        )
+    if len(big) <= 1 and "C" not in big:
+        return axes  # a 2-D image or a Z/T stack, whatever the leading axis is called
+    unknown = [a for a in big if a not in "TZC"]
+    if unknown:
+        raise DataError(
+            f"{name} has axes {axes!r} (shape {shape}); axis {unknown[0]!r} is neither time (T), "
+            "depth (Z) nor channel (C). debcr restores images with T, Z and C axes plane by "
+            "plane; select one entry of the other axes first"
+        )
+    return axes
+
+
 def as_image_stack(arr: Any, *, axes: str | None = None, name: str = "the array") -> Any:
     """Return ``arr`` as a 2-D image or 3-D stack, dropping length-1 axes.
 

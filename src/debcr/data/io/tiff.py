@@ -13,10 +13,18 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from debcr.data.io.metadata import ImageMetadata, _canonical_unit, _fit_metadata, _in_order, _sizes
+from debcr.data.io.metadata import (
+    ImageMetadata,
+    _canonical_time_unit,
+    _canonical_unit,
+    _fit_metadata,
+    _in_order,
+    _sizes,
+)
 from debcr.data.io.registry import ReadOptions, WriteOptions, register_format
 from debcr.data.io.stack import _grey_from_channels
 from debcr.errors import DataError
+from debcr.files import reserve
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +34,9 @@ BIGTIFF_THRESHOLD = 2**31
 # ImageJ and OME-TIFF spell the canonical (OME-NGFF) units in short forms.
 _IMAGEJ_UNITS = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
 _OME_TIFF_UNITS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm"}
+_IMAGEJ_TIME_UNITS = {"second": "sec", "millisecond": "ms", "microsecond": "us", "minute": "min"}
+_OME_TIME_UNITS = {"second": "s", "millisecond": "ms", "microsecond": "µs", "nanosecond": "ns"}
+_OME_TIME_UNITS.update(minute="min", hour="h")
 
 # Pixel sizes in TIFF resolution tags are per resolution unit; we report micrometres.
 _RESUNIT_TO_MICROMETER = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}
@@ -52,7 +63,11 @@ def _open_tiff_lazy(path: Path) -> Any:
 
     node = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
     # Pyramidal TIFFs open as a group of levels; level "0" is full resolution.
-    return node if isinstance(node, zarr.Array) else node["0"]
+    array = node if isinstance(node, zarr.Array) else node["0"]
+    # A truncated file still opens; decoding its last chunk now (cheap) makes the damage an
+    # error of load() naming the file, not a library error deep inside a later tile read.
+    array[tuple(slice(max(0, n - c), n) for n, c in zip(array.shape, array.chunks, strict=True))]
+    return array
 
 
 def _tiff_metadata(tif: tifffile.TiffFile, series: Any) -> ImageMetadata:
@@ -61,8 +76,10 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any) -> ImageMetadata:
     sizes: dict[str, float] = {}
     unit: str | None = None
     extra: dict[str, Any] = {}
+    time_unit: str | None = None
+    channels: Any = None
     if tif.is_ome:
-        sizes, unit = _ome_tiff_sizes(tif.ome_metadata)
+        sizes, unit, time_unit, channels = _ome_tiff_sizes(tif.ome_metadata)
     elif tif.is_imagej:
         ij = tif.imagej_metadata or {}
         unit = _canonical_unit(ij.get("unit"))
@@ -71,6 +88,8 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any) -> ImageMetadata:
             sizes["Z"] = float(ij["spacing"])
         if ij.get("finterval"):
             sizes["T"] = float(ij["finterval"])
+            time_unit = ij.get("tunit") or "second"  # ImageJ's default is seconds
+        channels = _imagej_channel_names(ij, axes, series.shape)
         extra = _json_or_empty((ij.get("Properties") or {}).get("debcr"))
         if unit is None and sizes.get("X") == 1.0 and sizes.get("Y") == 1.0:
             sizes = {k: v for k, v in sizes.items() if k not in "XY"}
@@ -83,8 +102,36 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any) -> ImageMetadata:
         else:
             sizes, unit = _resolution_tags(page)
         extra = shaped.get("debcr") if isinstance(shaped.get("debcr"), dict) else {}
+        time_unit, channels = shaped.get("time_unit"), shaped.get("channel_names")
     scale = tuple(sizes.get(a, 1.0) for a in axes) if sizes else None
-    return ImageMetadata(axes=axes, scale=scale, unit=unit, extra=extra)
+    if "T" not in axes or "T" not in sizes:
+        time_unit = None
+    return ImageMetadata(
+        axes=axes,
+        scale=scale,
+        unit=unit,
+        extra=extra,
+        time_unit=time_unit if isinstance(time_unit, str) else None,
+        channel_names=_channel_names(channels, axes, series.shape),
+    )
+
+
+def _channel_names(names: Any, axes: str, shape: tuple[int, ...]) -> tuple[str, ...] | None:
+    """``names`` if they are one string per entry of the C axis, else None."""
+    if "C" not in axes or not isinstance(names, (list, tuple)):
+        return None
+    count = shape[axes.index("C")]
+    if len(names) != count or not all(isinstance(n, str) and n for n in names):
+        return None
+    return tuple(names)
+
+
+def _imagej_channel_names(ij: dict[str, Any], axes: str, shape: tuple[int, ...]) -> Any:
+    """ImageJ keeps one label per plane, channels varying fastest; those of the first planes."""
+    labels = ij.get("Labels")
+    if "C" not in axes or not isinstance(labels, list):
+        return None
+    return labels[: shape[axes.index("C")]]
 
 
 def _resolution_sizes(page: Any, factor: float) -> dict[str, float]:
@@ -109,16 +156,19 @@ def _resolution_tags(page: Any) -> tuple[dict[str, float], str | None]:
     return sizes, "micrometer"
 
 
-def _ome_tiff_sizes(xml: str | None) -> tuple[dict[str, float], str | None]:
-    """PhysicalSize{X,Y,Z} and TimeIncrement of the first OME image (malformed XML: none)."""
+def _ome_tiff_sizes(
+    xml: str | None,
+) -> tuple[dict[str, float], str | None, str | None, list[str] | None]:
+    """PhysicalSize{X,Y,Z}, TimeIncrement, their units and the channel names of the first OME
+    image (malformed XML: none)."""
     try:
         root = ET.fromstring(xml or "")
     except ET.ParseError:
         log.warning("ignoring malformed OME-XML metadata")
-        return {}, None
+        return {}, None, None, None
     pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
     if pixels is None:
-        return {}, None
+        return {}, None, None, None
     sizes = {}
     for axis, attr in (
         ("X", "PhysicalSizeX"),
@@ -129,7 +179,9 @@ def _ome_tiff_sizes(xml: str | None) -> tuple[dict[str, float], str | None]:
         if pixels.get(attr):
             sizes[axis] = float(pixels.get(attr))
     unit = _canonical_unit(pixels.get("PhysicalSizeXUnit", "µm")) if "X" in sizes else None
-    return sizes, unit
+    time_unit = pixels.get("TimeIncrementUnit", "s") if "T" in sizes else None
+    channels = [el.get("Name") for el in pixels if el.tag.rsplit("}", 1)[-1] == "Channel"]
+    return sizes, unit, _canonical_time_unit(time_unit), channels
 
 
 def _json_or_empty(text: Any) -> dict[str, Any]:
@@ -170,7 +222,10 @@ def _tiff_write_kwargs(
     ome = path.name.lower().endswith((".ome.tif", ".ome.tiff"))
     meta = _fit_metadata(opts.metadata, len(shape), "TZCYX" if ome else None)
     imagej = not ome and not bigtiff and dtype in _IMAGEJ_DTYPES and _in_order(meta.axes, "TZCYX")
+    if not ome and not imagej and not meta.extra and _ome_fallback(meta.axes):
+        ome = True  # e.g. CZYX: not an ImageJ order, but OME-TIFF names every axis for Fiji
     sizes = _sizes(meta)
+    names = _channel_names(meta.channel_names, meta.axes or "", shape)
     kwargs: dict[str, Any] = {"photometric": "minisblack", "bigtiff": bigtiff}
     if "X" in sizes and "Y" in sizes:
         kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
@@ -182,6 +237,12 @@ def _tiff_write_kwargs(
                 md[f"PhysicalSize{axis}"] = sizes[axis]
                 if unit:
                     md[f"PhysicalSize{axis}Unit"] = unit
+        if "T" in sizes:
+            md["TimeIncrement"] = sizes["T"]
+            if meta.time_unit:
+                md["TimeIncrementUnit"] = _OME_TIME_UNITS.get(meta.time_unit, meta.time_unit)
+        if names:
+            md["Channel"] = {"Name": list(names)}
         kwargs.update(ome=True, metadata=md)
     elif imagej:
         md = {"axes": meta.axes}
@@ -191,6 +252,10 @@ def _tiff_write_kwargs(
             md["spacing"] = sizes["Z"]
         if "T" in sizes:
             md["finterval"] = sizes["T"]
+            if meta.time_unit:
+                md["tunit"] = _IMAGEJ_TIME_UNITS.get(meta.time_unit, meta.time_unit)
+        if names:  # one label per plane; ImageJ's plane order has the channel varying fastest
+            md["Labels"] = list(names) * (math.prod(shape[:-2]) // len(names))
         if meta.extra:
             md["Properties"] = {"debcr": json.dumps(meta.extra)}
         kwargs.update(imagej=True, metadata=md)
@@ -200,10 +265,24 @@ def _tiff_write_kwargs(
             md.update(scale=list(meta.scale), unit=meta.unit)
             if meta.unit == "micrometer":
                 kwargs["resolutionunit"] = "MICROMETER"
+        if meta.time_unit:
+            md["time_unit"] = meta.time_unit
+        if names:
+            md["channel_names"] = list(names)
         if meta.extra:
             md["debcr"] = dict(meta.extra)
         kwargs["metadata"] = md
     return kwargs
+
+
+def _ome_fallback(axes: str | None) -> bool:
+    """True if ``axes`` name only T, Z, C, Y, X, end in YX, but are not in ImageJ's order."""
+    return (
+        axes is not None
+        and axes.endswith("YX")
+        and set(axes) <= set("TZCYX")
+        and not _in_order(axes, "TZCYX")
+    )
 
 
 def _write_tiff(path: Path, data: Any, opts: WriteOptions) -> None:
@@ -219,7 +298,9 @@ def _create_tiff(path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: Writ
             "a memory-mapped TIFF must be uncompressed; drop compression or write .zarr"
         )
     kwargs = _tiff_write_kwargs(path, shape, dtype, opts)
-    return tifffile.memmap(path, shape=shape, dtype=dtype, **kwargs)
+    out = tifffile.memmap(path, shape=shape, dtype=dtype, **kwargs)
+    reserve(path, path.stat().st_size)  # a full disk: ENOSPC now, not SIGBUS when filled
+    return out
 
 
 register_format((".tif", ".tiff"), _read_tiff, _write_tiff, name="TIFF", create=_create_tiff)

@@ -42,7 +42,9 @@ def _read_zarr(path: Path, opts: ReadOptions) -> tuple[Any, ImageMetadata]:
         arr = node[name]
         meta = _ngff_metadata(multiscales[0], datasets[paths.index(name)], arr.ndim)
         extra = node.attrs.get("debcr")
-        return arr, replace(meta, extra=extra if isinstance(extra, dict) else {})
+        names = _omero_channel_names(dict(node.attrs), meta.axes, arr.shape)
+        extra = extra if isinstance(extra, dict) else {}
+        return arr, replace(meta, extra=extra, channel_names=names)
     arrays = sorted(k for k, _ in node.arrays())
     if opts.key is None and len(arrays) != 1:
         raise DataError(
@@ -76,6 +78,7 @@ def _ngff_metadata(
     if len(set(axes)) != len(axes):
         axes = None
     units = [a.get("unit") for a in axes_meta if isinstance(a, dict) and a.get("type") == "space"]
+    times = [a.get("unit") for a in axes_meta if isinstance(a, dict) and a.get("type") == "time"]
     scale = np.ones(ndim)
     found = False
     for transforms in (
@@ -90,7 +93,23 @@ def _ngff_metadata(
         axes=axes,
         scale=tuple(float(s) for s in scale) if found and axes else None,
         unit=next((u for u in units if u), None),
+        time_unit=next((u for u in times if u), None) if axes and "T" in axes else None,
     )
+
+
+def _omero_channel_names(
+    attrs: Mapping[str, Any], axes: str | None, shape: tuple[int, ...]
+) -> tuple[str, ...] | None:
+    """Channel labels of the ``omero`` block (NGFF 0.5: under ``ome``), one per C entry."""
+    ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs
+    omero = ome.get("omero") or attrs.get("omero")
+    if not axes or "C" not in axes or not isinstance(omero, dict):
+        return None
+    channels = omero.get("channels")
+    if not isinstance(channels, list) or len(channels) != shape[axes.index("C")]:
+        return None
+    labels = [c.get("label") if isinstance(c, dict) else None for c in channels]
+    return tuple(labels) if all(isinstance(n, str) and n for n in labels) else None
 
 
 def _zarr_array_metadata(arr: Any) -> ImageMetadata:
@@ -170,9 +189,37 @@ def _create_zarr(path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: Writ
     return group.create_array("0", **kwargs)
 
 
+def _create_zarr_with_metadata(
+    path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: WriteOptions
+) -> Any:
+    """:func:`_create_zarr`, then the NGFF metadata it does not write: the unit of the time
+    axis and the channel names (``omero`` block)."""
+    target = _create_zarr(path, shape, dtype, opts)
+    if not (opts.ome or path.name.lower().endswith(".ome.zarr")):
+        return target
+    meta = _fit_metadata(opts.metadata, len(shape), "TCZYX")
+    names = meta.channel_names
+    if meta.axes is None or "C" not in meta.axes or len(names or ()) != shape[meta.axes.index("C")]:
+        names = None
+    if not (meta.time_unit and "T" in meta.axes) and not names:
+        return target
+    import zarr
+
+    group = zarr.open_group(store=str(path), mode="r+")
+    ome = dict(group.attrs["ome"])
+    if meta.time_unit:
+        for axis in ome["multiscales"][0]["axes"]:
+            if axis.get("type") == "time":
+                axis["unit"] = meta.time_unit
+    if names:
+        ome["omero"] = {"channels": [{"label": n} for n in names]}
+    group.attrs["ome"] = ome
+    return target
+
+
 def _write_zarr(path: Path, data: Any, opts: WriteOptions) -> None:
     shape = tuple(int(n) for n in data.shape)
-    target = _create_zarr(path, shape, np.dtype(data.dtype), opts)
+    target = _create_zarr_with_metadata(path, shape, np.dtype(data.dtype), opts)
     _copy_blockwise(data, target)
 
 
@@ -193,5 +240,5 @@ register_format(
     name="Zarr",
     directory=True,
     keyed=True,
-    create=_create_zarr,
+    create=_create_zarr_with_metadata,
 )
