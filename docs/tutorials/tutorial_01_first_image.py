@@ -90,9 +90,9 @@ print(f"PSNR restored vs clean: {psnr(restored, clean):5.2f} dB   SSIM {ssim(res
 # 0 and 1), and its raw output is in those units. With the default `units="calibrated"`,
 # debcr returns it in the input's units: it fits the network output to the input with one
 # straight line for the whole image (least squares, `a · output + b`), then corrects the
-# offset so that the result's dark level (the median of its darkest 5 % of pixels) stays
-# within two noise levels, and 1.5 % of the input's range, of the input's dark level, and
-# returns nothing below the input's minimum. Intensities stay comparable between images and
+# offset so that the result's dark level (the median of the darkest 5 % of 8×8 block means,
+# where the noise is averaged out) stays at the input's, and returns nothing below the
+# input's minimum. Intensities stay comparable between images and
 # with the raw data. `units="percentile"` only undoes the percentile normalisation; use it for
 # deconvolution (`bright_SR`, `confocal_SR`), where the fit to a blurred input would shrink
 # the restored contrast. `units="normalized"` returns the network output as it is (about 0 to
