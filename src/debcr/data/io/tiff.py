@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import struct
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
@@ -42,9 +43,32 @@ _OME_TIME_UNITS.update(minute="min", hour="h")
 _RESUNIT_TO_MICROMETER = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}
 
 
+def _check_complete(tif: tifffile.TiffFile) -> None:
+    """Refuse a TIFF whose chain of image directories points past the end of the file.
+
+    Writers often put the directories of later planes at the end; a truncated file then still
+    opens, as its first plane only (tifffile just logs the bad offset): a silently wrong image.
+    """
+    position = tif.pages.next_page_offset  # where the last directory stores the next one's
+    if position is None:
+        return
+    fh = tif.filehandle
+    fh.seek(position)
+    raw = fh.read(tif.tiff.offsetsize)
+    complete = len(raw) == tif.tiff.offsetsize
+    following = struct.unpack(tif.tiff.offsetformat, raw)[0] if complete else fh.size
+    if following >= fh.size:
+        # load() words this as "could not read <path> as TIFF: …; re-copy or re-export it"
+        raise ValueError(
+            f"the file is incomplete (truncated?): after {len(tif.pages)} image plane(s) it "
+            f"points to more data at byte {following}, beyond its end ({fh.size} bytes)"
+        )
+
+
 def _read_tiff(path: Path, opts: ReadOptions) -> tuple[Any, ImageMetadata]:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
+        _check_complete(tif)
         metadata = _tiff_metadata(tif, series)
         data = None if opts.lazy else series.asarray()
     if data is None:
