@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from _common import time_repeated
 from debcr.interop.bmz import export_bmz
 from debcr.interop.portable import (
     check_image,
@@ -38,13 +39,7 @@ from debcr.weights import PRETRAINED
 
 
 def _median_time(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(time_repeated(fn, repeats))
 
 
 def _bench_model(name: str, folder: Path) -> list[str]:

@@ -47,6 +47,30 @@ def fixture_npz() -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
+#: How long a napari test waits for a background job (training and exports take a while).
+NAPARI_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    """The DeBCR dock widget in a real napari viewer; running jobs are stopped afterwards."""
+    from debcr.napari.widget import DeBCRWidget
+
+    viewer = make_napari_viewer()
+    w = DeBCRWidget(viewer)
+    viewer.window.add_dock_widget(w, name="DeBCR")
+    yield w
+    w.stop_all()
+    for tab in (w.transform_tab, w.train_tab, w.predict_tab):
+        if tab.worker is not None:
+            qtbot.waitUntil(lambda tab=tab: tab.worker is None, timeout=NAPARI_TIMEOUT_MS)
+
+
+def napari_wait(qtbot, tab) -> None:
+    """Wait until ``tab``'s background job has finished."""
+    qtbot.waitUntil(lambda: tab.worker is None, timeout=NAPARI_TIMEOUT_MS)
+
+
 @pytest.fixture(scope="session")
 def denoiser():
     """The built-in 2D_denoising model (loaded once per session)."""

@@ -17,28 +17,10 @@ pytest.importorskip("napari", reason="the napari extra is part of the test insta
 pytest.importorskip("bioimageio.core", reason="the export extra is part of the test install")
 
 import debcr
+from conftest import napari_wait as _wait
 from debcr.napari import jobs
 from debcr.napari.parts import MODEL_FILE
 from debcr.napari.tabs.export_dialog import ExportDialog
-from debcr.napari.widget import DeBCRWidget
-
-TIMEOUT_MS = 180_000
-
-
-@pytest.fixture
-def widget(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    w = DeBCRWidget(viewer)
-    viewer.window.add_dock_widget(w, name="DeBCR")
-    yield w
-    w.stop_all()
-    for tab in (w.transform_tab, w.train_tab, w.predict_tab):
-        if tab.worker is not None:
-            qtbot.waitUntil(lambda tab=tab: tab.worker is None, timeout=TIMEOUT_MS)
-
-
-def _wait(qtbot, tab) -> None:
-    qtbot.waitUntil(lambda: tab.worker is None, timeout=TIMEOUT_MS)
 
 
 def _open_dialog(tab) -> ExportDialog:

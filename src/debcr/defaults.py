@@ -30,3 +30,6 @@ BEST_MODEL = "best.safetensors"
 LAST_MODEL = "last.safetensors"
 RESUME_CHECKPOINT = "resume.ckpt"
 RUN_CONFIG = "config.yaml"
+
+#: File names of a BioImage Model Zoo package's description.
+BMZ_DESCRIPTIONS: tuple[str, ...] = ("rdf.yaml", "bioimageio.yaml")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from debcr import inference
-from debcr.data.normalize import NormStats
+from debcr.data.normalize import NormStats, percentiles_of
 from debcr.defaults import PMAX, PMIN
 from debcr.inference import PredictOptions
 from debcr.modelfile import save_model
@@ -281,7 +281,8 @@ def predict(
     """
     if not isinstance(model, MRBCR):
         model = init(model, device=device or "auto")
-    trained_pmin, trained_pmax = _model_percentiles(model)
+    trained = percentiles_of(getattr(model, "metadata", {}).get("normalization"))
+    trained_pmin, trained_pmax = trained or (PMIN, PMAX)
     pmin = trained_pmin if pmin is None else pmin
     pmax = trained_pmax if pmax is None else pmax
     options = PredictOptions(
@@ -301,17 +302,6 @@ def predict(
         channels=channels,
     )
     return inference.predict(model, image, options)
-
-
-def _model_percentiles(model: MRBCR) -> tuple[float, float]:
-    """The percentiles ``model`` was trained with (the published models' if it does not say)."""
-    settings = dict(getattr(model, "metadata", {}).get("normalization") or {})
-    method = settings.get("method", "percentile")
-    if method == "minmax":
-        return 0.0, 100.0
-    if method != "percentile":
-        return PMIN, PMAX
-    return float(settings.get("pmin", PMIN)), float(settings.get("pmax", PMAX))
 
 
 def train(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from debcr.defaults import BEST_MODEL, LAST_MODEL
+from debcr.defaults import BEST_MODEL, BMZ_DESCRIPTIONS, LAST_MODEL
 from debcr.errors import ModelFileError, ModelNotFoundError
 from debcr.weights import PRETRAINED
 
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from debcr.nn import MRBCR
 
 __all__ = ["ModelSource", "SourceKind", "load", "resolve"]
-
-# File names of a BioImage Model Zoo package's description.
-_BMZ_DESCRIPTIONS = ("rdf.yaml", "bioimageio.yaml")
 
 SourceKind = Literal["builtin", "file", "bmz", "tf_checkpoint"]
 
@@ -88,8 +85,8 @@ def _is_tf_checkpoint(path: Path) -> bool:
 
 def _is_bmz_package(path: Path) -> bool:
     if path.is_dir():
-        return any((path / rdf).is_file() for rdf in _BMZ_DESCRIPTIONS)
-    return path.is_file() and (path.suffix.lower() == ".zip" or path.name in _BMZ_DESCRIPTIONS)
+        return any((path / rdf).is_file() for rdf in BMZ_DESCRIPTIONS)
+    return path.is_file() and (path.suffix.lower() == ".zip" or path.name in BMZ_DESCRIPTIONS)
 
 
 def resolve(source: str | os.PathLike) -> ModelSource:

@@ -33,6 +33,7 @@ __all__ = [
     "compute_stats",
     "denormalize",
     "normalize",
+    "percentiles_of",
 ]
 
 #: A good ``sample`` for :func:`compute_stats` on huge arrays: percentiles of a regular
@@ -232,6 +233,21 @@ def _finite_number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def percentiles_of(settings: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The percentiles a model's normalisation settings (``metadata["normalization"]``) mean.
+
+    ``"percentile"`` (also when unset): its ``pmin``/``pmax``, default :data:`PMIN`/:data:`PMAX`;
+    ``"minmax"``: 0 and 100; any other method (fixed values): None.
+    """
+    settings = dict(settings or {})
+    method = settings.get("method", "percentile")
+    if method == "minmax":
+        return 0.0, 100.0
+    if method != "percentile":
+        return None
+    return float(settings.get("pmin", PMIN)), float(settings.get("pmax", PMAX))
 
 
 def check_percentiles(pmin: Any, pmax: Any, *, what: str = "(pmin, pmax)") -> tuple[float, float]:

@@ -35,8 +35,8 @@ import torch
 import yaml
 
 from debcr._version import __version__
-from debcr.data.normalize import normalize
-from debcr.defaults import PMAX, PMIN, SIZE_MULTIPLE
+from debcr.data.normalize import normalize, percentiles_of
+from debcr.defaults import BMZ_DESCRIPTIONS, PMAX, PMIN, SIZE_MULTIPLE
 from debcr.errors import ModelFileError
 from debcr.files import atomic_output
 from debcr.interop.portable import (
@@ -44,6 +44,7 @@ from debcr.interop.portable import (
     TOLERANCE,
     ExportError,
     check_image,
+    missing_extra,
     restorer,
     run_onnx,
     run_torchscript,
@@ -110,7 +111,6 @@ WEIGHTS_CITE: dict[str, str] = {
     "doi": "10.5281/zenodo.12626121",
 }
 
-_RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 _ARCHITECTURE_IMPORTS = frozenset({"__future__", "itertools", "torch"})
 _TEST_SIZE = 256
 _COVER_SIZE = 256
@@ -187,11 +187,7 @@ def _require_bioimageio() -> tuple[Any, Any]:
         import bioimageio.core as core
         import bioimageio.spec as spec
     except ImportError as exc:
-        raise ExportError(
-            f"BioImage Model Zoo export needs {exc.name!r}, which is not installed; install the "
-            "export extra: pip install 'debcr-torch[export]' (add torch==<your version> to keep "
-            "your torch)"
-        ) from exc
+        raise ExportError(missing_extra("BioImage Model Zoo export", exc.name)) from exc
     return core, spec
 
 
@@ -270,16 +266,15 @@ def _card(
 
 
 def _percentiles(model: MRBCR) -> tuple[float, float]:
-    settings = dict(getattr(model, "metadata", {}).get("normalization") or {})
-    method = settings.get("method", "percentile")
-    if method == "minmax":
-        return 0.0, 100.0
-    if method != "percentile":
+    settings = getattr(model, "metadata", {}).get("normalization")
+    percentiles = percentiles_of(settings)
+    if percentiles is None:
         raise ExportError(
-            f"the model expects {method!r} normalisation, which a BioImage Model Zoo package "
-            "cannot express per image; only percentile (or min/max) normalisation can be exported"
+            f"the model expects {dict(settings)['method']!r} normalisation, which a BioImage "
+            "Model Zoo package cannot express per image; only percentile (or min/max) "
+            "normalisation can be exported"
         )
-    return float(settings.get("pmin", PMIN)), float(settings.get("pmax", PMAX))
+    return percentiles
 
 
 def _test_tensors(model: MRBCR, pmin: float, pmax: float) -> tuple[np.ndarray, np.ndarray]:
@@ -612,7 +607,7 @@ class _Package:
             self.folder = path if path.is_dir() else path.parent
 
     def rdf(self) -> tuple[str, dict[str, Any]]:
-        names = [self.path.name] if self.path.name in _RDF_NAMES else list(_RDF_NAMES)
+        names = [self.path.name] if self.path.name in BMZ_DESCRIPTIONS else list(BMZ_DESCRIPTIONS)
         for name in names:
             if self.exists(name):
                 try:

@@ -25,7 +25,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from debcr.data.normalize import normalize
+from debcr.data.normalize import normalize, percentiles_of
+from debcr.defaults import PMAX, PMIN
 from debcr.errors import DebcrError
 from debcr.files import atomic_output
 from debcr.nn import MRBCR, MRBCRRestorer
@@ -39,6 +40,7 @@ __all__ = [
     "check_image",
     "export_onnx",
     "export_torchscript",
+    "missing_extra",
     "restorer",
     "write_onnx",
     "write_torchscript",
@@ -99,10 +101,8 @@ def check_image(model: MRBCR) -> np.ndarray:
     """The bundled noisy sample normalised as ``model`` expects, shaped ``(1, 1, H, W)``."""
     import tifffile
 
-    settings = dict(getattr(model, "metadata", {}).get("normalization") or {})
-    pmin, pmax = settings.get("pmin", 0.1), settings.get("pmax", 99.9)
-    if settings.get("method") == "minmax":
-        pmin, pmax = 0.0, 100.0
+    settings = getattr(model, "metadata", {}).get("normalization")
+    pmin, pmax = percentiles_of(settings) or (PMIN, PMAX)
     image = tifffile.imread(sample_path("nuclei_noisy"))
     return normalize(image, pmin=pmin, pmax=pmax, dtype=np.float32)[None, None]
 
@@ -127,7 +127,7 @@ def write_onnx(net: MRBCRRestorer, path: Path, opset: int = ONNX_OPSET) -> None:
     try:
         import onnxscript  # noqa: F401  (the exporter needs it; fail here with a clear message)
     except ImportError as exc:
-        raise ExportError(_missing_extra("ONNX export", exc.name)) from exc
+        raise ExportError(missing_extra("ONNX export", exc.name)) from exc
     dim = torch.export.Dim
     height, width = dim("height", min=1, max=16384), dim("width", min=1, max=16384)
     shapes = {"x": {0: dim("batch", min=1, max=4096), 2: 4 * height, 3: 4 * width}}
@@ -179,12 +179,13 @@ def run_onnx(path: Path, image: np.ndarray) -> np.ndarray:
     try:
         import onnxruntime
     except ImportError as exc:
-        raise ExportError(_missing_extra("checking an ONNX export", exc.name)) from exc
+        raise ExportError(missing_extra("checking an ONNX export", exc.name)) from exc
     session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: image})[0]
 
 
-def _missing_extra(what: str, module: str | None) -> str:
+def missing_extra(what: str, module: str | None) -> str:
+    """The message for a missing optional package of the export extra."""
     return (
         f"{what} needs the package {module!r}, which is not installed; install the export "
         "extra: pip install 'debcr-torch[export]' (add torch==<your version> to keep your torch)"
