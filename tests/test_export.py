@@ -98,6 +98,7 @@ def test_architecture_hash_is_registered() -> None:
 # --- standalone TorchScript and ONNX ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_onnx_and_torchscript_reproduce_pytorch_and_the_original(
     tmp_path, denoiser, fixture_npz
 ) -> None:
@@ -143,6 +144,7 @@ def test_missing_export_extra_names_the_extra(tmp_path, denoiser, monkeypatch) -
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_cli_export_onnx_and_clear_errors(tmp_path, capsys) -> None:
     out = tmp_path / "denoise.onnx"
     assert main(["export", "2D_denoising", str(out)]) == 0

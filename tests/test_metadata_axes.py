@@ -277,6 +277,7 @@ def planes() -> np.ndarray:
     return _crop(np.stack([fmd_frame(19, i) for i in range(8)]))[..., :48, :48]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("units", ["percentile", "calibrated"])
 @pytest.mark.parametrize("axes", AXES_CASES)
 def test_every_layout_is_restored_channel_by_channel(denoiser, planes, axes, units) -> None:

@@ -25,10 +25,13 @@ from conftest import DATA, ROOT
 from debcr.data import io
 from debcr.errors import OutputError
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.geteuid() != 0,
-    reason="mounting a small tmpfs needs Linux and root (CI runs as root)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux") or os.geteuid() != 0,
+        reason="mounting a small tmpfs needs Linux and root (CI runs as root)",
+    ),
+    pytest.mark.slow,  # real CLI runs in subprocesses
+]
 
 IMAGE = DATA / "stardist" / "img2d.tif"  # 512 x 512 uint16: a 1 MiB float32 output
 DISK_KIB = 256
