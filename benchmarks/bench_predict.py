@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from _common import (
     STARDIST_IMG,
@@ -149,6 +150,57 @@ print(json.dumps({"startup_s": t1 - t0, "predict_s": t2 - t1, "hwm_before_predic
 """
 
 
+#: Our variants besides the defaults: predict's keyword arguments. "training network" runs the
+#: faithful network eagerly, as every release before the inference-only form did.
+VARIANTS: dict[str, dict] = {
+    "exact": {"precision": "float32"},
+    "torch-float32": {"backend": "torch", "precision": "float32"},
+    "torch-bfloat16": {"backend": "torch", "precision": "bfloat16"},
+    "openvino-float32-2048": {"backend": "openvino", "precision": "float32", "tile_size": 2048},
+    "openvino-bfloat16-2048": {"backend": "openvino", "precision": "bfloat16", "tile_size": 2048},
+    "training-network-float32": {"backend": "torch", "precision": "float32", "tile_size": 512},
+}
+
+
+class _TrainingNetwork(torch.nn.Module):
+    """The faithful (training) m-rBCR seen as a generic network, so predict runs it eagerly."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = model
+        self.metadata = {"halo": 88}
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.restore(x)
+
+
+def our_variants(model: torch.nn.Module, names: list[str]) -> list[tuple[str, dict]]:
+    """(label, predict kwargs) for the defaults and each named variant, resolved for labels."""
+    from debcr.backends.openvino_runner import available
+
+    from debcr.nn.receptive import halo_for
+    from debcr.runtime import resolve_precision
+
+    precision = resolve_precision("auto", torch.device("cpu"))
+    backend = "openvino" if available() else "torch"
+    out = [
+        (
+            f"ours defaults ({backend}, {precision}, halo {halo_for(model, precision)})",
+            {},
+        )
+    ]
+    for name in names:
+        kwargs = dict(VARIANTS[name])
+        if kwargs.get("backend") == "openvino" and not available():
+            continue
+        label = f"ours {name} (halo {halo_for(model, kwargs.get('precision', precision))})"
+        if name == "training-network-float32":
+            kwargs["model"] = _TrainingNetwork(model)
+            label = "ours training network, eager float32, tile 512, halo 88 (before)"
+        out.append((label, kwargs))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # quality
 def affine_fit(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -198,10 +250,7 @@ def part_a(args: argparse.Namespace) -> dict:
 
     params = inspect.signature(debcr.model.predict).parameters
     units = params["units"].default if "units" in params else None
-    variants = [
-        (f"ours {p}" + (" (predict defaults)" if p == "float32" else ""), {"precision": p})
-        for p in args.precisions
-    ]
+    variants = our_variants(model, args.variants)
     if units is not None and units != "percentile":
         # the same mapping back to input units as used for the original below
         variants.append(("ours float32, units='percentile'", {"units": "percentile"}))
@@ -227,11 +276,18 @@ def part_a(args: argparse.Namespace) -> dict:
         # (name, call returning (seconds, output or stage times), repeats)
         schedule = []
         for name, kwargs in variants:
-            reps = args.repeats if kwargs == {"precision": "float32"} else args.variant_repeats
+            reps = args.repeats if not kwargs else args.variant_repeats
 
             def ours(kwargs=kwargs):
+                from debcr.inference import PredictOptions, predict_array
+
+                kwargs = dict(kwargs)
+                net = kwargs.pop("model", None)
                 t0 = time.perf_counter()
-                out = debcr.model.predict(model, noisy, progress=False, **kwargs)
+                if net is None:
+                    out = debcr.model.predict(model, noisy, progress=False, **kwargs)
+                else:
+                    out = predict_array(net, noisy, PredictOptions(progress=False, **kwargs))
                 return time.perf_counter() - t0, out
 
             schedule.append((name, ours, reps))
@@ -282,9 +338,7 @@ def part_a(args: argparse.Namespace) -> dict:
                 **quality(last[name], gt),
             }
         )
-        if kwargs.get("units") == "percentile" or (
-            units in (None, "percentile") and kwargs == {"precision": "float32"}
-        ):
+        if kwargs.get("units") == "percentile" or (units in (None, "percentile") and not kwargs):
             same_rule = last[name]
 
     orig_mpxs = None
@@ -500,11 +554,11 @@ def main() -> int:
         help="(a) timed runs of our other variants: bfloat16, units='percentile' (default 1)",
     )
     parser.add_argument(
-        "--precisions",
+        "--variants",
         nargs="+",
-        default=["float32", "bfloat16"],
-        choices=("float32", "bfloat16", "float16"),
-        help="(a) our precisions",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="(a) our variants besides the defaults (default: all)",
     )
     parser.add_argument(
         "--original",
@@ -531,7 +585,7 @@ def main() -> int:
     if args.part in ("a", "both"):
         res = part_a(args)
         summary["a"] = {k: v for k, v in res.items() if k != "rows"}
-        speed = res["mpx_per_s"].get("ours float32 (predict defaults)")
+        speed = next(iter(res["mpx_per_s"].values()), None)
     if args.part in ("b", "both"):
         summary["b"] = part_b(args, speed)
     if args.json:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from debcr._version import __version__
-from debcr.defaults import BEST_MODEL
+from debcr.defaults import BACKENDS, BEST_MODEL, PRECISIONS
 from debcr.errors import DebcrError
 from debcr.weights import PRETRAINED
 
@@ -153,6 +153,7 @@ def _predict_options(args: argparse.Namespace) -> dict[str, object]:
         "channels": _channel_list(args.channel),
         "device": args.device,
         "precision": args.precision,
+        "backend": args.backend,
         "overwrite": args.overwrite,
         "progress": not args.quiet,
     }
@@ -419,7 +420,20 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     pred.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)"
     )
-    pred.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"))
+    pred.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto (default): bfloat16 where the CPU/GPU computes it natively (see debcr "
+        "info), else float32; float32 is the exact mode",
+    )
+    pred.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="what runs the network: auto (default: OpenVINO on a CPU if installed, via "
+        "pip install 'debcr-torch[fast]', else PyTorch), torch or openvino",
+    )
     pred.add_argument(
         "--halo",
         type=_halo,

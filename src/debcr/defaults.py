@@ -17,8 +17,13 @@ PERCENTILES: tuple[float, float] = (PMIN, PMAX)
 #: What the published models expect: percentile normalisation of the input.
 NORMALIZATION: dict[str, object] = {"method": "percentile", "pmin": PMIN, "pmax": PMAX}
 
-#: Default tile core (pixels per side) on CPU and on accelerators.
-TILE_SIZE: dict[str, int] = {"cpu": 512, "accelerator": 1024}
+#: Default tile core (pixels per side) per CPU backend and on accelerators (GPUs): measured
+#: in benchmarks/bench_predict.py (eager torch loses speed on big tiles, OpenVINO keeps it).
+TILE_SIZE: dict[str, int] = {"torch": 512, "openvino": 1024, "accelerator": 1024}
+#: What can run the network (``backend=`` of predict, ``--backend``): see debcr.backends.
+BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
+#: Precisions of restoration; ``"auto"`` is bfloat16 where the device computes it natively.
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 #: Default number of tiles per forward pass on CPU and on accelerators.
 BATCH_SIZE: dict[str, int] = {"cpu": 1, "accelerator": 4}
 #: Stacks of patches no larger than this (the paper's workflow) are batched PATCH_BATCH at a time.

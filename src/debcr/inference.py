@@ -6,8 +6,9 @@ How an image is restored
    whole image or stack — never per tile, which would make seams.
 2. Each slice is cut into tiles whose *cores* partition the slice. Every tile is
    read with a halo around its core (reflect-padded at the image border); the halo
-   is the network's effective receptive field (:func:`effective_halo`), so a
-   tile's core equals what the network computes on the whole image. Tile origins
+   is the network's effective receptive field, sized to the precision
+   (:func:`~debcr.nn.receptive.halo_for`), so a tile's core equals what the network
+   computes on the whole image within the precision's own rounding error. Tile origins
    are multiples of 4, keeping the network's strided ½ and ¼ grids aligned with
    the image.
 3. Tiles of one size are batched through the network; only the cores are kept
@@ -23,6 +24,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from debcr.backends import BACKENDS, Runner, make_runner
 from debcr.data.intensity import (
     BLOCK,
     SAMPLE_PIXELS,
@@ -43,9 +46,9 @@ from debcr.data.normalize import DEFAULT_SAMPLE_PIXELS, NormStats, compute_stats
 from debcr.defaults import BATCH_SIZE, PATCH_BATCH, PATCH_EDGE, PMAX, PMIN, TILE_SIZE
 from debcr.errors import DataError, DebcrError
 from debcr.files import PathLike
-from debcr.nn import MRBCR, SIZE_MULTIPLE
-from debcr.nn.receptive import effective_halo
-from debcr.runtime import autocast_context, resolve_device
+from debcr.nn import SIZE_MULTIPLE
+from debcr.nn.receptive import halo_for
+from debcr.runtime import resolve_device, resolve_precision, tune_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -180,41 +183,61 @@ def _batched(items: list, size: int) -> Iterator[list]:
 
 @dataclass
 class _Engine:
-    model: MRBCR
+    runner: Runner
     device: torch.device
-    precision: str
     batch: int
     tile: int
     halo: int
     units: str = "calibrated"
 
     def forward(self, tiles: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(tiles[:, None]).to(self.device)
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast_context(self.device, self.precision):
-            y = self.model.restore(x)
-        return y[:, 0].float().cpu().numpy()
+        return self.runner.run(tiles)
 
     def run_slice(
         self, image: Any, out: Any, z: int, scale: SliceScale, calib: _Calibration, bar: Any
     ) -> None:
-        """Write the network output (normalised units) of slice ``z`` into ``out[z]``."""
+        """Write the network output (normalised units) of slice ``z`` into ``out[z]``.
+
+        Reading (and normalising) the next batch of tiles and writing the previous one run in
+        two helper threads while the network computes, so disk-to-disk restoration runs at
+        the network's speed; at most three batches are held at once.
+        """
         plan = plan_tiles(image.shape, self.tile, self.halo)
         h = self.halo
-        for group in _batched(plan.tiles(), self.batch):
-            windows = np.stack(
+        groups = list(_batched(plan.tiles(), self.batch))
+
+        def read(group: list) -> np.ndarray:
+            return np.stack(
                 [
                     scale.forward(_read_window(image, y - h, x - h, plan.input_size))
                     for y, x, _, _ in group
                 ]
             )
-            restored = self.forward(windows)
+
+        def write(group: list, windows: np.ndarray, restored: np.ndarray) -> None:
             for (y, x, ye, xe), window, tile in zip(group, windows, restored):
                 core = tile[h : h + ye - y, h : h + xe - x]
                 calib.add(window[h : h + ye - y, h : h + xe - x], core)
                 out[z, y:ye, x:xe] = core
             bar.update(len(group))
+
+        with (
+            ThreadPoolExecutor(1, "debcr-read") as reader,
+            ThreadPoolExecutor(1, "debcr-write") as writer,
+        ):
+            reading = reader.submit(read, groups[0])
+            writing = None
+            for i, group in enumerate(groups):
+                windows = reading.result()
+                if i + 1 < len(groups):
+                    reading = reader.submit(read, groups[i + 1])
+                try:
+                    restored = self.forward(windows)
+                finally:
+                    if writing is not None:
+                        writing.result()
+                writing = writer.submit(write, group, windows, restored)
+            writing.result()
 
     def total_tiles(self, shape: tuple[int, ...]) -> int:
         return shape[0] * len(plan_tiles(shape[1:], self.tile, self.halo).tiles())
@@ -499,7 +522,10 @@ class PredictOptions:
     pmax: float = PMAX
     units: str = "calibrated"
     device: str | torch.device | None = None
-    precision: str = "float32"
+    #: ``"auto"``: bfloat16 where the device computes it natively, else float32.
+    precision: str = "auto"
+    #: ``"auto"``, ``"torch"`` or ``"openvino"`` (see :mod:`debcr.backends`).
+    backend: str = "auto"
     output: PathLike | None = None
     overwrite: bool = False
     progress: Progress = True
@@ -546,22 +572,8 @@ def predict_array(
     _check_dtype(source)
     layout = _as_stack(source, metadata, opts.channels)
     stack, out_shape = layout.stack, layout.out_shape
-    dev = resolve_device(opts.device)
-    model = model.to(dev).eval()
-    if dev.type == "cpu":
-        model = model.to(memory_format=torch.channels_last)
     stats = _plane_stats(layout, opts.normalize, opts.pmin, opts.pmax)
-    kind = "cpu" if dev.type == "cpu" else "accelerator"
-    engine = _Engine(
-        model=model,
-        device=dev,
-        precision=opts.precision,
-        batch=batch_size_for(image, opts.batch_size, dev),
-        tile=int(opts.tile_size if opts.tile_size is not None else TILE_SIZE[kind]),
-        halo=int(opts.halo if opts.halo is not None else effective_halo(model)),
-        units=opts.units,
-    )
-    _check_engine(engine)
+    engine = _engine_for(model, image, opts)
     output = opts.output
     target = (
         open_output(
@@ -617,6 +629,38 @@ def _check_float32_range(stats: NormStats) -> None:
         )
 
 
+def _engine_for(model: torch.nn.Module, image: Any, opts: PredictOptions) -> _Engine:
+    """The runner and tiling for ``opts``: backend, precision, halo and tile size resolved."""
+    if opts.backend not in BACKENDS:
+        raise DataError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {opts.backend!r}"
+        )
+    dev = resolve_device(opts.device)
+    precision = resolve_precision(opts.precision, dev)
+    tune_allocator()
+    runner = make_runner(model, opts.backend, dev, precision)
+    kind = runner.backend if dev.type == "cpu" else "accelerator"
+    engine = _Engine(
+        runner=runner,
+        device=dev,
+        batch=batch_size_for(image, opts.batch_size, dev),
+        tile=int(opts.tile_size if opts.tile_size is not None else TILE_SIZE[kind]),
+        halo=int(opts.halo if opts.halo is not None else halo_for(model, precision)),
+        units=opts.units,
+    )
+    _check_engine(engine)
+    logger.debug(
+        "restoring with %s (%s) on %s: tile %d, halo %d, batch %d",
+        runner.backend,
+        precision,
+        dev,
+        engine.tile,
+        engine.halo,
+        engine.batch,
+    )
+    return engine
+
+
 def _check_engine(engine: _Engine) -> None:
     if engine.batch < 1:
         raise DataError(f"batch_size must be at least 1, got {engine.batch}")
@@ -628,10 +672,6 @@ def _check_engine(engine: _Engine) -> None:
         )
     if engine.units not in UNITS:
         raise DataError(f"units must be one of {', '.join(map(repr, UNITS))}, got {engine.units!r}")
-    if engine.precision not in ("float32", "bfloat16", "float16"):
-        raise DataError(
-            f"precision must be 'float32', 'bfloat16' or 'float16', got {engine.precision!r}"
-        )
 
 
 class _CallbackBar:
@@ -748,9 +788,16 @@ def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | N
         sample = np.asarray(_strided(image, DEFAULT_SAMPLE_PIXELS).compute())
         normalize = compute_stats(sample, pmin=opts.pmin, pmax=opts.pmax)
     stats = normalize if isinstance(normalize, NormStats) else None
-    halo = int(opts.halo if opts.halo is not None else effective_halo(model))
+    precision = resolve_precision(opts.precision, resolve_device(opts.device))
+    halo = int(opts.halo if opts.halo is not None else halo_for(model, precision))
     block_options = replace(
-        opts, normalize=False, units="normalized", halo=halo, progress=False, overwrite=False
+        opts,
+        normalize=False,
+        units="normalized",
+        halo=halo,
+        precision=precision,
+        progress=False,
+        overwrite=False,
     )
 
     lo, width = _lazy_scale(stats, image)

@@ -187,7 +187,8 @@ def predict(
     pmax: float | None = None,
     units: str = "calibrated",
     device: str | torch.device | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
+    backend: str = "auto",
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool | Callable[[int, int], object] = True,
@@ -221,11 +222,15 @@ def predict(
         Tiles per forward pass (default: 1 on CPU, 4 on a GPU; patch stacks are
         batched up to this many).
     tile_size
-        Core size of the tiles in pixels (default 512 on CPU, 1024 on a GPU).
-        Smaller tiles need less memory.
+        Core size of the tiles in pixels (default: 1024 with OpenVINO or on a GPU, 512 with
+        PyTorch on a CPU, where eager convolutions slow down on bigger tiles). Smaller tiles
+        need less memory.
     halo
-        Context added around each tile (multiple of 4); default: the network's
-        effective receptive field (72–88 px for the published models).
+        Context added around each tile (multiple of 4); default: the network's effective
+        receptive field at the precision used: in float32 the radius holding all but 1e-4
+        of the input's influence (72–88 px for the published models), so tiles join exactly;
+        in bfloat16 a smaller one whose seams stay below bfloat16's own rounding error (see
+        :data:`debcr.nn.receptive.HALO_TOLERANCES`).
     normalize
         ``True``: percentile-normalise with statistics of the *whole* input
         (``pmin``, ``pmax``; never per tile). ``False``: feed the values as they
@@ -251,7 +256,15 @@ def predict(
     device
         ``"cpu"``, ``"cuda"``, ``"mps"``; default: the best available.
     precision
-        ``"float32"`` (default), ``"bfloat16"`` or ``"float16"`` (autocast).
+        ``"auto"`` (default): ``"bfloat16"`` where the device computes it natively (CPUs
+        with AVX512-BF16 or AMX, e.g. AMD Zen 4 or Intel Sapphire Rapids; CUDA GPUs with
+        bf16), else ``"float32"``; ``debcr info`` says which. ``"float32"`` is the exact
+        mode (tiles join exactly, output within ~1e-5 of the published network's);
+        ``"bfloat16"`` and ``"float16"`` are faster, within ~0.01 dB PSNR of it.
+    backend
+        What runs the network: ``"auto"`` (default; OpenVINO on a CPU when it is installed,
+        ``pip install 'debcr-torch[fast]'``, else PyTorch), ``"torch"`` or ``"openvino"``.
+        Both run the inference-only form of the network (:mod:`debcr.nn.fast`).
     output
         If given, the result is written there (``.tif``, ``.npy``, ``.zarr``…) as
         tiles finish, so images larger than memory work; the path is returned.
@@ -295,6 +308,7 @@ def predict(
         units=units,
         device=device,
         precision=precision,
+        backend=backend,
         output=output,
         overwrite=overwrite,
         progress=progress,

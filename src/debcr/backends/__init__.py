@@ -12,19 +12,27 @@ the network's normalised units. :func:`make_runner` picks one:
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from debcr.defaults import BACKENDS
 from debcr.errors import DebcrError
 
 __all__ = ["BACKENDS", "Runner", "make_runner"]
 
 logger = logging.getLogger(__name__)
 
-#: Accepted values of ``backend=`` / ``--backend``.
-BACKENDS = ("auto", "torch", "openvino")
+
+#: Runners built recently, by weights, backend, device and precision: a GUI or a dask graph
+#: restores many images with one model, and building a runner (an OpenVINO compile, the
+#: network's inference form) should happen once, not per image or block.
+_RUNNERS: OrderedDict[tuple, Runner] = OrderedDict()
+_RUNNERS_KEPT = 4
+_LOCK = threading.Lock()
 
 
 class Runner(Protocol):
@@ -41,18 +49,41 @@ def make_runner(
 ) -> Runner:
     """The runner for ``model`` on ``device`` with ``backend`` at ``precision``.
 
+    Runners are reused for the same weights (a model changed in place gets a new one).
+
     Raises
     ------
     DebcrError
         If ``backend`` is unknown, needs an extra that is not installed, or cannot run on
         ``device``.
     """
-    from debcr.backends.torch_runner import TorchRunner
+    from debcr.modelfile import tensor_checksum
 
     if backend not in BACKENDS:
         raise DebcrError(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
         )
+    key = (
+        type(model).__name__,
+        tensor_checksum(model.state_dict()),
+        backend,
+        str(device),
+        precision,
+    )
+    with _LOCK:
+        if key in _RUNNERS:
+            _RUNNERS.move_to_end(key)
+            return _RUNNERS[key]
+        runner = _build(model, backend, device, precision)
+        _RUNNERS[key] = runner
+        while len(_RUNNERS) > _RUNNERS_KEPT:
+            _RUNNERS.popitem(last=False)
+        return runner
+
+
+def _build(model: torch.nn.Module, backend: str, device: torch.device, precision: str) -> Runner:
+    from debcr.backends.torch_runner import TorchRunner
+
     wants_openvino = backend == "openvino" or (backend == "auto" and device.type == "cpu")
     if wants_openvino and hasattr(model, "forward_net"):
         from debcr.backends import openvino_runner

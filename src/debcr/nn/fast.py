@@ -98,9 +98,7 @@ class _FastRDB(nn.Module):
         sw = s.weight  # (g, c + 3g, 1, 1)
         # From the block input: all three expansions and the squeeze's share.
         self.from_x = _conv(
-            torch.cat(
-                [e[0].weight, e[1].weight[:, :c], e[2].weight[:, :c], _centre(sw[:, :c])]
-            ),
+            torch.cat([e[0].weight, e[1].weight[:, :c], e[2].weight[:, :c], _centre(sw[:, :c])]),
             torch.cat([e[0].bias, e[1].bias, e[2].bias, s.bias]),
             padding=1,
         )
@@ -182,7 +180,9 @@ class FastMRBCR(nn.Module):
         h0, h2 = fwd.head0.weight, fwd.head2.weight
         f3w, f3b = fwd.fusion.conv3x3.weight, fwd.fusion.conv3x3.bias
         # y0 → [fusion share (first input), head share]
-        self.y0_maps = _conv(torch.cat([fw[:, :width], h0[:, :width]]), torch.cat([fb, fwd.head0.bias]))
+        self.y0_maps = _conv(
+            torch.cat([fw[:, :width], h0[:, :width]]), torch.cat([fb, fwd.head0.bias])
+        )
         # y2 → [fusion share as second input (f0), as first input (f2), head share]
         self.y2_maps = _conv(torch.cat([fw[:, width:], fw[:, :width], h2[:, :width]]), None)
         # y4 → [fusion share as second input (f2)]; a bias commutes with bilinear upsampling.
@@ -192,7 +192,8 @@ class FastMRBCR(nn.Module):
         k0 = torch.einsum("oc,cikl->oikl", h0[:, width:, 0, 0], f3w)
         k2 = torch.einsum("oc,cikl->oikl", h2[:, width:, 0, 0], f3w)
         self.f0_head = _conv(k0, h0[:, width:, 0, 0] @ f3b, padding=1)
-        self.f2_head = _conv(_halving(k2), h2[:, width:, 0, 0] @ f3b + fwd.head2.bias, stride=2, padding=1)
+        bias2 = h2[:, width:, 0, 0] @ f3b + fwd.head2.bias
+        self.f2_head = _conv(_halving(k2), bias2, stride=2, padding=1)
         self.width = width
         self.branch4 = _FastBranch(inv.branch4)
         self.step2 = _Step(inv.fusion, inv.branch2, 2)

@@ -2,27 +2,63 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from debcr.nn.mrbcr import MRBCR, SIZE_MULTIPLE
 
-__all__ = ["HALO_TOLERANCE", "effective_halo"]
+__all__ = ["HALO_TOLERANCE", "HALO_TOLERANCES", "effective_halo", "halo_for"]
 
-#: Fraction of the total input influence allowed outside the halo.
+#: Fraction of the total input influence allowed outside the halo (the exact mode's).
 HALO_TOLERANCE = 1e-4
+#: Per precision, the influence that may be left outside the halo: chosen so that the
+#: tiled-vs-whole difference stays below the precision's own rounding error on real
+#: images (benchmarks/bench_halo.py, results/halo.md). float32 keeps the exact halo.
+HALO_TOLERANCES: dict[str, float] = {
+    "float32": HALO_TOLERANCE,
+    "bfloat16": 1e-2,
+    "float16": HALO_TOLERANCE,
+}
+
+_halos: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def effective_halo(model: MRBCR, tolerance: float = HALO_TOLERANCE, size: int = 192) -> int:
+def halo_for(model: torch.nn.Module, precision: str) -> int:
+    """Default halo of ``model`` at ``precision`` (see :data:`HALO_TOLERANCES`).
+
+    Networks other than m-rBCR (the CARE baseline) use the halo in their metadata.
+    """
+    if not isinstance(model, MRBCR):
+        halo = getattr(model, "metadata", {}).get("halo")
+        if halo is None:
+            raise ValueError(
+                f"no default halo for a {type(model).__name__}; give halo= (pixels of context)"
+            )
+        return int(halo)
+    tolerance = HALO_TOLERANCES.get(precision, HALO_TOLERANCE)
+    if tolerance == HALO_TOLERANCE:
+        return effective_halo(model)
+    cache = _halos.setdefault(model, {})
+    if tolerance not in cache:
+        cache[tolerance] = effective_halo(model, tolerance, cache=False)
+    return cache[tolerance]
+
+
+def effective_halo(
+    model: MRBCR, tolerance: float = HALO_TOLERANCE, size: int = 192, cache: bool = True
+) -> int:
     """Halo (pixels, multiple of 4) that holds all but ``tolerance`` of the input influence.
 
     The gradient of one output pixel with respect to the input (on uniform noise in
     [0, 1], in float64) measures how far the network actually looks. Its theoretical
     receptive field is much wider (about ±185 px along the width), but the influence
     decays quickly; the halo is the smallest square radius outside which less than
-    ``tolerance`` of the total absolute gradient lies. The result is cached in
-    ``model.metadata["halo"]``.
+    ``tolerance`` of the total absolute gradient lies. With ``cache``, the result is kept in
+    ``model.metadata["halo"]`` (for the default tolerance, as saved with models).
     """
-    cached = getattr(model, "metadata", {}).get("halo")
+    cache = cache and tolerance == HALO_TOLERANCE
+    cached = getattr(model, "metadata", {}).get("halo") if cache else None
     if cached:
         return int(cached)
     net = MRBCR().double()
@@ -40,6 +76,6 @@ def effective_halo(model: MRBCR, tolerance: float = HALO_TOLERANCE, size: int = 
         if 1.0 - inside / total < tolerance:
             halo = radius
             break
-    if hasattr(model, "metadata"):
+    if cache and hasattr(model, "metadata"):
         model.metadata["halo"] = halo
     return halo

@@ -1,0 +1,141 @@
+"""How much halo do tiles need? Seam error versus halo, against each precision's own error.
+
+Command (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_halo.py --out benchmarks/results/halo.md
+
+For each published model and a real image it suits, the whole image is restored as one tile
+(float32, PyTorch backend, exact receptive-field halo for the border) — the reference. Then:
+
+* **precision error**: the same whole-image restoration in bfloat16, compared with the float32
+  reference: max |Δ| and mean |Δ| in normalised units (the network's units). float16 is not
+  measured: CPUs emulate it slowly, and it keeps the exact float32 halo;
+* **seam error per halo**: the image restored in float32 with small tiles (128² cores, so the
+  image has many seams) and a halo of 0–88 px, compared with the same reference.
+
+A halo is "below the precision's error" when its seam max |Δ| is below that precision's own
+max |Δ| on every image: a tiled bf16 result is then as close to the float32 whole-image result
+as an untiled bf16 one. The table also lists which halo the receptive-field rule
+(:func:`debcr.nn.effective_halo`) gives at each influence tolerance, which is how
+:data:`debcr.nn.receptive.HALO_TOLERANCES` maps a precision to a halo for any model.
+PSNR against the FMD ground truth is reported for the FMD image (data_range 255).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from _common import (
+    FMD_FIELD19_GT,
+    FMD_FIELD19_RAW,
+    SHARED,
+    STARDIST_IMG,
+    command_line,
+    log,
+    machine_line,
+    publish,
+    read_png,
+    table,
+)
+
+HALOS = (0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 88)
+TOLERANCES = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+TILE = 128
+
+
+def _images() -> list[tuple[str, str, np.ndarray]]:
+    nuclei = tifffile.imread(SHARED / "data" / "cells3d_nuclei" / "nuclei.tif")
+    neuron = tifffile.imread(SHARED / "data" / "flowdec" / "neuron-25pct_data.tif")
+    return [
+        ("2D_denoising", "FMD field 19, frame 0 (512²)", read_png(FMD_FIELD19_RAW[0])),
+        ("2D_denoising", "stardist img2d (512²)", tifffile.imread(STARDIST_IMG)),
+        ("3D_denoising", "cells3d nuclei, z 30 (256²)", nuclei[30]),
+        ("confocal_SR", "flowdec neuron, z 25", neuron[neuron.shape[0] // 2]),
+        ("bright_SR", "flowdec neuron, z 25", neuron[neuron.shape[0] // 2]),
+    ]
+
+
+def _restore(model, image, **kw) -> np.ndarray:
+    from debcr.model import predict
+
+    return predict(model, image, units="normalized", progress=False, **kw)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="write the report here")
+    args = parser.parse_args()
+
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from debcr.data.normalize import compute_stats
+    from debcr.model import init
+    from debcr.nn import effective_halo
+
+    gt = read_png(FMD_FIELD19_GT).astype(np.float64)
+    rows_err, rows_seam, rows_tol = [], [], []
+    worst_seam = {h: 0.0 for h in HALOS}
+    worst_precision = {"bfloat16": np.inf}
+    for name, what, image in _images():
+        log(f"{name} on {what}")
+        model = init(name)
+        side = max(image.shape)
+        exact = effective_halo(model)
+        ref = _restore(model, image, precision="float32", backend="torch", tile_size=side)
+        stats = compute_stats(image)
+        for precision in worst_precision:
+            low = _restore(
+                model, image, precision=precision, backend="torch", tile_size=side, halo=exact
+            )
+            diff = np.abs(low - ref)
+            worst_precision[precision] = min(worst_precision[precision], float(diff.max()))
+            rows_err.append([name, what, precision, f"{diff.max():.2e}", f"{diff.mean():.2e}"])
+        seams = []
+        for halo in HALOS:
+            tiled = _restore(
+                model, image, precision="float32", backend="torch", tile_size=TILE, halo=halo
+            )
+            diff = float(np.abs(tiled - ref).max())
+            worst_seam[halo] = max(worst_seam[halo], diff)
+            cell = f"{diff:.1e}"
+            if "FMD" in what:
+                raw = tiled * (stats.hi - stats.lo + stats.eps) + stats.lo
+                cell += f" ({peak_signal_noise_ratio(gt, raw, data_range=255):.3f} dB)"
+            seams.append(cell)
+        rows_seam.append([name, what, *seams])
+        rows_tol.append([name, *(effective_halo(model, t, cache=False) for t in TOLERANCES)])
+        if "FMD" in what:
+            raw = ref * (stats.hi - stats.lo + stats.eps) + stats.lo
+            fmd_whole = peak_signal_noise_ratio(gt, raw, data_range=255)
+
+    chosen = {
+        p: min((h for h in HALOS if worst_seam[h] < err), default=max(HALOS))
+        for p, err in worst_precision.items()
+    }
+    report = "\n\n".join(
+        [
+            "# Halo versus seam error (bench_halo.py)",
+            f"Command: `{command_line('bench_halo.py')}`  \n{machine_line()}",
+            "## Precision's own error (whole image, vs float32; normalised units)",
+            table(["model", "image", "precision", "max |Δ|", "mean |Δ|"], rows_err),
+            f"## Seam error: tiles of {TILE}² in float32, max |Δ| vs the whole image, per halo "
+            f"(FMD: PSNR vs avg50 GT in brackets; whole image {fmd_whole:.3f} dB)",
+            table(["model", "image", *(f"halo {h}" for h in HALOS)], rows_seam),
+            "## Halo from the receptive-field rule at each influence tolerance",
+            table(["model", *(f"tol {t:g}" for t in TOLERANCES)], rows_tol),
+            "## Smallest halo with seam error below the precision's error on every image",
+            table(
+                ["precision", "smallest precision max |Δ|", "halo"],
+                [[p, f"{worst_precision[p]:.2e}", chosen[p]] for p in chosen],
+            ),
+        ]
+    )
+    publish(report, args.out, args.out is not None)
+
+
+if __name__ == "__main__":
+    main()

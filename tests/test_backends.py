@@ -1,0 +1,148 @@
+"""The inference-only network, backends, precision and halo choice, on real images."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+from conftest import TASKS, fmd_frame, fmd_gt
+from debcr.backends import make_runner
+from debcr.data.normalize import compute_stats, normalize
+from debcr.errors import DebcrError
+from debcr.model import init, predict
+from debcr.nn.fast import inference_network
+from debcr.nn.receptive import HALO_TOLERANCE, effective_halo, halo_for
+from debcr.runtime import native_bf16, resolve_device
+from test_network import _fixture_model
+
+
+def _normalised_fmd(size: int = 256) -> torch.Tensor:
+    image = normalize(fmd_frame(19).astype(np.float32))[:size, :size]
+    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+
+
+def test_fast_network_matches_the_original_fixture(fixture_npz) -> None:
+    model = _fixture_model(fixture_npz)
+    x0 = torch.from_numpy(fixture_npz["x0"]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        fast = inference_network(model)(x0)
+        eager = model.restore(x0)
+    diff = np.abs(fast.permute(0, 2, 3, 1).numpy() - fixture_npz["out_z0"]).max()
+    assert diff <= 1e-5, f"inference-only network differs from the original by {diff}"
+    assert (fast - eager).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_fast_network_equals_the_training_network_on_real_images(task: str) -> None:
+    model = init(task)
+    fast = inference_network(model)
+    x = _normalised_fmd(256)
+    with torch.no_grad():
+        for crop in (x, x[..., :132, :200], x[..., :4, :8]):
+            got, want = fast(crop), model.restore(crop)
+            assert got.shape == want.shape
+            assert (got - want).abs().max() <= 1e-5, task
+    # The inference form is a copy: later changes to the model do not reach it.
+    with torch.no_grad():
+        model.inverse_net.head0.bias.add_(1.0)
+        assert (fast(x) - model.restore(x)).abs().max() > 0.5
+
+
+def test_default_precision_follows_the_cpu(denoiser) -> None:
+    expected = "bfloat16" if native_bf16() else "float32"
+    runner = make_runner(denoiser, "torch", resolve_device("cpu"), expected)
+    assert runner.precision == expected
+    assert halo_for(denoiser, "float32") == effective_halo(denoiser) == 88
+    assert halo_for(denoiser, "bfloat16") < halo_for(denoiser, "float32")
+
+
+def test_default_path_keeps_quality_on_fmd_field_19(denoiser) -> None:
+    """Default (auto precision, auto backend, precision-sized halo) vs float32 eager torch."""
+    image, gt = fmd_frame(19), fmd_gt(19).astype(np.float64)
+    exact = predict(denoiser, image, precision="float32", backend="torch", progress=False)
+    fast = predict(denoiser, image, progress=False)
+    psnr_exact = peak_signal_noise_ratio(gt, exact.astype(np.float64), data_range=255)
+    psnr_fast = peak_signal_noise_ratio(gt, fast.astype(np.float64), data_range=255)
+    stats = compute_stats(image)
+    max_norm = float(np.abs(fast - exact).max()) / float(stats.hi - stats.lo)
+    assert abs(psnr_fast - psnr_exact) <= 0.05, (psnr_fast, psnr_exact, max_norm)
+    assert max_norm < 0.1, f"default path differs by {max_norm} (normalised units)"
+
+
+def test_precision_sized_halo_keeps_seams_below_bf16_rounding(denoiser) -> None:
+    """Tiled float32 with the bf16 halo is as close to the whole image as untiled bf16 is."""
+    image = fmd_frame(19)
+    opts = {"units": "normalized", "progress": False, "backend": "torch"}
+    whole = predict(denoiser, image, precision="float32", tile_size=512, **opts)
+    bf16 = predict(denoiser, image, precision="bfloat16", tile_size=512, **opts)
+    halo = halo_for(denoiser, "bfloat16")
+    tiled = predict(denoiser, image, precision="float32", tile_size=128, halo=halo, **opts)
+    seam, rounding = np.abs(tiled - whole).max(), np.abs(bf16 - whole).max()
+    assert seam < rounding, (halo, seam, rounding)
+    exact = predict(
+        denoiser,
+        image,
+        precision="float32",
+        tile_size=128,
+        halo=halo_for(denoiser, "float32"),
+        **opts,
+    )
+    assert np.abs(exact - whole).max() < 1e-3
+    assert HALO_TOLERANCE == 1e-4
+
+
+def test_auto_falls_back_to_torch_without_openvino(denoiser, monkeypatch, caplog) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what an absent package looks like
+    cpu = resolve_device("cpu")
+    with caplog.at_level(logging.INFO, logger="debcr.backends"):
+        runner = make_runner(denoiser, "auto", cpu, "float32")
+    assert runner.backend == "torch"
+    assert sum("OpenVINO is not installed" in r.getMessage() for r in caplog.records) == 1
+    with pytest.raises(DebcrError, match=r"pip install 'debcr-torch\[fast\]'"):
+        make_runner(denoiser, "openvino", cpu, "float32")
+    with pytest.raises(DebcrError, match="backend must be one of"):
+        make_runner(denoiser, "tensorrt", cpu, "float32")
+
+
+def test_runners_are_reused_until_the_weights_change() -> None:
+    model = init("2D_denoising")
+    cpu = resolve_device("cpu")
+    first = make_runner(model, "torch", cpu, "float32")
+    assert make_runner(model, "torch", cpu, "float32") is first
+    with torch.no_grad():
+        model.inverse_net.head0.bias.add_(0.5)
+    changed = make_runner(model, "torch", cpu, "float32")
+    assert changed is not first
+    tiles = _normalised_fmd(128)[:, 0].numpy()
+    assert np.abs(changed.run(tiles) - first.run(tiles)).max() == pytest.approx(0.5, abs=1e-4)
+
+
+def test_predict_rejects_an_unknown_backend_and_precision(denoiser) -> None:
+    image = fmd_frame(19)[:64, :64]
+    with pytest.raises(DebcrError, match=r"backend must be one of .*'openvino'.*got 'tpu'"):
+        predict(denoiser, image, backend="tpu", progress=False)
+    with pytest.raises(DebcrError, match="float64"):
+        predict(denoiser, image, precision="float64", progress=False)
+
+
+def test_cli_backend_and_precision_options(tmp_path, denoiser, capsys) -> None:
+    import tifffile
+
+    from debcr.cli import main
+
+    image = fmd_frame(19)[:200, :248]
+    tifffile.imwrite(tmp_path / "raw.tif", image)
+    out = tmp_path / "restored.tif"
+    args = ["predict", str(tmp_path / "raw.tif"), "-o", str(out), "-q"]
+    assert main([*args, "--backend", "torch", "--precision", "float32"]) == 0
+    expected = predict(denoiser, image, backend="torch", precision="float32", progress=False)
+    np.testing.assert_allclose(tifffile.imread(out), expected, rtol=0, atol=1e-3)
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--overwrite", "--backend", "tpu"])
+    assert stop.value.code == 2
+    assert "invalid choice: 'tpu'" in capsys.readouterr().err
