@@ -38,7 +38,7 @@ PAPER_RECIPE = {
     "devices": "auto",
     "strategy": "auto",
     "num_nodes": 1,
-    "precision": "32-true",
+    "precision": "auto",
     "num_workers": 0,
     "progress": True,
     "init_model": None,
@@ -218,7 +218,7 @@ def test_nested_sections_are_refused_clearly(tmp_path: Path) -> None:
         ("learning_rate", float("nan"), ["finite"]),
         ("patch_size", 130, ["multiple of 4", ">= 16", "<= 1024"]),
         ("loss", "l2", ["'reference'", "'fft2d'"]),
-        ("precision", "fp8", ["'32-true'", "'bf16-mixed'", "'16-mixed'"]),
+        ("precision", "fp8", ["'auto'", "'32-true'", "'bf16-mixed'", "'16-mixed'"]),
         ("strategy", "magic", ["'auto'", "'ddp'", "'ddp_spawn'"]),
         ("augmentation", "rotate", ["'none'", "'flip'", "'flip_rot90'"]),
         ("devices", 0, ["'auto'", "-1 = all"]),
@@ -272,10 +272,22 @@ def test_val_freq_beyond_num_steps_is_allowed() -> None:
         ("16", "16-mixed"),
         (16, "16-mixed"),
         ("16-mixed", "16-mixed"),
+        ("AUTO", "auto"),
     ],
 )
 def test_precision_aliases_are_normalised(alias: object, name: str) -> None:
     assert TrainConfig(precision=alias).precision == name
+
+
+def test_precision_is_auto_by_default_and_kept_in_files(tmp_path: Path) -> None:
+    """A run's config.yaml keeps 'auto', so a resumed run chooses again for its machine."""
+    assert TrainConfig().precision == "auto"
+    path = cfg.save(TrainConfig(), tmp_path / "config.yaml")
+    assert "precision: auto" in path.read_text()
+    assert cfg.load(path).precision == "auto"
+    # a file written before 'auto' existed keeps its explicit precision
+    old = _write(tmp_path / "old.yaml", "precision: 32-true\n")
+    assert cfg.load(old).precision == "32-true"
 
 
 # ---- the dict interface ------------------------------------------------------------------

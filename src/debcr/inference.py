@@ -48,7 +48,7 @@ from debcr.errors import DataError, DebcrError
 from debcr.files import PathLike
 from debcr.nn import SIZE_MULTIPLE
 from debcr.nn.receptive import halo_for
-from debcr.runtime import resolve_device, resolve_precision, tune_allocator
+from debcr.runtime import release_memory, resolve_device, resolve_precision, tune_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -587,9 +587,13 @@ def predict_array(
         if output is not None
         else contextlib.nullcontext(np.empty(out_shape, np.float32))
     )
-    with target as out:
-        out_stack = layout.out_view(out)
-        _run(engine, stack, out_stack, stats, opts, layout.channel_of_planes())
+    try:
+        with target as out:
+            out_stack = layout.out_view(out)
+            _run(engine, stack, out_stack, stats, opts, layout.channel_of_planes())
+    finally:
+        # The tuned allocator keeps what the forwards freed; hand it back between calls.
+        release_memory()
     return Path(output) if output is not None else out
 
 

@@ -1,10 +1,14 @@
-"""Devices, precision and the facts a bug report needs."""
+"""Devices, precision, the memory allocator and the facts a bug report needs."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import logging
 import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
 
@@ -13,10 +17,24 @@ import torch
 from debcr._version import DISTRIBUTION, __version__
 from debcr.errors import DebcrError
 
+logger = logging.getLogger(__name__)
+
 #: The original TensorFlow package's distribution, which also provides ``import debcr``.
 ORIGINAL = "debcr"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: The precisions :func:`resolve_precision` accepts besides ``"auto"``.
+PRECISIONS: tuple[str, ...] = tuple(_DTYPES)
+
+#: Set to ``1`` to leave glibc's allocator as it is (see :func:`tune_allocator`).
+NO_MALLOC_TUNING = "DEBCR_NO_MALLOC_TUNING"
+# glibc's mallopt parameters (malloc.h) and the values tune_allocator sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 1 << 30  # blocks above 1 GiB still come straight from (and go back to) mmap
+_TRIM_THRESHOLD = 1 << 30  # keep up to 1 GiB of free heap top for reuse
+
+# None: not tried yet; else the answer of the first call.
+_TUNED: bool | None = None
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -69,6 +87,183 @@ def device_name(device: torch.device) -> str:
     return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
 
 
+def tune_allocator() -> bool:
+    """Keep freed memory in the process for reuse instead of returning it to the OS (glibc).
+
+    glibc's ``malloc`` serves every block above its mmap threshold (dynamic, at most 32 MB)
+    with a fresh ``mmap`` and unmaps it on ``free``, so each layer of a network forward
+    writes to newly mapped pages, and the kernel zero-fills every 4 KB page on first touch:
+    about 941,000 page faults per 688×688 tile of m-rBCR. This raises the mmap threshold and
+    the trim threshold to 1 GiB, so freed buffers stay in the heap and the next layer reuses
+    them: the eager CPU forward gets about twice as fast, with identical results.
+
+    The price is memory: the process keeps what it freed (up to the working set of the largest
+    forward, plus at most 1 GiB of free heap top) instead of giving it back between layers and
+    calls, so its resident size (RSS) stays near its peak. Set the environment variable
+    ``DEBCR_NO_MALLOC_TUNING=1`` to trade the speed back for a smaller RSS, e.g. when many
+    processes share a machine's memory or an external allocator (jemalloc, tcmalloc) is
+    preloaded. Blocks of 1 GiB and more still come from and go back to ``mmap``.
+
+    The tuning is applied once per process; later calls only return the first answer. It works
+    at any time, also after torch has allocated: blocks already mapped are unaffected.
+
+    Returns
+    -------
+    bool
+        Whether the allocator is tuned: False on macOS, Windows and non-glibc Linux (musl),
+        or when ``DEBCR_NO_MALLOC_TUNING`` is set to a true value.
+    """
+    global _TUNED
+    if _TUNED is None:
+        _TUNED = _apply_malloc_tuning()
+    return _TUNED
+
+
+def release_memory() -> bool:
+    """Give the memory freed in the heap back to the OS (glibc ``malloc_trim``).
+
+    With :func:`tune_allocator` applied, the process keeps what a forward freed, up to the
+    heap extent of the largest forward (measured: 1.3 GB after a 1024×1024 tile, 5.7 GB after
+    a 2048×2048 one, against 0.3 GB untuned). Call this when a batch of work is done (the end
+    of a prediction) to return it; the next forward then page-faults its buffers once more.
+
+    Returns
+    -------
+    bool
+        Whether memory was returned (False where the C library is not glibc).
+    """
+    if _glibc_mallopt() is None:
+        return False
+    trim = ctypes.CDLL("libc.so.6").malloc_trim
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))
+
+
+def _malloc_tuning_off() -> bool:
+    """Whether ``DEBCR_NO_MALLOC_TUNING`` asks to leave the allocator alone."""
+    return os.environ.get(NO_MALLOC_TUNING, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _apply_malloc_tuning() -> bool:
+    if _malloc_tuning_off():
+        logger.debug("malloc tuning off: %s is set", NO_MALLOC_TUNING)
+        return False
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        logger.debug("malloc tuning not applied: not glibc")
+        return False
+    if not (
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    ):
+        logger.debug("malloc tuning not applied: glibc's mallopt refused the thresholds")
+        return False
+    logger.debug(
+        "malloc tuned: mmap and trim thresholds %d MiB (%s=1 turns this off)",
+        _MMAP_THRESHOLD >> 20,
+        NO_MALLOC_TUNING,
+    )
+    return True
+
+
+def _glibc_mallopt():
+    """glibc's ``mallopt`` function, or None where the C library is not glibc."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018 - present in glibc only
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt
+
+
+def _malloc_tuning_state() -> str:
+    """Whether :func:`tune_allocator` applies (it is called: ``debcr info`` says what runs get)."""
+    if tune_allocator():
+        return "applied"
+    if _malloc_tuning_off():
+        return f"off ({NO_MALLOC_TUNING})"
+    if _glibc_mallopt() is None:
+        return "not glibc"
+    return "refused by mallopt"
+
+
+@functools.cache
+def _bf16_flag() -> str | None:
+    """The CPU feature that computes bfloat16 natively, or None."""
+    if sys.platform == "linux":
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            return None
+        flags: set[str] = set()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):  # x86 / aarch64
+                flags.update(value.split())
+        return next((f for f in ("amx_bf16", "avx512_bf16", "bf16") if f in flags), None)
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return "FEAT_BF16" if out.strip() == "1" else None
+    return None
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (cached).
+
+    Linux: ``avx512_bf16`` or ``amx_bf16`` (x86) or ``bf16`` (aarch64) in ``/proc/cpuinfo``;
+    macOS on Apple silicon: ``sysctl hw.optional.arm.FEAT_BF16``; anywhere else: False.
+    """
+    return _bf16_flag() is not None
+
+
+def default_precision(device: torch.device) -> str:
+    """The fastest precision that computes well on ``device``: ``bfloat16`` or ``float32``.
+
+    ``bfloat16`` on a CPU that computes it natively (:func:`native_bf16`) and on a CUDA GPU
+    that does (compute capability 8.0, Ampere, or later; ROCm GPUs); ``float32`` elsewhere:
+    Apple MPS, and older GPUs, which only emulate bfloat16 (the T4 and V100, for instance).
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return "bfloat16" if native_bf16() else "float32"
+    if device.type == "cuda" and torch.cuda.is_available():
+        if torch.version.hip:
+            return "bfloat16"
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return "bfloat16" if torch.cuda.get_device_capability(index)[0] >= 8 else "float32"
+    return "float32"
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    """``precision`` checked; for ``None`` or ``"auto"``, :func:`default_precision` of ``device``.
+
+    Raises
+    ------
+    DebcrError
+        If ``precision`` is none of ``auto``, ``float32``, ``bfloat16`` and ``float16``.
+    """
+    if precision is None or precision == "auto":
+        return default_precision(device)
+    if not isinstance(precision, str) or precision not in _DTYPES:
+        allowed = ", ".join(repr(p) for p in ("auto", *PRECISIONS))
+        raise DebcrError(f"unknown precision {precision!r}; use one of {allowed}")
+    return precision
+
+
 def system_info() -> dict[str, str]:
     """Versions and devices, as pasted into a bug report by ``debcr info``."""
     info = {
@@ -79,8 +274,11 @@ def system_info() -> dict[str, str]:
         "cuda build": str(torch.version.cuda or "none"),
         "device": device_name(resolve_device()),
         "threads": str(torch.get_num_threads()),
+        "bf16 native": f"yes ({flag})" if (flag := _bf16_flag()) else "no",
+        "default precision": default_precision(resolve_device()),
+        "malloc tuning": _malloc_tuning_state(),
     }
-    for name in ("numpy", "tifffile", "zarr", "dask", "lightning"):
+    for name in ("numpy", "tifffile", "zarr", "dask", "lightning", "openvino"):
         info[name] = _version_of(name)
     if torch.cuda.is_available():
         info["cuda devices"] = ", ".join(

@@ -55,9 +55,10 @@ Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_find_unused_
 #: The distributed strategies accepted for :attr:`TrainConfig.strategy`.
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
-Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 #: Spellings accepted for :attr:`TrainConfig.precision`, and the name each is stored under.
 PRECISION_ALIASES: dict[str, str] = {
+    "auto": "auto",
     "32-true": "32-true",
     "32": "32-true",
     "fp32": "32-true",
@@ -232,10 +233,14 @@ class TrainConfig(BaseModel):
     )
     num_nodes: Int = Field(1, ge=1, description="Machines taking part in the run.")
     precision: Precision = Field(
-        "32-true",
-        description="Arithmetic: '32-true' (float32, as the original), 'bf16-mixed' or "
-        "'16-mixed' (autocast). The aliases 32, '32', 'fp32', 'float32', 'bf16', 'bfloat16', "
-        "16, '16', 'fp16' and 'float16' are accepted and stored under Lightning's names.",
+        "auto",
+        description="Arithmetic: 'auto' (the default) trains with 'bf16-mixed' where the "
+        "device computes bfloat16 natively (a CPU with AVX512-BF16, AMX or Arm BF16, a CUDA "
+        "GPU of compute capability 8.0 or later) and with '32-true' elsewhere, choosing again "
+        "when a run is resumed; '32-true' (float32, as the original), 'bf16-mixed' or "
+        "'16-mixed' (autocast) are used as given. The aliases 32, '32', 'fp32', 'float32', "
+        "'bf16', 'bfloat16', 16, '16', 'fp16' and 'float16' are accepted and stored under "
+        "Lightning's names.",
     )
     num_workers: Int = Field(
         0,
@@ -438,7 +443,7 @@ _ALLOWED = {
     "seed": f"an integer from 0 to {MAX_SEED}, or null for no seeding",
     "devices": "'auto', a device count >= 1 (-1 = all), or a non-empty list of distinct "
     "device indices >= 0",
-    "precision": "one of '32-true', 'bf16-mixed', '16-mixed' (or an alias: "
+    "precision": "one of 'auto', '32-true', 'bf16-mixed', '16-mixed' (or an alias: "
     + ", ".join(repr(a) for a in PRECISION_ALIASES if a not in get_args(Precision))
     + ", 32, 16)",
     "init_model": "a built-in model name (e.g. '2D_denoising'), a model file path, or null "

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch.utils.data import DataLoader, Dataset
 
@@ -51,6 +53,7 @@ from debcr.files import move_into_place
 from debcr.modelfile import load_model, read_header, save_model
 from debcr.nn import MRBCR
 from debcr.nn.receptive import effective_halo
+from debcr.runtime import default_precision, tune_allocator
 from debcr.sources import load as load_source
 from debcr.training.curves import plot_curves
 from debcr.training.history import MetricsLog
@@ -205,6 +208,7 @@ def fit(
 ) -> MRBCR:
     """Train m-rBCR; see :func:`debcr.model.train`."""
     config = load_dict(config) if isinstance(config, dict) else config
+    tune_allocator()
     run_dir = _open_run(config, resume)
     mode = get_mode(DEFAULT_MODE)
     train_split, val_split = _read_split(train_data), _read_split(val_data)
@@ -214,12 +218,15 @@ def fit(
         L.seed_everything(config.seed, workers=True, verbose=False)
     start = init_model if init_model is not None else config.init_model
     net, parent = _starting_model(start)
-    metadata = _provenance(config, start, parent, normalization_of(train_split))
+    precision = trainer_precision(config)
+    if rank_zero_only.rank == 0:
+        logger.info("training precision: %s (config: %s)", precision, config.precision)
+    metadata = _provenance(config, start, parent, normalization_of(train_split), precision)
     history = MetricsLog(run_dir)
     files = RunFiles(run_dir, config.save_freq, metadata, history)
     if resume:  # what an interruption before the first new checkpoint resumes from
         files.saved_step = _checkpoint_step(run_dir / RESUME)
-    trainer = _trainer(config, history, files, callbacks)
+    trainer = _trainer(config, precision, history, files, callbacks)
     with _interruptible(trainer, files, run_dir, history):
         _fit(
             trainer,
@@ -335,9 +342,18 @@ def _starting_model(start: Any) -> tuple[MRBCR, dict[str, Any]]:
 
 
 def _provenance(
-    config: Any, start: Any, parent: dict[str, Any], normalization: dict[str, Any]
+    config: Any,
+    start: Any,
+    parent: dict[str, Any],
+    normalization: dict[str, Any],
+    precision: str,
 ) -> dict[str, Any]:
-    """What the trained model files record about their making."""
+    """What the trained model files record about their making.
+
+    ``config`` is recorded as given (``precision: auto`` stays ``auto``, as in the run's
+    ``config.yaml``, so a resumed run chooses again for the machine it runs on), and
+    ``precision`` is the Lightning precision the run trained at.
+    """
     return {
         "task": parent.get("task", ""),
         "trained_with": "debcr",
@@ -345,6 +361,7 @@ def _provenance(
         "init_source": parent.get("source", ""),
         "init_license": parent.get("license", ""),
         "config": config.to_dict(),
+        "precision": precision,
         "normalization": normalization,
     }
 
@@ -361,8 +378,63 @@ def _module(net: MRBCR, config: Any) -> MRBCRModule:
     )
 
 
+#: Lightning's name of each precision :func:`debcr.runtime.default_precision` chooses.
+_LIGHTNING_PRECISION = {"bfloat16": "bf16-mixed", "float32": "32-true"}
+
+
+def trainer_precision(config: Any) -> str:
+    """Lightning's precision for ``config``: its ``precision``, with ``auto`` resolved.
+
+    ``auto`` is ``bf16-mixed`` where :func:`debcr.runtime.default_precision` is ``bfloat16``
+    for the device the trainer uses (a CPU computing bfloat16 natively, a CUDA GPU of compute
+    capability 8.0 or later), and ``32-true`` elsewhere (Apple MPS included). It never
+    chooses ``16-mixed``, whose checkpoints hold a gradient scaler: a run started with
+    ``auto`` resumes on another machine with the precision that machine computes fastest.
+    """
+    if config.precision != "auto":
+        return config.precision
+    device = _trainer_device(config)
+    if device.type == "cuda" and not torch.cuda.is_initialized() and _may_fork(config):
+        # Asking the GPU would initialise CUDA, after which Lightning cannot fork the ranks.
+        logger.info("precision auto: float32 for a forked multi-GPU run; set bf16-mixed to use it")
+        chosen = "float32"
+    else:
+        chosen = default_precision(device)
+    return _LIGHTNING_PRECISION.get(chosen, "32-true")
+
+
+def _trainer_device(config: Any) -> torch.device:
+    """The (first) device Lightning trains on for ``config.accelerator`` and ``devices``."""
+    accelerator = config.accelerator
+    mps = torch.backends.mps.is_available()
+    if accelerator == "auto":  # Lightning's order: MPS, then CUDA, then the CPU
+        accelerator = "mps" if mps else "cuda" if torch.cuda.is_available() else "cpu"
+    elif accelerator == "gpu":
+        accelerator = "mps" if mps else "cuda"
+    if accelerator != "cuda":
+        return torch.device(accelerator)
+    if not torch.cuda.is_available():
+        return torch.device("cpu")  # Lightning refuses the run itself, with its own message
+    devices = config.devices
+    return torch.device("cuda", devices[0] if isinstance(devices, list) else 0)
+
+
+def _may_fork(config: Any) -> bool:
+    """Whether Lightning may fork the processes of this run (CUDA must not be set up then).
+
+    ``ddp_notebook`` forks; so does the ``auto`` strategy on several GPUs in an interactive
+    session (Lightning's ``ddp_fork`` choice there).
+    """
+    interactive = hasattr(sys, "ps1") or bool(sys.flags.interactive)
+    return config.strategy == "ddp_notebook" or (config.strategy == "auto" and interactive)
+
+
 def _trainer(
-    config: Any, history: MetricsLog, files: RunFiles, callbacks: Sequence[Callback]
+    config: Any,
+    precision: str,
+    history: MetricsLog,
+    files: RunFiles,
+    callbacks: Sequence[Callback],
 ) -> L.Trainer:
     run_dir = files.run_dir
     progress = [StepProgressBar()] if config.progress else []
@@ -377,7 +449,7 @@ def _trainer(
         devices=config.devices,
         strategy=config.strategy,
         num_nodes=config.num_nodes,
-        precision=config.precision,
+        precision=precision,
         callbacks=[
             files,
             EarlyStopping(

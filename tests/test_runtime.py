@@ -1,0 +1,169 @@
+"""Runtime facts: glibc allocator tuning, native bfloat16, default and explicit precisions."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from debcr import runtime
+from debcr.config import TrainConfig
+from debcr.errors import DebcrError
+from debcr.training.run import trainer_precision
+
+GLIBC = sys.platform == "linux" and runtime._glibc_mallopt() is not None
+MB64 = 16 * 1024 * 1024  # float32 elements in 64 MB: 16384 pages of 4 KB
+
+# Allocates and frees a 64 MB tensor five times; prints the minor page faults of each time.
+_FAULTS = """
+import resource, torch
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+out = []
+for _ in range(5):
+    before = faults()
+    torch.ones({n})
+    out.append(faults() - before)
+print(out)
+"""
+
+
+def _faults_per_allocation(times: int = 5) -> list[int]:
+    out = []
+    for _ in range(times):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(MB64)  # written, then freed at once
+        out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return out
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_tune_allocator_applies_once() -> None:
+    assert runtime.tune_allocator() is True
+    assert runtime.tune_allocator() is True  # idempotent
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_tuned_allocator_reuses_freed_memory() -> None:
+    # torch is imported and has allocated by now: the tuning still takes effect.
+    assert runtime.tune_allocator()
+    # The heap grows to hold the block (torch's aligned allocations may need it to grow
+    # more than once before two freed blocks coalesce into one that fits).
+    _faults_per_allocation(5)
+    repeated = _faults_per_allocation(3)
+    assert max(repeated) < 2000, repeated  # untuned: ~16384 each (every page is new)
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_opt_out_leaves_the_allocator_alone() -> None:
+    code = "from debcr import runtime; print(runtime.tune_allocator())" + _FAULTS.format(n=MB64)
+    env = {**os.environ, runtime.NO_MALLOC_TUNING: "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    answer, faults = result.stdout.strip().splitlines()[-2:]
+    assert answer == "False"
+    # The control of the test above: untuned, every allocation maps all its pages anew.
+    assert min(json.loads(faults)[2:]) > 10000, faults
+
+
+def test_no_tuning_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "_TUNED", None)
+    monkeypatch.setattr(runtime.platform, "libc_ver", lambda *a, **k: ("", ""))
+    assert runtime.tune_allocator() is False
+    monkeypatch.setattr(runtime, "_TUNED", None)
+    monkeypatch.setattr(runtime.sys, "platform", "darwin")
+    assert runtime.tune_allocator() is False
+
+
+def _cpuinfo_flags() -> set[str]:
+    flags: set[str] = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[1].split())
+    return flags
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/cpuinfo")
+def test_native_bf16_agrees_with_cpuinfo() -> None:
+    flags = _cpuinfo_flags()
+    assert runtime.native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def test_auto_precision_follows_native_bf16() -> None:
+    cpu = torch.device("cpu")
+    expected = "bfloat16" if runtime.native_bf16() else "float32"
+    assert runtime.resolve_precision("auto", cpu) == expected
+    assert runtime.resolve_precision(None, cpu) == expected
+    assert runtime.default_precision(torch.device("mps")) == "float32"
+
+
+def test_default_precision_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "_bf16_flag", lambda: "avx512_bf16")
+    assert runtime.default_precision(torch.device("cpu")) == "bfloat16"
+    monkeypatch.setattr(runtime, "_bf16_flag", lambda: None)
+    assert runtime.default_precision(torch.device("cpu")) == "float32"
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_explicit_precision_is_kept(precision: str) -> None:
+    assert runtime.resolve_precision(precision, torch.device("cpu")) == precision
+
+
+def test_unknown_precision_is_one_sentence_naming_it() -> None:
+    with pytest.raises(DebcrError) as excinfo:
+        runtime.resolve_precision("fp8", torch.device("cpu"))
+    text = str(excinfo.value)
+    assert "'fp8'" in text and "\n" not in text and text.count(". ") == 0
+    for allowed in ("'auto'", "'float32'", "'bfloat16'", "'float16'"):
+        assert allowed in text
+
+
+def test_system_info_reports_precision_and_allocator() -> None:
+    info = runtime.system_info()
+    assert info["bf16 native"] == "no" or info["bf16 native"].startswith("yes (")
+    assert info["default precision"] in ("float32", "bfloat16")
+    assert info["malloc tuning"] in ("applied", "not glibc", f"off ({runtime.NO_MALLOC_TUNING})")
+    if GLIBC:
+        assert info["malloc tuning"] == "applied"
+    assert info["openvino"]
+
+
+# ---- the training configuration's precision ----------------------------------------------
+
+
+def test_trainer_precision_auto_on_cpu() -> None:
+    config = TrainConfig(accelerator="cpu")
+    assert config.precision == "auto"
+    expected = "bf16-mixed" if runtime.native_bf16() else "32-true"
+    assert trainer_precision(config) == expected
+
+
+def test_trainer_precision_auto_follows_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "_bf16_flag", lambda: None)
+    assert trainer_precision(TrainConfig(accelerator="cpu")) == "32-true"
+    monkeypatch.setattr(runtime, "_bf16_flag", lambda: "amx_bf16")
+    assert trainer_precision(TrainConfig(accelerator="cpu")) == "bf16-mixed"
+    assert trainer_precision(TrainConfig(accelerator="mps")) == "32-true"
+
+
+@pytest.mark.parametrize(
+    ("given", "used"), [("32", "32-true"), ("bf16", "bf16-mixed"), ("16-mixed", "16-mixed")]
+)
+def test_trainer_precision_explicit_is_used_as_given(given: str, used: str) -> None:
+    assert trainer_precision(TrainConfig(accelerator="cpu", precision=given)) == used
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_release_memory_returns_the_kept_heap() -> None:
+    assert runtime.tune_allocator()
+    _faults_per_allocation(2)  # kept in the heap: the next allocation is free of faults
+    assert runtime.release_memory() is True
+    assert _faults_per_allocation(1)[0] > 10000  # given back: its pages are mapped anew
