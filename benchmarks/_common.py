@@ -265,4 +265,4 @@ def publish(report: str, path: Path, save: bool) -> None:
     if save:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(report)
-        print(f"written to {path.relative_to(HERE.parent)}")
+        print(f"written to {path.resolve().relative_to(HERE.parent)}")

@@ -9,9 +9,12 @@ What is measured
 ----------------
 * The batch: 32 real 128² patches (non-overlapping tiles of FMD field-19 raw frames 0 and 1),
   percentile-normalised (0.1/99.9) to [0, 1]. The same float32 array goes to both implementations.
-* Ours: ``model.restore(x)`` (full-resolution output) under ``torch.inference_mode`` with the
-  published 2D_denoising weights, in float32 and in bfloat16 (``torch.autocast``), with NCHW and
-  with channels_last tensors/weights.
+* Ours: the faithful (training) network, ``model.restore(x)`` under ``torch.inference_mode``,
+  in float32 NCHW (the reference), float32 and bfloat16 (``torch.autocast``) channels_last; then
+  each inference backend × precision as ``predict`` runs it (``debcr.backends.make_runner``: the
+  inference-only network of ``debcr.nn.fast``; PyTorch channels_last, OpenVINO with two streams),
+  with the published 2D_denoising weights. glibc's allocator is tuned as debcr tunes it
+  (``--no-malloc-tuning`` leaves it alone, to measure what the tuning brings).
 * The original (if its environment exists, see ``original_env.py``; built on first use): debcr
   0.1.0's Keras model restored from the published checkpoint, run in graph mode in a persistent
   subprocess of the original environment's python: ``model.predict_on_batch``, a
@@ -122,10 +125,9 @@ def our_variants(batch: np.ndarray, backends: bool = True) -> dict[str, Callable
     float32 and bfloat16 (autocast); then each inference backend × precision, as ``predict``
     runs them (:func:`debcr.backends.make_runner`: the inference-only network).
     """
-    from debcr.backends.openvino_runner import available
-
     import debcr
     from debcr.backends import make_runner
+    from debcr.backends.openvino_runner import available
 
     variants = {}
     for layout, precision in (

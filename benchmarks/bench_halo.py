@@ -107,7 +107,7 @@ def main() -> None:
                 cell += f" ({peak_signal_noise_ratio(gt, raw, data_range=255):.3f} dB)"
             seams.append(cell)
         rows_seam.append([name, what, *seams])
-        rows_tol.append([name, *(effective_halo(model, t, cache=False) for t in TOLERANCES)])
+        rows_tol.append([name, *(effective_halo(model, t) for t in TOLERANCES)])
         if "FMD" in what:
             raw = ref * (stats.hi - stats.lo + stats.eps) + stats.lo
             fmd_whole = peak_signal_noise_ratio(gt, raw, data_range=255)

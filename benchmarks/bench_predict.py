@@ -14,8 +14,13 @@ Commands (from the repository root)::
     warm-up on a 512² crop; model load reported separately; the original runs in a persistent
     subprocess and its runs are interleaved with ours, so both see the same background load):
 
-    * ours: ``debcr.model.predict(model, image, progress=False)`` with the defaults (float32), and
-      with ``precision="bfloat16"``; the published 2D_denoising weights; output in input units.
+    * ours: ``debcr.model.predict(model, image, progress=False)`` with the defaults (precision
+      and backend ``"auto"``: bfloat16 with OpenVINO on a CPU with native bfloat16 and the
+      ``fast`` extra installed), and the variants of ``VARIANTS`` (``--variants``): the exact
+      mode (float32), the PyTorch backend in float32 and bfloat16, OpenVINO with 2048² tiles, and
+      the faithful training network run eagerly in float32 with 512² tiles (what every earlier
+      release ran, with the allocator tuning of this process); the published 2D_denoising
+      weights; output in input units.
     * the original (debcr 0.1.0 / TensorFlow, in a subprocess of its own environment, see
       original_env.py), the paper's workflow: ``normalize(img, 0.1, 99.9)`` → ``crop(img[None], 128,
       (0.5, 0.5))`` → ``predict(model, patches, batch_size=32)`` → ``stitch(pred, patch_num,
@@ -177,7 +182,6 @@ class _TrainingNetwork(torch.nn.Module):
 def our_variants(model: torch.nn.Module, names: list[str]) -> list[tuple[str, dict]]:
     """(label, predict kwargs) for the defaults and each named variant, resolved for labels."""
     from debcr.backends.openvino_runner import available
-
     from debcr.nn.receptive import halo_for
     from debcr.runtime import resolve_precision
 

@@ -267,7 +267,13 @@ def bench_lightning(low: np.ndarray, gt: np.ndarray, steps: int) -> dict:
     if len(stamps) < 2:
         raise RuntimeError("Lightning ran fewer than 2 steps; use --lightning-steps ≥ 2")
     per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    return {"steps": len(stamps), "s_per_step": per_step, "total_s": total, "other": str(load)}
+    return {
+        "steps": len(stamps),
+        "s_per_step": per_step,
+        "total_s": total,
+        "other": str(load),
+        "precision": f"precision auto = {run_module.trainer_precision(config)}",
+    }
 
 
 def bench_original(
@@ -326,7 +332,16 @@ def main() -> int:
         help="auto: time the original if its env exists or can be built; skip: don't",
     )
     parser.add_argument("--json", type=Path, help="also write the raw timings here")
+    parser.add_argument(
+        "--no-malloc-tuning",
+        action="store_true",
+        help="leave glibc's allocator as it is (debcr.model.train tunes it; see debcr.runtime)",
+    )
     args = parser.parse_args()
+    if not args.no_malloc_tuning:
+        from debcr.runtime import tune_allocator
+
+        tune_allocator()
     if args.repeats < 1 or args.warmup < 1:
         parser.error("--repeats and --warmup must be at least 1")
 
@@ -400,7 +415,8 @@ def main() -> int:
         per = lightning["s_per_step"]
         rows.append(
             [
-                f"ours, debcr.model.train (Lightning), float32, {lightning['steps']} steps",
+                f"ours, debcr.model.train (Lightning), {lightning['precision']}, "
+                f"{lightning['steps']} steps",
                 f"{per:.3f} (mean)",
                 "—",
                 "—",

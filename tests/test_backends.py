@@ -96,6 +96,17 @@ def test_precision_sized_halo_keeps_seams_below_bf16_rounding(denoiser) -> None:
     assert HALO_TOLERANCE == 1e-4
 
 
+def test_auto_uses_openvino_on_the_cpu_when_installed(denoiser) -> None:
+    from debcr.runtime import system_info
+
+    runner = make_runner(denoiser, "auto", resolve_device("cpu"), "bfloat16")
+    assert runner.backend == "openvino"  # the test extra installs the fast extra
+    assert system_info()["cpu backend"] == "openvino"
+    tiles = _normalised_fmd(256)[:, 0].numpy()
+    exact = make_runner(denoiser, "torch", resolve_device("cpu"), "float32").run(tiles)
+    assert np.abs(runner.run(tiles) - exact).max() < 0.02
+
+
 def test_auto_falls_back_to_torch_without_openvino(denoiser, monkeypatch, caplog) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # what an absent package looks like
     cpu = resolve_device("cpu")

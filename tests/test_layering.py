@@ -2,11 +2,12 @@
 
 Layers, bottom to top: base helpers (no third-party imports of ours to speak of) → the
 numpy-only layer (data, config, metrics, evaluate) → the network (torch from here up) →
-model files, runtime and interop → the model resolver and the inference engine → training →
-the ``debcr.model`` facade → the edges (CLI, demo, napari). A module may import only from its
-own layer or below (also inside functions; ``if TYPE_CHECKING:`` blocks are exempt), the
-imports form no loop, torch never appears below ``nn``, Lightning only in training (and the
-napari jobs that drive it), and napari/Qt only in ``debcr.napari``.
+model files, runtime, interop and the inference backends → the model resolver and the
+inference engine → training → the ``debcr.model`` facade → the edges (CLI, demo, napari).
+A module may import only from its own layer or below (also inside functions;
+``if TYPE_CHECKING:`` blocks are exempt), the imports form no loop, torch never appears
+below ``nn``, Lightning only in training (and the napari jobs that drive it), and
+napari/Qt only in ``debcr.napari``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ LAYERS: dict[str, int] = {
     "debcr.runtime": 3,
     "debcr.modelfile": 3,
     "debcr.interop": 3,
+    "debcr.backends": 3,
     "debcr.sources": 4,
     "debcr.inference": 4,
     "debcr.training": 5,

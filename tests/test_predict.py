@@ -31,7 +31,15 @@ def restored(denoiser, frame) -> np.ndarray:
 def test_patch_stack_matches_the_original_predict(denoiser, fixture_npz) -> None:
     """With the original's settings (no normalisation, no halo) the result is its output."""
     patches = fixture_npz["x0"][..., 0]
-    out = predict(denoiser, patches, normalize=False, units="normalized", halo=0, progress=False)
+    out = predict(
+        denoiser,
+        patches,
+        normalize=False,
+        units="normalized",
+        halo=0,
+        precision="float32",
+        progress=False,
+    )
     assert out.shape == patches.shape and out.dtype == np.float32
     assert np.abs(out - fixture_npz["api_predict"]).max() <= 1e-5
 
@@ -219,7 +227,7 @@ def test_bad_images_get_clear_errors(denoiser, image, message) -> None:
 
 
 def test_bad_settings_get_clear_errors(denoiser, frame, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="precision must be"):
+    with pytest.raises(DebcrError, match="unknown precision 'int8'; use one of 'auto'"):
         predict(denoiser, frame, precision="int8", progress=False)
     with pytest.raises(DataError, match="tile_size must be at least"):
         predict(denoiser, frame, tile_size=2, progress=False)

@@ -207,7 +207,15 @@ def test_python_recipe_reproduces_the_original_and_defaults_do_not(denoiser, fix
     from debcr.model import predict
 
     patches, reference = fixture_npz["x0"][..., 0], fixture_npz["api_predict"]
-    recipe = predict(denoiser, patches, normalize=False, units="normalized", halo=0, progress=False)
+    recipe = predict(
+        denoiser,
+        patches,
+        normalize=False,
+        units="normalized",
+        halo=0,
+        precision="float32",
+        progress=False,
+    )
     assert np.abs(recipe - reference).max() <= 1e-5
     defaults = predict(denoiser, patches, progress=False)
     assert np.abs(defaults - reference).max() > 0.1  # why the recipe is documented
@@ -222,7 +230,8 @@ def test_cli_recipe_reproduces_the_original(suffix, fixture_npz, tmp_path: Path)
     else:
         tifffile.imwrite(source, patches, photometric="minisblack")
     args = ["predict", str(source), "-o", str(out), "--model", "2D_denoising"]
-    assert main([*args, "--no-normalize", "--units", "normalized", "--halo", "0", "-q"]) == 0
+    recipe = ["--no-normalize", "--units", "normalized", "--halo", "0", "--precision", "float32"]
+    assert main([*args, *recipe, "-q"]) == 0
     restored = np.load(out)
     assert restored.shape == patches.shape
     assert np.abs(restored - fixture_npz["api_predict"]).max() <= 1e-5

@@ -27,8 +27,10 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".za
 def _cmd_info(args: argparse.Namespace) -> int:
     from debcr.runtime import system_info
 
-    for key, value in system_info().items():
-        print(f"{key:>12}: {value}")
+    info = system_info()
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:>{width}}: {value}")
     return 0
 
 

@@ -205,9 +205,11 @@ def predict(
     normalised, feeds them as they are and returns the network output of each patch
     alone. The defaults here differ from that on purpose (percentile normalisation,
     calibrated units, a halo of context), by up to ~0.6 on the original's normalised
-    128² patches. ``predict(model, patches, normalize=False, units="normalized", halo=0)``
+    128² patches. ``predict(model, patches, normalize=False, units="normalized", halo=0,
+    precision="float32")``
     gives the original's result (within ~1e-6); on the command line:
-    ``debcr predict patches.npy -o out.npy --no-normalize --units normalized --halo 0``.
+    ``debcr predict patches.npy -o out.npy --no-normalize --units normalized --halo 0
+    --precision float32``.
 
     Parameters
     ----------

@@ -277,6 +277,7 @@ def system_info() -> dict[str, str]:
         "bf16 native": f"yes ({flag})" if (flag := _bf16_flag()) else "no",
         "default precision": default_precision(resolve_device()),
         "malloc tuning": _malloc_tuning_state(),
+        "cpu backend": _cpu_backend(),
     }
     for name in ("numpy", "tifffile", "zarr", "dask", "lightning", "openvino"):
         info[name] = _version_of(name)
@@ -285,6 +286,15 @@ def system_info() -> dict[str, str]:
             torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
         )
     return info
+
+
+def _cpu_backend() -> str:
+    """What ``backend="auto"`` runs on a CPU: OpenVINO when it can be imported, else PyTorch."""
+    from importlib.util import find_spec
+
+    if find_spec("openvino") is not None:
+        return "openvino"
+    return "torch (pip install 'debcr-torch[fast]' adds the faster OpenVINO backend)"
 
 
 def _version_of(distribution: str) -> str:

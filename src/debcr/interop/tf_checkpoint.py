@@ -166,7 +166,7 @@ def convert_tf_checkpoint(
     """
     from debcr.files import check_targets
     from debcr.modelfile import model_file_path, save_model
-    from debcr.nn.receptive import effective_halo
+    from debcr.nn.receptive import store_halos
 
     # Refused before the checkpoint is read and the halo measured (tens of seconds).
     check_targets([model_file_path(output)], [], overwrite)
@@ -178,5 +178,5 @@ def convert_tf_checkpoint(
         **(metadata or {}),
     }
     # Measured once here so that every later prediction can skip the probe.
-    info["halo"] = effective_halo(model)
+    info.update(store_halos(model))
     return save_model(model, output, metadata=info, overwrite=overwrite)

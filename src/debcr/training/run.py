@@ -52,7 +52,7 @@ from debcr.defaults import BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, RUN_CONFIG
 from debcr.files import move_into_place
 from debcr.modelfile import load_model, read_header, save_model
 from debcr.nn import MRBCR
-from debcr.nn.receptive import effective_halo
+from debcr.nn.receptive import store_halos
 from debcr.runtime import default_precision, tune_allocator
 from debcr.sources import load as load_source
 from debcr.training.curves import plot_curves
@@ -484,5 +484,5 @@ def _finish(run_dir: Path, trainer: L.Trainer, history: MetricsLog) -> MRBCR:
 def _store_halo(path: Path) -> None:
     """Measure the trained model's receptive field once, so predictions need not."""
     model = load_model(path)
-    model.metadata["halo"] = effective_halo(model)
+    store_halos(model)
     save_model(model, path, overwrite=True)
