@@ -257,7 +257,7 @@ def part_a(args: argparse.Namespace) -> dict:
     variants = our_variants(model, args.variants)
     if units is not None and units != "percentile":
         # the same mapping back to input units as used for the original below
-        variants.append(("ours float32, units='percentile'", {"units": "percentile"}))
+        variants.append(("ours defaults, units='percentile'", {"units": "percentile"}))
 
     info = original_env_info(args.original)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -379,7 +379,7 @@ def part_a(args: argparse.Namespace) -> dict:
             ours01 = (same_rule.astype(np.float64) - lo) / (hi - lo)
             diff = np.abs(ours01 - out01)[1:-1, 1:-1]
             print(
-                "ours float32 (percentile units) vs original, in normalised units, without the "
+                "ours (defaults, percentile units) vs original, in normalised units, without the "
                 f"original's 1-px border: mean |Δ| {diff.mean():.2e}, "
                 f"99.9th percentile {np.percentile(diff, 99.9):.2e}, max {diff.max():.2e}\n"
             )

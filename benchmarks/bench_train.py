@@ -439,12 +439,14 @@ def main() -> int:
                 )
             )
     print(table(headers, rows))
-    plain = median(ours[0]["times"])
     if lightning:
+        # compare with the plain loop at the precision Lightning trained at
+        same = "bfloat16" if "bf16" in lightning["precision"] else "float32"
+        plain = median(next(r["times"] for r in ours if r["name"].endswith(same)))
         print(
             f"\nLightning: {lightning['steps']} steps in {lightning['total_s']:.1f} s in all "
             f"(incl. set-up, first step, final validation and files); per step "
-            f"{lightning['s_per_step']:.3f} s vs {plain:.3f} s in the plain float32 loop "
+            f"{lightning['s_per_step']:.3f} s vs {plain:.3f} s in the plain {same} loop "
             f"(overhead {100 * (lightning['s_per_step'] / plain - 1):+.1f} %)."
         )
     print(

@@ -94,7 +94,7 @@ def test_float32_matches_torch_on_a_real_image(cache, denoiser, image) -> None:
         assert got.dtype == np.float32 and got.shape == tiles.shape
         assert np.abs(got - want).max() <= 1e-4, tiles.shape
     # Two streams (two threads) run tiles concurrently; results come back in input order.
-    parallel = OpenVINORunner(denoiser, "float32", threads=2)
+    parallel = OpenVINORunner(denoiser, "float32", threads=2, streams=2)
     assert parallel.streams == 2 and runner.streams == 1
     tiles = np.concatenate([_crops(image)[0], image[None, 256:, 256:]])
     got = parallel.run(tiles)

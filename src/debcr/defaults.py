@@ -24,9 +24,8 @@ TILE_SIZE: dict[str, int] = {"torch": 512, "openvino": 1024, "accelerator": 1024
 BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
 #: Precisions of restoration; ``"auto"`` is bfloat16 where the device computes it natively.
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
-#: Default number of tiles per forward pass: with PyTorch on a CPU, with OpenVINO (two tiles run
-#: at once, one per stream), and on accelerators.
-BATCH_SIZE: dict[str, int] = {"cpu": 1, "openvino": 2, "accelerator": 4}
+#: Default number of tiles per forward pass on CPU and on accelerators.
+BATCH_SIZE: dict[str, int] = {"cpu": 1, "accelerator": 4}
 #: Stacks of patches no larger than this (the paper's workflow) are batched PATCH_BATCH at a time.
 PATCH_EDGE: int = 256
 PATCH_BATCH: int = 32

@@ -548,19 +548,15 @@ def _is_dask(image: Any) -> bool:
     return type(image).__module__.startswith("dask.")
 
 
-def batch_size_for(
-    image: Any, batch_size: int | None, device: torch.device, backend: str = "torch"
-) -> int:
+def batch_size_for(image: Any, batch_size: int | None, device: torch.device) -> int:
     """Tiles per forward pass: as asked, else stacks of small patches (the paper's workflow)
-    :data:`~debcr.defaults.PATCH_BATCH` at a time, else the device's (or backend's) default."""
+    :data:`~debcr.defaults.PATCH_BATCH` at a time, else the device's default."""
     if batch_size is not None:
         return int(batch_size)
     shape = getattr(image, "shape", None)
     if shape is not None and len(shape) == 3 and max(shape[1:]) <= PATCH_EDGE:
         return PATCH_BATCH
-    if device.type != "cpu":
-        return BATCH_SIZE["accelerator"]
-    return BATCH_SIZE.get(backend, BATCH_SIZE["cpu"])
+    return BATCH_SIZE["cpu" if device.type == "cpu" else "accelerator"]
 
 
 def predict_array(
@@ -651,7 +647,7 @@ def _engine_for(model: torch.nn.Module, image: Any, opts: PredictOptions) -> _En
     engine = _Engine(
         runner=runner,
         device=dev,
-        batch=batch_size_for(image, opts.batch_size, dev, runner.backend),
+        batch=batch_size_for(image, opts.batch_size, dev),
         tile=int(opts.tile_size if opts.tile_size is not None else TILE_SIZE[kind]),
         halo=int(opts.halo if opts.halo is not None else halo_for(model, precision)),
         units=opts.units,

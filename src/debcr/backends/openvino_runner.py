@@ -49,10 +49,11 @@ _MAX_COMPILED = 8
 #: Name of the model's run-time info entry that records its cache key (checked on loading).
 _KEY_INFO = "debcr_cache_key"
 
-#: OpenVINO streams (tiles in flight at once, sharing the threads), at most one per thread.
-#: On a busy 2-core CPU two streams of one thread ran 1024² tiles ~15% faster than one stream
-#: of two threads (bfloat16 1.3 s vs 1.55 s per tile; float32 3.9 s vs 3.3–5.1 s).
-_STREAMS = 2
+#: Default OpenVINO streams (tiles in flight at once, sharing the threads). On a quiet 2-core
+#: CPU two streams of one thread restored the 2048² FMD mosaic (1024² tiles, bfloat16) in
+#: 4.37 s against 4.52 s for one stream of two threads, but at 1.64 GB peak memory against
+#: 1.16 GB (each stream holds its own activations): one stream keeps restoration under 1.5 GB.
+STREAMS = 1
 
 _convert_lock = threading.Lock()
 
@@ -197,11 +198,20 @@ class OpenVINORunner:
         the CPU may substitute a precision it supports).
     threads
         CPU threads for inference; default :func:`torch.get_num_threads`.
+    streams
+        Tiles run at once (at most one per thread), each with its own activations in memory;
+        see :data:`STREAMS`.
     """
 
     backend = "openvino"
 
-    def __init__(self, model: torch.nn.Module, precision: str, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        precision: str,
+        threads: int | None = None,
+        streams: int = STREAMS,
+    ) -> None:
         import openvino as ov
 
         if precision not in _PRECISION_HINTS:
@@ -216,7 +226,7 @@ class OpenVINORunner:
         self._compiled: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
         self._lock = threading.Lock()
         #: Tiles in flight at once (OpenVINO streams, sharing ``threads``).
-        self.streams = max(1, min(_STREAMS, self.threads))
+        self.streams = max(1, min(int(streams), self.threads))
 
     def _config(self, streams: int) -> dict[str, Any]:
         config = {
