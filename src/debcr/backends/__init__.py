@@ -83,9 +83,10 @@ def make_runner(
 
 def _build(model: torch.nn.Module, backend: str, device: torch.device, precision: str) -> Runner:
     from debcr.backends.torch_runner import TorchRunner
+    from debcr.nn.fast import has_inference_form
 
     wants_openvino = backend == "openvino" or (backend == "auto" and device.type == "cpu")
-    if wants_openvino and hasattr(model, "forward_net"):
+    if wants_openvino and has_inference_form(model):
         from debcr.backends import openvino_runner
 
         if openvino_runner.available():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from debcr.nn.fast import inference_network
+from debcr.nn.fast import has_inference_form, inference_network
 from debcr.runtime import autocast_context
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -15,8 +15,9 @@ class TorchRunner:
     """Run a network with PyTorch on ``device`` at ``precision``.
 
     m-rBCR models run in their inference-only form (:func:`debcr.nn.fast.inference_network`),
-    cast wholly to ``precision``; other networks (the CARE baseline) run their ``restore``
-    under autocast. On the CPU, tensors are channels-last, which oneDNN convolves fastest.
+    cast wholly to ``precision``; other networks (the CARE baseline, subclasses with their own
+    ``restore``) run their ``restore`` under autocast. On the CPU, tensors are channels-last,
+    which oneDNN convolves fastest.
     """
 
     backend = "torch"
@@ -24,7 +25,7 @@ class TorchRunner:
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str) -> None:
         self.device, self.precision = device, precision
         self.dtype = _DTYPES[precision]
-        self.fast = hasattr(model, "forward_net")
+        self.fast = has_inference_form(model)
         net = inference_network(model) if self.fast else model.eval()
         net = net.to(device)
         if self.fast:

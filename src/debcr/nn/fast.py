@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from debcr.nn.mrbcr import MRBCR, Fusion, InverseBranch, ResidualDenseBlock
 
-__all__ = ["FastMRBCR", "inference_network"]
+__all__ = ["FastMRBCR", "has_inference_form", "inference_network"]
 
 
 def _conv(weight: Tensor, bias: Tensor | None, stride: int = 1, padding: int = 0) -> nn.Conv2d:
@@ -220,6 +220,14 @@ class FastMRBCR(nn.Module):
     def restore(self, x: Tensor) -> Tensor:
         """Same as ``forward`` (the interface inference expects of a network)."""
         return self(x)
+
+
+def has_inference_form(model: nn.Module) -> bool:
+    """Whether ``model`` is an m-rBCR whose restoration :func:`inference_network` reproduces.
+
+    A subclass that overrides ``restore`` keeps its own (it is run as it is).
+    """
+    return isinstance(model, MRBCR) and type(model).restore is MRBCR.restore
 
 
 def inference_network(model: MRBCR) -> FastMRBCR:
