@@ -177,8 +177,11 @@ def test_signal_leaves_no_partial_output(
     # Before: SIGTERM/SIGHUP killed the process and left a hidden 16 MiB .tmp-* file.
     folder = tmp_path / "out"
     output = folder / f"restored{suffix}"
+    # The slowest settings (exact mode, PyTorch): the run must still be going when the signal
+    # arrives, or the test would race the end of the restoration.
+    slow = ["--tile", "256", "--backend", "torch", "--precision", "float32", "-q"]
     proc = subprocess.Popen(
-        [*_command(big_image, output), "--tile", "256", "-q"],
+        [*_command(big_image, output), *slow],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
