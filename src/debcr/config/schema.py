@@ -182,16 +182,46 @@ class TrainConfig(BaseModel):
         description="Side of the square training patches in pixels; a multiple of 4 because "
         "m-rBCR downsamples twice by 2.",
     )
-    loss: Literal["reference", "fft2d"] = Field(
+    mode: Literal["supervised", "noise2noise", "noise2void"] = Field(
+        "supervised",
+        description="What the network learns from. 'supervised': pairs of low-quality inputs "
+        "and ground truth ('low'/'gt' patches, the paper's recipe). 'noise2noise': two "
+        "independent noisy acquisitions of the same field ('repeats' patches, `debcr prepare "
+        "--mode noise2noise`); the loss compares the output with the other frame. "
+        "'noise2void': single noisy images ('low' patches, `debcr prepare --mode "
+        "noise2void`); a few pixels per patch are replaced by the median of their "
+        "neighbourhood (N2V2) and the loss sees only those pixels. Only denoising can be "
+        "learned without ground truth.",
+    )
+    loss: Literal["reference", "fft2d", "mse"] = Field(
         "reference",
-        description="'reference': the original DeBCR training loss; 'fft2d': the reference "
-        "loss plus a 2-D Fourier-domain term weighted by fft_weight.",
+        description="'reference': the original DeBCR training loss (MSE plus fft_weight × "
+        "the mean modulus of the 1-D Fourier transform of the error along the image width, "
+        "at each of the three output scales); 'fft2d': the same with the 2-D Fourier "
+        "transform; 'mse': the MSE of the three scales alone. Noise2Void always uses the "
+        "MSE on the masked pixels of the full-resolution output.",
     )
     fft_weight: Float = Field(
         0.5,
         ge=0,
         allow_inf_nan=False,
-        description="Weight of the Fourier-domain term of loss='fft2d'; unused otherwise.",
+        description="Weight of the Fourier-domain term of loss='reference' or 'fft2d' (0.5 "
+        "in the original); unused by 'mse'.",
+    )
+    n2v_masked_percentage: Float = Field(
+        0.2,
+        gt=0,
+        le=10,
+        allow_inf_nan=False,
+        description="Noise2Void: percentage of the pixels of a patch that are masked (one per "
+        "cell of a regular grid, at a random place in the cell); 0.2 as in CAREamics.",
+    )
+    n2v_roi_size: Int = Field(
+        11,
+        ge=3,
+        le=21,
+        description="Noise2Void: side of the square neighbourhood whose median (the centre "
+        "pixel excluded, N2V2) replaces a masked pixel; odd, 11 as in CAREamics.",
     )
     augmentation: Literal["none", "flip", "flip_rot90"] = Field(
         "none",
@@ -256,9 +286,9 @@ class TrainConfig(BaseModel):
     )
     train_data: str | None = Field(
         None,
-        description="Training patches for `debcr train`: an NPZ file with arrays 'low' and "
-        "'gt' (as `debcr prepare` writes). debcr.model.train takes its data as arguments "
-        "instead.",
+        description="Training patches for `debcr train`: an NPZ file as `debcr prepare` "
+        "writes it for the mode ('low' and 'gt' for supervised, 'repeats' for noise2noise, "
+        "'low' for noise2void). debcr.model.train takes its data as arguments instead.",
     )
     val_data: str | None = Field(
         None,
@@ -352,6 +382,13 @@ class TrainConfig(BaseModel):
             isinstance(value, list) and any(isinstance(v, bool) for v in value)
         ):
             raise PydanticCustomError("bool_not_number", "a boolean is not a device")
+        return value
+
+    @field_validator("n2v_roi_size")
+    @classmethod
+    def _odd_roi(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise PydanticCustomError("odd", "the neighbourhood needs a centre: use an odd size")
         return value
 
     @field_validator("devices")
@@ -448,8 +485,9 @@ _ALLOWED = {
     + ", 32, 16)",
     "init_model": "a built-in model name (e.g. '2D_denoising'), a model file path, or null "
     "for a new model",
-    "train_data": "the path of an NPZ file with arrays 'low' and 'gt', or null",
-    "val_data": "the path of an NPZ file with arrays 'low' and 'gt', or null",
+    "train_data": "the path of an NPZ file of patches (`debcr prepare`), or null",
+    "val_data": "the path of an NPZ file of patches (`debcr prepare`), or null",
+    "n2v_roi_size": "an odd integer from 3 to 21",
 }
 
 #: The key spellings of :class:`TrainConfig` and the messages about their values.

@@ -2,7 +2,9 @@
 
 The paper's data API: :func:`load`, :func:`write`, :func:`normalize`, :func:`crop`,
 :func:`stitch` and :func:`show`, plus :func:`denormalize` to return restored
-images to the units they were measured in.
+images to the units they were measured in, and the training-set builders :func:`prepare`
+(low/gt pairs), :func:`prepare_noise2noise` (repeated noisy frames) and
+:func:`prepare_noise2void` (single noisy images).
 """
 
 from debcr.data.io import (
@@ -18,6 +20,7 @@ from debcr.data.io import (
 )
 from debcr.data.normalize import NormStats, apply_stats, compute_stats, denormalize, normalize
 from debcr.data.prepare import Pair, pairs_from_folders, prepare
+from debcr.data.selfsup import prepare_noise2noise, prepare_noise2void
 from debcr.data.show import show
 from debcr.data.tiling import PatchGrid, blend_window, crop, patch_grid, stitch
 
@@ -39,6 +42,8 @@ __all__ = [
     "pairs_from_folders",
     "patch_grid",
     "prepare",
+    "prepare_noise2noise",
+    "prepare_noise2void",
     "register_format",
     "show",
     "stitch",

@@ -6,6 +6,7 @@ three output scales, ``MSE + 0.5 · mean |DFT_W(y) − DFT_W(ŷ)|``, summed. Its
 NHWC tensors — an unnormalised 1-D DFT along the image *width* of every row, and
 ``|·|`` is the modulus of the complex difference. ``fft2d`` is the true 2-D FFT
 variant (what MIMO-UNet intended); it is a behaviour change, so it is opt-in.
+``mse`` drops the frequency term (the squared error of the three scales alone).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-LOSSES = ("reference", "fft2d")
+LOSSES = ("reference", "fft2d", "mse")
 
 
 def frequency_term(prediction: Tensor, target: Tensor, kind: str = "reference") -> Tensor:
@@ -28,8 +29,10 @@ def frequency_term(prediction: Tensor, target: Tensor, kind: str = "reference") 
 def scale_loss(
     prediction: Tensor, target: Tensor, kind: str = "reference", fft_weight: float = 0.5
 ) -> Tensor:
-    """Loss at one scale: ``MSE + fft_weight · frequency_term``."""
+    """Loss at one scale: ``MSE + fft_weight · frequency_term`` (``mse``: the MSE alone)."""
     mse = torch.mean((prediction.float() - target.float()) ** 2)
+    if kind == "mse":
+        return mse
     return mse + fft_weight * frequency_term(prediction, target, kind)
 
 
@@ -50,7 +53,7 @@ def mrbcr_loss(
     target
         Full-resolution ground truth ``(N, 1, H, W)``.
     kind
-        ``"reference"`` (1-D DFT along the width, the original) or ``"fft2d"``.
+        ``"reference"`` (1-D DFT along the width, the original), ``"fft2d"`` or ``"mse"``.
     fft_weight
         Weight of the frequency term (0.5 in the original).
     """

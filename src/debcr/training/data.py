@@ -1,4 +1,4 @@
-"""Paired training patches for Lightning: validation, loading, augmentation."""
+"""Training patches for Lightning: loading and checking them, datasets, augmentation."""
 
 from __future__ import annotations
 
@@ -15,6 +15,49 @@ from debcr.errors import DataError
 from debcr.nn import SIZE_MULTIPLE
 
 
+def _open(source: Any, what: str, keys: str) -> Any:
+    """A dict-like split from a dict-like or an NPZ path; DataError for anything else."""
+    if isinstance(source, (str, os.PathLike)):
+        source = load(Path(source))
+    if not hasattr(source, "__getitem__") or isinstance(source, np.ndarray):
+        raise DataError(
+            f"{what} must be a dict or NPZ file with {keys} (got {type(source).__name__})"
+        )
+    return source
+
+
+def _mode_hint(source: Any) -> str:
+    """Which mode the keys of ``source`` suggest, as the end of a sentence ('' if none)."""
+    keys = set(source.keys()) if hasattr(source, "keys") else set()
+    if "repeats" in keys:
+        return "; it holds 'repeats' (repeated noisy frames): set mode: noise2noise"
+    if "low" in keys and "gt" not in keys:
+        return "; it holds only noisy images ('low'): set mode: noise2void"
+    return ""
+
+
+def _array(source: Any, key: str, what: str, expected: str) -> np.ndarray:
+    try:
+        return np.asarray(source[key])
+    except KeyError:
+        raise DataError(
+            f"{what} has no array {key!r}; expected {expected}{_mode_hint(source)}"
+        ) from None
+
+
+def _check_patches(arr: np.ndarray, name: str, what: str) -> None:
+    """Square patches with a side divisible by 4 in the last two axes, all finite."""
+    h, w = arr.shape[-2:]
+    if h != w or h % SIZE_MULTIPLE:
+        raise DataError(
+            f"{what}: patches must be square with a side divisible by {SIZE_MULTIPLE}, "
+            f"got {h}×{w}; crop them with debcr.data.crop or `debcr prepare`"
+        )
+    bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise DataError(f"{what}: '{name}' holds {bad} NaN/Inf values; clean the data first")
+
+
 def load_pairs(source: Any, what: str = "training data") -> tuple[np.ndarray, np.ndarray]:
     """``(low, gt)`` float32 arrays ``(N, P, P)`` from a dict-like or an NPZ path.
 
@@ -24,37 +67,53 @@ def load_pairs(source: Any, what: str = "training data") -> tuple[np.ndarray, np
         If keys are missing, shapes differ or are not stacks of square patches with a
         side divisible by 4, or values are not finite.
     """
-    if isinstance(source, (str, os.PathLike)):
-        source = load(Path(source))
-    if not hasattr(source, "__getitem__") or isinstance(source, np.ndarray):
-        raise DataError(
-            f"{what} must be a dict or NPZ file with arrays 'low' and 'gt' "
-            f"(got {type(source).__name__})"
-        )
-    try:
-        low, gt = np.asarray(source["low"]), np.asarray(source["gt"])
-    except KeyError as exc:
-        raise DataError(
-            f"{what} has no array {exc.args[0]!r}; expected keys 'low' (input) and 'gt' "
-            "(ground truth) — `debcr prepare` writes them"
-        ) from None
+    source = _open(source, what, "arrays 'low' and 'gt'")
+    expected = "keys 'low' (input) and 'gt' (ground truth) — `debcr prepare` writes them"
+    low = _array(source, "low", what, expected)
+    gt = _array(source, "gt", what, expected)
     if low.ndim == 2:
         low, gt = low[None], gt[None]
     if low.shape != gt.shape:
         raise DataError(f"{what}: 'low' {low.shape} and 'gt' {gt.shape} must have the same shape")
     if low.ndim != 3 or low.shape[0] == 0:
         raise DataError(f"{what}: expected a stack of patches (N, P, P), got shape {low.shape}")
-    _, h, w = low.shape
-    if h != w or h % SIZE_MULTIPLE:
-        raise DataError(
-            f"{what}: patches must be square with a side divisible by {SIZE_MULTIPLE}, "
-            f"got {h}×{w}; crop them with debcr.data.crop or `debcr prepare`"
-        )
-    for name, arr in (("low", low), ("gt", gt)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        if bad:
-            raise DataError(f"{what}: '{name}' holds {bad} NaN/Inf values; clean the data first")
+    _check_patches(low, "low", what)
+    _check_patches(gt, "gt", what)
     return low.astype(np.float32, copy=False), gt.astype(np.float32, copy=False)
+
+
+def load_patches(source: Any, what: str = "training data") -> np.ndarray:
+    """Noisy patches ``low`` ``(N, P, P)`` float32 (Noise2Void) from a dict-like or NPZ path."""
+    source = _open(source, what, "an array 'low' of noisy patches")
+    low = _array(source, "low", what, "'low' (noisy patches; `debcr prepare --mode noise2void`)")
+    if low.ndim == 2:
+        low = low[None]
+    if low.ndim != 3 or low.shape[0] == 0:
+        raise DataError(f"{what}: expected a stack of patches (N, P, P), got shape {low.shape}")
+    _check_patches(low, "low", what)
+    return low.astype(np.float32, copy=False)
+
+
+def load_repeats(source: Any, what: str = "training data") -> np.ndarray:
+    """Repeated noisy frames ``repeats`` ``(N, F, P, P)`` float32 (Noise2Noise), ``F >= 2``."""
+    source = _open(source, what, "an array 'repeats' of repeated noisy frames")
+    repeats = _array(
+        source,
+        "repeats",
+        what,
+        "'repeats' (N locations × F frames × P × P; `debcr prepare --mode noise2noise`)",
+    )
+    if repeats.ndim != 4 or repeats.shape[0] == 0:
+        raise DataError(
+            f"{what}: 'repeats' must be (N locations, F frames, P, P), got shape {repeats.shape}"
+        )
+    if repeats.shape[1] < 2:
+        raise DataError(
+            f"{what}: 'repeats' has {repeats.shape[1]} frame per location; Noise2Noise needs at "
+            "least 2 independent noisy frames of each field"
+        )
+    _check_patches(repeats, "repeats", what)
+    return repeats.astype(np.float32, copy=False)
 
 
 class PairDataset(Dataset):
@@ -69,6 +128,52 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.low[index, None], self.gt[index, None]
+
+
+class PatchDataset(Dataset):
+    """Map-style dataset of single patches ``(1, P, P)`` (as one-element tuples)."""
+
+    def __init__(self, low: np.ndarray) -> None:
+        self.low = torch.from_numpy(np.ascontiguousarray(low))
+
+    def __len__(self) -> int:
+        return self.low.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        return (self.low[index, None],)
+
+
+class RepeatsDataset(Dataset):
+    """Pairs of two different frames of one patch location, ``(1, P, P)`` each.
+
+    With ``random_pairs`` an item is one location with a pair of distinct frames drawn at
+    every access (so anew every epoch; torch's generator, seeded by the run). Otherwise the
+    items are the fixed pairs ``(f, f + 1 mod F)`` of every location and frame, for a
+    validation loss that is the same for the same network.
+    """
+
+    def __init__(self, repeats: np.ndarray, *, random_pairs: bool) -> None:
+        self.repeats = torch.from_numpy(np.ascontiguousarray(repeats))
+        self.random_pairs = random_pairs
+        self.frames = int(self.repeats.shape[1])
+
+    def __len__(self) -> int:
+        n = self.repeats.shape[0]
+        return n if self.random_pairs else n * self.frames
+
+    def frame_pair(self, index: int) -> tuple[int, int, int]:
+        """``(location, input frame, target frame)`` of item ``index``."""
+        if self.random_pairs:
+            first = int(torch.randint(self.frames, ()))
+            second = int(torch.randint(self.frames - 1, ()))
+            return index, first, second + (second >= first)
+        location, first = divmod(index, self.frames)
+        return location, first, (first + 1) % self.frames
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        location, first, second = self.frame_pair(index)
+        frames = self.repeats[location]
+        return frames[first, None], frames[second, None]
 
 
 def augment(low: torch.Tensor, gt: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The Lightning module that trains m-rBCR with the paper's recipe."""
+"""The Lightning module that trains m-rBCR (the recipe and the data are the mode's)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from debcr.nn import MRBCR
-from debcr.nn.losses import batch_psnr, mrbcr_loss
-from debcr.training.data import augment, minmax_per_patch
+from debcr.training.modes import Supervised, TrainingMode
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -18,64 +17,62 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-class MRBCRModule(L.LightningModule):
-    """Wraps an :class:`~debcr.nn.MRBCR` (kept plain) with loss, optimiser and metrics.
+def _psnr(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR for data range 1 (the original's metric)."""
+    return -10 * torch.log10(mse.float().clamp_min(1e-12))
 
-    Validation runs over the *whole* validation set (the original used one random
-    batch); ``val_loss`` is the patch-weighted mean of the loss, ``val_psnr`` the
-    PSNR of the full-resolution output over all validation pixels (range 1).
+
+class MRBCRModule(L.LightningModule):
+    """Wraps an :class:`~debcr.nn.MRBCR` (kept plain) with its training mode and optimiser.
+
+    The mode (:mod:`debcr.training.modes`) builds each batch and gives the loss. Validation
+    runs over the *whole* validation set (the original used one random batch); ``val_loss``
+    is the patch-weighted mean of the loss, ``val_psnr`` the PSNR (range 1) of the
+    full-resolution output against the batch's target over all validation pixels that the
+    mode scores (all pixels; the masked ones in Noise2Void). In the self-supervised modes the
+    target is noisy, so this PSNR is far below the PSNR against clean data; it still rises as
+    the network improves.
     """
 
     def __init__(
         self,
         net: MRBCR,
+        mode: TrainingMode | None = None,
         *,
         learning_rate: float = 1e-3,
         adam_eps: float = 1e-7,
-        loss: str = "reference",
-        fft_weight: float = 0.5,
-        augmentation: str = "none",
-        patch_normalization: str = "none",
     ) -> None:
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last)
+        self.mode = mode if mode is not None else Supervised()
         self.learning_rate = learning_rate
         self.adam_eps = adam_eps
-        self.loss_kind = loss
-        self.fft_weight = fft_weight
-        self.augmentation = augmentation
-        self.patch_normalization = patch_normalization
         self.val_loss = MeanMetric()
         self.val_mse = MeanMetric()
 
-    def _prepare(self, low: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.patch_normalization == "minmax":
-            low, gt = minmax_per_patch(low), minmax_per_patch(gt)
-        return low, gt
-
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        low, gt = self._prepare(*batch)
-        low, gt = augment(low, gt, self.augmentation)
-        outputs = self.net(_channels_last(low))
-        loss = mrbcr_loss(outputs, gt, self.loss_kind, self.fft_weight)
-        n = low.shape[0]
+        data = self.mode.batch(batch, training=True)
+        outputs = self.net(_channels_last(data.inputs))
+        loss = self.mode.loss(outputs, data)
+        n = data.inputs.shape[0]
+        mse = self.mode.squared_error(outputs[0].detach(), data)
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
-        self.log("train_psnr", batch_psnr(outputs[0].detach(), gt), prog_bar=True, batch_size=n)
+        self.log("train_psnr", _psnr(mse), prog_bar=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        low, gt = self._prepare(*batch)
-        outputs = self.net(_channels_last(low))
-        n = low.shape[0]
-        self.val_loss.update(mrbcr_loss(outputs, gt, self.loss_kind, self.fft_weight), n)
-        self.val_mse.update(torch.mean((outputs[0].float() - gt) ** 2), n)
+        data = self.mode.batch(batch, training=False, batch_index=batch_idx)
+        outputs = self.net(_channels_last(data.inputs))
+        n = data.inputs.shape[0]
+        self.val_loss.update(self.mode.loss(outputs, data), n)
+        self.val_mse.update(self.mode.squared_error(outputs[0], data), n)
 
     def on_validation_epoch_end(self) -> None:
         loss, mse = self.val_loss.compute(), self.val_mse.compute()
         self.val_loss.reset()
         self.val_mse.reset()
         self.log("val_loss", loss, prog_bar=True, sync_dist=False)
-        self.log("val_psnr", -10 * torch.log10(mse.clamp_min(1e-12)), prog_bar=True)
+        self.log("val_psnr", _psnr(mse), prog_bar=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # The original: Adam with TF defaults (ε = 1e-7), constant learning rate.

@@ -57,7 +57,7 @@ from debcr.runtime import default_precision, tune_allocator
 from debcr.sources import load as load_source
 from debcr.training.curves import plot_curves
 from debcr.training.history import MetricsLog
-from debcr.training.modes import DEFAULT_MODE, get_mode, normalization_of
+from debcr.training.modes import check_data_mode, mode_for, normalization_of
 from debcr.training.module import MRBCRModule
 from debcr.training.progress import StepProgressBar
 
@@ -210,8 +210,10 @@ def fit(
     config = load_dict(config) if isinstance(config, dict) else config
     tune_allocator()
     run_dir = _open_run(config, resume)
-    mode = get_mode(DEFAULT_MODE)
+    mode = mode_for(config)
     train_split, val_split = _read_split(train_data), _read_split(val_data)
+    check_data_mode(mode, train_split, "training data")
+    check_data_mode(mode, val_split, "validation data")
     train_arrays = mode.load(train_split, "training data")
     val_arrays = mode.load(val_split, "validation data")
     if config.seed is not None:
@@ -222,6 +224,11 @@ def fit(
     if rank_zero_only.rank == 0:
         logger.info("training precision: %s (config: %s)", precision, config.precision)
     metadata = _provenance(config, start, parent, normalization_of(train_split), precision)
+    metadata["mode"] = mode.name
+    metadata["training_data"] = {
+        "train": _data_provenance(train_data, train_split, train_arrays),
+        "val": _data_provenance(val_data, val_split, val_arrays),
+    }
     history = MetricsLog(run_dir)
     files = RunFiles(run_dir, config.save_freq, metadata, history)
     if resume:  # what an interruption before the first new checkpoint resumes from
@@ -230,16 +237,16 @@ def fit(
     with _interruptible(trainer, files, run_dir, history):
         _fit(
             trainer,
-            _module(net, config),
+            MRBCRModule(net, mode, learning_rate=config.learning_rate, adam_eps=config.adam_eps),
             train_dataloaders=_loader(
-                mode.dataset(train_arrays),
+                mode.dataset(train_arrays, training=True),
                 config.batch_size,
                 shuffle=True,
                 workers=config.num_workers,
                 seed=config.seed,
             ),
             val_dataloaders=_loader(
-                mode.dataset(val_arrays),
+                mode.dataset(val_arrays, training=False),
                 config.val_batch_size or config.batch_size,
                 shuffle=False,
                 workers=config.num_workers,
@@ -366,16 +373,20 @@ def _provenance(
     }
 
 
-def _module(net: MRBCR, config: Any) -> MRBCRModule:
-    return MRBCRModule(
-        net,
-        learning_rate=config.learning_rate,
-        adam_eps=config.adam_eps,
-        loss=config.loss,
-        fft_weight=config.fft_weight,
-        augmentation=config.augmentation,
-        patch_normalization=config.patch_normalization,
-    )
+def _data_provenance(source: Any, split: Any, arrays: dict[str, Any]) -> dict[str, Any]:
+    """Where one split came from: its file, its ``debcr prepare`` record and its shapes."""
+    record: dict[str, Any] = {"arrays": {k: list(v.shape) for k, v in arrays.items()}}
+    if isinstance(source, (str, os.PathLike)):
+        record["file"] = str(Path(source).resolve())
+    info = split.get("info") if hasattr(split, "get") else None
+    if info is not None:
+        prepared = json.loads(str(info)) if not isinstance(info, dict) else info
+        record.update(
+            (key, prepared[key])
+            for key in ("name", "mode", "set", "groups", "sources", "normalization")
+            if key in prepared
+        )
+    return record
 
 
 #: Lightning's name of each precision :func:`debcr.runtime.default_precision` chooses.
