@@ -224,34 +224,69 @@ def _group_list(text: str | None) -> list[str]:
     return groups
 
 
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    from debcr.data import pairs_from_folders, prepare
-
-    low, gt = Path(args.low), Path(args.gt)
+def _prepare_split(args: argparse.Namespace) -> object:
     explicit = {s: _group_list(getattr(args, f"{s}_groups")) for s in ("train", "val", "test")}
     if any(explicit.values()):
-        split: object = {k: v for k, v in explicit.items() if v}
+        return {k: v for k, v in explicit.items() if v}
+    return tuple(float(f) for f in args.split.split(","))
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from debcr.data import pairs_from_folders, prepare, prepare_noise2noise, prepare_noise2void
+    from debcr.data.selfsup import fields_of
+
+    split = _prepare_split(args)
+    options = {
+        "patch_size": args.patch,
+        "overlap": args.overlap,
+        "split": split,
+        "seed": args.seed,
+        "overwrite": args.overwrite,
+    }
+    inputs = [Path(p) for p in args.inputs]
+    if args.mode == "supervised":
+        if len(inputs) != 2:
+            raise DebcrError(
+                f"supervised preparation takes two paths, LOW and GT (got {len(inputs)}); for "
+                "noisy images without ground truth use --mode noise2void or --mode noise2noise"
+            )
+        if args.max_frames is not None:
+            raise DebcrError("--max-frames is for --mode noise2noise")
+        low, gt = inputs
+        source = pairs_from_folders(low, gt) if low.is_dir() and gt.is_dir() else low
+        if isinstance(split, dict) and isinstance(source, list):
+            # Fields not named in any --*-groups option are left out, not an error.
+            listed = {g for groups in split.values() for g in groups}
+            source = [pair for pair in source if pair.group in listed]
+        result = prepare(
+            source,
+            None if source is not low else gt,
+            args.name,
+            args.output,
+            background_filter=args.background,
+            **options,
+        )
+        what = "patch pairs"
     else:
-        split = tuple(float(f) for f in args.split.split(","))
-    source = pairs_from_folders(low, gt) if low.is_dir() and gt.is_dir() else low
-    if isinstance(split, dict) and isinstance(source, list):
-        # Fields not named in any --*-groups option are left out, not an error.
-        listed = {g for groups in split.values() for g in groups}
-        source = [pair for pair in source if pair.group in listed]
-    result = prepare(
-        source,
-        None if source is not low else gt,
-        args.name,
-        args.output,
-        patch_size=args.patch,
-        overlap=args.overlap,
-        split=split,
-        seed=args.seed,
-        background_filter=args.background,
-        overwrite=args.overwrite,
-    )
+        if args.background is not None:
+            raise DebcrError("--background needs ground truth; it is for supervised preparation")
+        if args.mode == "noise2noise":
+            fields = [item for path in inputs for item in fields_of(path)]
+            if isinstance(split, dict):
+                listed = {g for groups in split.values() for g in groups}
+                fields = [(g, frames) for g, frames in fields if g in listed]
+            result = prepare_noise2noise(
+                dict(fields), args.name, args.output, max_frames=args.max_frames, **options
+            )
+            what = "patch locations, each in every frame"
+        else:
+            if args.max_frames is not None:
+                raise DebcrError("--max-frames is for --mode noise2noise")
+            images = inputs[0] if len(inputs) == 1 else inputs
+            result = prepare_noise2void(images, args.name, args.output, **options)
+            what = "noisy patches"
     for name, path in result.paths.items():
-        print(f"{name}: {path} ({result.patches[name]} patch pairs, groups {result.groups[name]})")
+        print(f"{name}: {path} ({result.patches[name]} {what}, groups {result.groups[name]})")
     return 0
 
 
@@ -482,10 +517,24 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def _add_prepare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     prep = sub.add_parser(
-        "prepare", help="paired raw images → normalised patch pairs split by field (NPZ)"
+        "prepare",
+        help="images → normalised training patches split by field (NPZ): LOW GT pairs, or "
+        "noisy images only with --mode noise2noise RAW_DIR / --mode noise2void IMAGES...",
     )
-    prep.add_argument("low", help="low-quality images: folder (one subfolder per field) or file")
-    prep.add_argument("gt", help="ground truth: folder matching LOW, or file")
+    prep.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="PATH",
+        help="supervised: LOW GT (folders with one subfolder per field, or files); "
+        "noise2noise: folder(s) of fields (RAW/<field>/frames, or one TYX stack per field); "
+        "noise2void: noisy image files or folders",
+    )
+    prep.add_argument(
+        "--mode",
+        choices=("supervised", "noise2noise", "noise2void"),
+        default="supervised",
+        help="training mode the patches are for (default supervised)",
+    )
     prep.add_argument("--name", required=True, help="dataset name (NAME_train.npz, ...)")
     prep.add_argument("-o", "--output", required=True, help="output folder")
     prep.add_argument("--patch", type=int, default=128, help="patch size (default 128)")
@@ -497,6 +546,12 @@ def _add_prepare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             help=f"fields for {part}, e.g. 1-18 (overrides --split; unlisted fields are left out)",
         )
     prep.add_argument("--background", type=float, default=None, help="drop background patches")
+    prep.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help="noise2noise: use at most this many frames per field",
+    )
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("--overwrite", action="store_true")
     prep.set_defaults(func=_cmd_prepare)
@@ -509,8 +564,8 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     tr.add_argument("config", nargs="?", help="YAML configuration (debcr or original DeBCR keys)")
     tr.add_argument("overrides", nargs="*", help="config overrides such as batch_size=16")
-    tr.add_argument("--train", help="training pairs (NPZ with 'low' and 'gt')")
-    tr.add_argument("--val", help="validation pairs (NPZ with 'low' and 'gt')")
+    tr.add_argument("--train", help="training patches (NPZ from `debcr prepare`)")
+    tr.add_argument("--val", help="validation patches (NPZ from `debcr prepare`)")
     tr.add_argument("--init", help="start from a built-in model name or a model file")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     tr.set_defaults(func=_cmd_train)

@@ -329,14 +329,27 @@ def train(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
 ) -> MRBCR:
-    """Train m-rBCR on paired patches and return the best model (lowest validation loss).
+    """Train m-rBCR and return the best model (lowest validation loss).
+
+    What the network learns from is ``config["mode"]``:
+
+    - ``"supervised"`` (default): arrays ``low`` (input) and ``gt`` (ground truth), each
+      ``(N, P, P)``, as written by :func:`debcr.data.prepare` / ``debcr prepare LOW GT``.
+    - ``"noise2noise"``: ``repeats`` ``(N, F, P, P)``, ``F >= 2`` independent noisy frames of
+      every patch location (:func:`debcr.data.prepare_noise2noise`); pairs of different
+      frames are drawn anew every epoch.
+    - ``"noise2void"``: ``low`` ``(N, P, P)`` noisy patches only
+      (:func:`debcr.data.prepare_noise2void`); masked pixels (N2V2 median replacement) are
+      the only ones scored.
+
+    See :mod:`debcr.training.modes` for the details and the papers.
 
     Parameters
     ----------
     train_data, val_data
-        Dicts or NPZ files (paths or loaded) with arrays ``low`` (input) and ``gt``
-        (ground truth), each ``(N, P, P)`` — as written by ``debcr prepare``. The
-        whole validation set is evaluated every ``val_freq`` steps.
+        Dicts or NPZ files (paths or loaded) with the arrays of the mode. A file prepared
+        for another mode is refused. The whole validation set is evaluated every
+        ``val_freq`` steps.
     config
         A :class:`debcr.config.TrainConfig`, a dict of its fields (the original's
         keys work), or ``None`` for the paper's recipe.
@@ -355,7 +368,9 @@ def train(
     -------
     MRBCR
         The best model; ``best.safetensors``, ``last.safetensors``, ``metrics.csv``
-        and ``curves.png`` are in ``config.weights_path``.
+        and ``curves.png`` are in ``config.weights_path``. The model files record the
+        mode and where the data came from (``metadata["mode"]``,
+        ``metadata["training_data"]``).
     """
     from debcr.config import TrainConfig
     from debcr.training import fit
