@@ -281,6 +281,98 @@ def _pair_from(source: Any, what: str) -> dict[str, np.ndarray]:
     return training_pair(low, gt, what)
 
 
+#: Fraction of the training patches held out for validation when no validation data is chosen.
+HOLD_OUT = 0.1
+
+
+def _patch_side(shape: tuple[int, ...], config: Any) -> int:
+    """The configured patch side, or the largest multiple of 4 that fits a smaller image."""
+    fits = min(shape[-2:]) // 4 * 4
+    return max(4, min(int(config.patch_size), fits))
+
+
+def _self_supervised(data: Any, config: Any, what: str, split: tuple[float, ...]) -> Any:
+    """Patches of one layer for a self-supervised mode (normalised and cut like prepare)."""
+    from debcr.data import prepare_noise2noise, prepare_noise2void
+
+    image = _image(data, f"the {what} layer")
+    side = _patch_side(image.shape, config)
+    if config.mode == "noise2noise":
+        if image.ndim != 3 or image.shape[0] < 2:
+            raise DataError(
+                f"the {what} layer has shape {image.shape}; Noise2Noise needs a stack of "
+                "repeated noisy frames of one field (T, Y, X) with at least 2 frames"
+            )
+        result = prepare_noise2noise({what: image}, patch_size=side, split=split)
+    else:
+        result = prepare_noise2void({what: image}, patch_size=side, split=split)
+    return result.arrays
+
+
+def _load_set(path: str | Path, config: Any, what: str) -> dict[str, np.ndarray]:
+    """The arrays of an NPZ set for the configured mode (refused if prepared for another)."""
+    from debcr.data.io import load
+    from debcr.training.modes import check_data_mode, mode_for
+
+    mode = mode_for(config)
+    split = load(Path(path))
+    check_data_mode(mode, split, f"{what} data")
+    return mode.load(split, f"{what} data")
+
+
+def _hold_out(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The last ``HOLD_OUT`` of the patches (at least one) as validation, the rest to train."""
+    n = len(next(iter(arrays.values())))
+    if n < 2:
+        raise DataError(
+            "there is only 1 training patch and no validation data; choose validation layers "
+            "or use larger images"
+        )
+    k = max(1, round(n * HOLD_OUT))
+    return {a: v[: n - k] for a, v in arrays.items()}, {a: v[n - k :] for a, v in arrays.items()}
+
+
+def training_sets(
+    train: Any, val: Any, config: Any
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
+    """The training and validation arrays of ``config.mode`` and a line saying what they are.
+
+    ``train``/``val``: NPZ paths, ``(low, gt)`` layer data (supervised) or one layer's data
+    (self-supervised: a noisy image or stack for Noise2Void, a stack of repeats for
+    Noise2Noise, normalised and cut here). ``val`` None holds out the last tenth of the
+    training patches.
+    """
+    keep = ("low", "gt", "repeats")
+    if isinstance(train, str | Path):
+        train_set = _load_set(train, config, "training")
+    elif config.mode == "supervised":
+        train_set = _pair_from(train, "training")
+    else:
+        split = (1.0, 0.0, 0.0) if val is not None else (1 - HOLD_OUT, HOLD_OUT, 0.0)
+        arrays = _self_supervised(train, config, "training", split)
+        train_set = {k: v for k, v in arrays["train"].items() if k in keep}
+        if val is None and "val" in arrays:
+            val_set = {k: v for k, v in arrays["val"].items() if k in keep}
+            return train_set, val_set, "validation: the last tenth of the training layer"
+    note = ""
+    if val is None:
+        train_set, val_set = _hold_out(train_set)
+        note = "validation: the last tenth of the training patches"
+    elif isinstance(val, str | Path):
+        val_set = _load_set(val, config, "validation")
+    elif config.mode == "supervised":
+        val_set = _pair_from(val, "validation")
+    else:
+        arrays = _self_supervised(val, config, "validation", (1.0, 0.0, 0.0))
+        val_set = {k: v for k, v in arrays["train"].items() if k in keep}
+    return train_set, val_set, note
+
+
+def _first_input(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """One input patch of a set, for the live preview."""
+    return arrays["repeats"][0, 0] if "repeats" in arrays else arrays["low"][0]
+
+
 def train_model(
     train: Any,
     val: Any,
@@ -293,33 +385,37 @@ def train_model(
 ) -> tuple[Any, Path]:
     """Train and return (best model, run folder); Stop ends it cleanly at the next step.
 
-    ``train``/``val`` are NPZ paths or ``(low, gt)`` arrays; they are read and checked here,
-    in the worker, so large files never block the GUI. ``init_model``: None (a new model),
-    a built-in name, a model file or a run folder; ``resume`` continues the run in
-    ``config.weights_path``.
+    ``train``/``val`` are NPZ paths or layer data (see :func:`training_sets`); they are read,
+    normalised and checked here, in the worker, so large data never blocks the GUI.
+    ``init_model``: None (a new model), a built-in name, a model file or a run folder;
+    ``resume`` continues the run in ``config.weights_path``.
     """
     from debcr.model import train as train_fn
 
-    train_pair, val_pair = _pair_from(train, "training"), _pair_from(val, "validation")
-    if train_pair["low"].shape[1:] != val_pair["low"].shape[1:]:
+    train_set, val_set, note = training_sets(train, val, config)
+    size = next(iter(train_set.values())).shape[-2:]
+    val_size = next(iter(val_set.values())).shape[-2:]
+    if size != val_size:
         raise DataError(
-            f"training patches are {train_pair['low'].shape[1:]} px but validation patches "
-            f"{val_pair['low'].shape[1:]} px; crop both with the same patch size"
+            f"training patches are {tuple(size)} px but validation patches {tuple(val_size)} "
+            "px; crop both with the same patch size"
         )
+    n_train, n_val = (len(next(iter(a.values()))) for a in (train_set, val_set))
+    frames = f" in {train_set['repeats'].shape[1]} frames" if "repeats" in train_set else ""
     report(
         {
             "kind": "log",
-            "text": f"Data: {len(train_pair['low'])} training and {len(val_pair['low'])} "
-            f"validation patches of {train_pair['low'].shape[1]}×{train_pair['low'].shape[2]} px.",
+            "text": f"Data: {n_train} training and {n_val} validation patches of "
+            f"{size[0]}×{size[1]} px{frames} ({config.mode})" + (f"; {note}." if note else "."),
         }
     )
     model = train_fn(
-        train_pair,
-        val_pair,
+        train_set,
+        val_set,
         config,
         init_model=init_model or None,
         resume=resume,
-        callbacks=[monitor_callback(report, stop, val_pair["low"][0])],
+        callbacks=[monitor_callback(report, stop, _first_input(val_set))],
     )
     return model, Path(config.weights_path)
 

@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
+    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -40,6 +41,20 @@ if TYPE_CHECKING:
 
 NEW_MODEL = "new model"
 
+#: The training modes, as the mode selector shows them.
+MODES = {
+    "supervised": "supervised: noisy input + clean target",
+    "noise2noise": "Noise2Noise: a stack of repeated noisy frames",
+    "noise2void": "Noise2Void: noisy images only",
+}
+
+#: What the input pickers ask for in each mode (training, validation).
+_INPUT_LABELS = {
+    "supervised": ("training input:", "validation input:"),
+    "noise2noise": ("training repeats (T, Y, X):", "validation repeats:"),
+    "noise2void": ("training images:", "validation images:"),
+}
+
 
 class TrainTab(JobTab):
     """Train a new model, fine-tune a built-in one, or continue from a model file."""
@@ -61,12 +76,24 @@ class TrainTab(JobTab):
     # -- building ----------------------------------------------------------------------------
 
     def _make_data_controls(self) -> None:
+        self.mode = QComboBox()
+        for name, label in MODES.items():
+            self.mode.addItem(label, name)
         self.train_low = LayerPicker(self.viewer, optional=True)
         self.train_gt = LayerPicker(self.viewer, optional=True)
         self.val_low = LayerPicker(self.viewer, optional=True)
         self.val_gt = LayerPicker(self.viewer, optional=True)
-        self.train_npz = QLineEdit(placeholderText="or an NPZ file (low/gt)")
-        self.val_npz = QLineEdit(placeholderText="or an NPZ file (low/gt)")
+        self.train_npz = QLineEdit(placeholderText="or an NPZ file (debcr prepare)")
+        self.val_npz = QLineEdit(placeholderText="or an NPZ file (debcr prepare)")
+        self.labels = {
+            name: QLabel(text)
+            for name, text in (
+                ("train_low", "training input:"),
+                ("train_gt", "training target:"),
+                ("val_low", "validation input:"),
+                ("val_gt", "validation target:"),
+            )
+        }
 
     def _make_model_controls(self) -> None:
         self.init = QComboBox()
@@ -94,15 +121,31 @@ class TrainTab(JobTab):
         self._preview_name = ""
 
     def _data_box(self) -> QGroupBox:
-        box = QGroupBox("Data (patch stacks: layers or NPZ files)")
+        box = QGroupBox("Data (layers or NPZ files; no validation: a tenth is held out)")
         form = QFormLayout(box)
-        form.addRow("training input:", self.train_low)
-        form.addRow("training target:", self.train_gt)
+        form.addRow("learn from:", self.mode)
+        form.addRow(self.labels["train_low"], self.train_low)
+        form.addRow(self.labels["train_gt"], self.train_gt)
         form.addRow("", row(self.train_npz, browse_button(self, self.train_npz, "*.npz")))
-        form.addRow("validation input:", self.val_low)
-        form.addRow("validation target:", self.val_gt)
+        form.addRow(self.labels["val_low"], self.val_low)
+        form.addRow(self.labels["val_gt"], self.val_gt)
         form.addRow("", row(self.val_npz, browse_button(self, self.val_npz, "*.npz")))
         return box
+
+    def current_mode(self) -> str:
+        """The training mode chosen (``supervised``, ``noise2noise`` or ``noise2void``)."""
+        return str(self.mode.currentData())
+
+    def _show_mode(self) -> None:
+        """Targets only for supervised training; inputs named for what the mode needs."""
+        mode = self.current_mode()
+        supervised = mode == "supervised"
+        for name in ("train_gt", "val_gt"):
+            self.labels[name].setVisible(supervised)
+            getattr(self, name).setVisible(supervised)
+        train_text, val_text = _INPUT_LABELS[mode]
+        self.labels["train_low"].setText(train_text)
+        self.labels["val_low"].setText(val_text)
 
     def _model_box(self) -> QGroupBox:
         box = QGroupBox("Model to train")
@@ -147,6 +190,7 @@ class TrainTab(JobTab):
         self.init.currentTextChanged.connect(
             lambda text: self.init_path.setEnabled(text == MODEL_FILE)
         )
+        self.mode.currentIndexChanged.connect(self._show_mode)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -157,6 +201,7 @@ class TrainTab(JobTab):
         return merge(
             self.defaults,
             {
+                "mode": self.current_mode(),
                 "batch_size": self.batch.value(),
                 "num_steps": self.steps.value(),
                 "val_freq": self.val_freq.value(),
@@ -170,6 +215,8 @@ class TrainTab(JobTab):
 
     def show_config(self, config: Any) -> None:
         self.defaults = config
+        self.mode.setCurrentIndex(list(MODES).index(config.mode))
+        self._show_mode()
         self.batch.setValue(config.batch_size)
         self.steps.setValue(config.num_steps)
         self.val_freq.setValue(config.val_freq)
@@ -221,9 +268,15 @@ class TrainTab(JobTab):
         self.stop_button.setEnabled(running)
 
     def _source(self, low: LayerPicker, gt: LayerPicker, npz: QLineEdit) -> Any:
-        """What to train on, chosen in the GUI thread: an NPZ path or two layers' data."""
+        """What to train on, chosen in the GUI thread: an NPZ path or layer data.
+
+        Supervised training takes two layers' data ``(input, target)``; the self-supervised
+        modes take one layer's data. None when nothing is chosen.
+        """
         if npz.text().strip():
             return npz.text().strip()
+        if self.current_mode() != "supervised":
+            return None if low.layer() is None else low.layer().data
         if low.layer() is None or gt.layer() is None:
             return None
         return (low.layer().data, gt.layer().data)
@@ -247,10 +300,21 @@ class TrainTab(JobTab):
             "training": self._source(self.train_low, self.train_gt, self.train_npz),
             "validation": self._source(self.val_low, self.val_gt, self.val_npz),
         }
-        for what, source in sources.items():
-            if source is None:
-                self.log(f"Choose the {what} input and target layers (or an NPZ file).")
-                return
+        if sources["training"] is None:
+            needs = {
+                "supervised": "input and target layers",
+                "noise2noise": "layer of repeated frames",
+                "noise2void": "layer of noisy images",
+            }[config.mode]
+            self.log(f"Choose the training {needs} (or an NPZ file).")
+            return
+        half_chosen = (self.val_low.layer() is None) != (self.val_gt.layer() is None)
+        if config.mode == "supervised" and half_chosen and not self.val_npz.text().strip():
+            self.log(
+                "Choose both the validation input and target layers, or neither (a tenth of "
+                "the training patches is then held out)."
+            )
+            return
         init, init_model = self._init_model()
         if init == MODEL_FILE and not init_model:
             self.log("Choose the model file or run folder to start from.")
@@ -260,7 +324,7 @@ class TrainTab(JobTab):
     def _start_training(
         self, config: Any, sources: dict[str, Any], init: str, init_model: str | None
     ) -> None:
-        val_layer = self.val_low.layer()
+        val_layer = self.val_low.layer() or self.train_low.layer()
         self._preview_name = f"{val_layer.name if val_layer else 'validation'}.preview"
         self.stop_event.clear()
         self.plot.reset()
@@ -269,8 +333,9 @@ class TrainTab(JobTab):
         self.progress.setFormat("starting…")
         self._started = time.monotonic()
         self.log(
-            f"Starting training: {config.num_steps} steps, batch {config.batch_size}, learning "
-            f"rate {config.learning_rate:g}, from {init}; saving to {config.weights_path}"
+            f"Starting {config.mode} training: {config.num_steps} steps, batch "
+            f"{config.batch_size}, learning rate {config.learning_rate:g}, from {init}; saving "
+            f"to {config.weights_path}"
         )
         self.start(
             jobs.train_model,
