@@ -21,6 +21,7 @@ from pathlib import Path
 
 DEFAULT_PATH = Path.home() / ".cache" / "debcr" / "bench" / "careamics-venv"
 TORCH_PIN = "torch==2.13.0"
+TORCHVISION_PIN = "torchvision==0.28.0"  # the build for torch 2.13
 log = logging.getLogger("careamics_env")
 
 
@@ -40,8 +41,25 @@ def careamics_version(python: Path | str) -> str:
     return out.stdout.strip()
 
 
+def _pip(python: Path, log_file: Path, *args: str) -> None:
+    cmd = [str(python), "-m", "pip", "install", "--progress-bar", "off", *args]
+    log.info("$ %s", " ".join(cmd))
+    with log_file.open("a") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log_file.read_text().strip().splitlines()[-5:]
+        raise RuntimeError(f"pip failed (see {log_file}):\n" + "\n".join(tail))
+
+
 def ensure_env(path: Path | None = None) -> Path:
-    """Create the CAREamics venv at ``path`` if needed; return its python executable."""
+    """Create the CAREamics venv at ``path`` if needed; return its python executable.
+
+    careamics (0.3.5) pins ``torchvision<=0.26.0``, i.e. torch <= 2.11, which contradicts
+    ``torch==2.13.0``: pip backtracks for ages. So careamics is installed ``--no-deps`` and its
+    declared requirements follow without that torchvision cap, with ``torchvision==0.28.0`` (the
+    build for torch 2.13; careamics uses torchvision only in LVAE models and the bioimage.io
+    export, not in N2V/N2N).
+    """
     path = Path(path or DEFAULT_PATH).expanduser()
     python = _python(path)
     if python.exists() and _imports(python):
@@ -50,14 +68,18 @@ def ensure_env(path: Path | None = None) -> Path:
     log.info("creating venv %s", path)
     venv.EnvBuilder(with_pip=True, clear=python.exists()).create(path)
     constraints = path / "constraints.txt"
-    constraints.write_text(TORCH_PIN + "\n")
-    cmd = [str(python), "-m", "pip", "install", "--progress-bar", "off", "-c", str(constraints)]
-    log.info("installing careamics (%s); this takes a few minutes", TORCH_PIN)
-    proc = subprocess.run([*cmd, "careamics"], capture_output=True, text=True)
-    (path / "pip-install.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0 or not _imports(python):
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise RuntimeError("installing careamics failed:\n" + "\n".join(tail))
+    constraints.write_text(f"{TORCH_PIN}\n{TORCHVISION_PIN}\n")
+    log_file = path / "pip-install.log"
+    log.info("installing careamics (%s); a few minutes, progress in %s", TORCH_PIN, log_file)
+    _pip(python, log_file, "--no-deps", "careamics")
+    code = (
+        "from importlib.metadata import requires; print('\\n'.join(r for r in "
+        "requires('careamics') if 'extra ==' not in r and not r.startswith('torchvision')))"
+    )
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    _pip(python, log_file, "-c", str(constraints), "torchvision", *out.stdout.splitlines())
+    if not _imports(python):
+        raise RuntimeError(f"careamics installed but does not import (see {log_file})")
     log.info("installed careamics %s into %s", careamics_version(python), path)
     return python
 

@@ -209,13 +209,14 @@ def fit(
     """Train m-rBCR; see :func:`debcr.model.train`."""
     config = load_dict(config) if isinstance(config, dict) else config
     tune_allocator()
-    run_dir = _open_run(config, resume)
     mode = mode_for(config)
     train_split, val_split = _read_split(train_data), _read_split(val_data)
     check_data_mode(mode, train_split, "training data")
     check_data_mode(mode, val_split, "validation data")
     train_arrays = mode.load(train_split, "training data")
     val_arrays = mode.load(val_split, "validation data")
+    # Only data that can be trained on opens (or creates) the run folder.
+    run_dir = _open_run(config, resume)
     if config.seed is not None:
         L.seed_everything(config.seed, workers=True, verbose=False)
     start = init_model if init_model is not None else config.init_model
