@@ -23,6 +23,11 @@ DEFAULT_PATH = Path.home() / ".cache" / "debcr" / "bench" / "careamics-venv"
 TORCH_PIN = "torch==2.13.0"
 TORCHVISION_PIN = "torchvision==0.28.0"  # the build for torch 2.13
 log = logging.getLogger("careamics_env")
+_TV_GUARD = """
+
+def _fake_if_ops(name):  # added by debcr's benchmarks/careamics_env.py
+    return torch.library.register_fake(name) if torchvision.extension._has_ops() else (lambda f: f)
+"""
 
 
 def _python(path: Path) -> Path:
@@ -49,6 +54,24 @@ def _pip(python: Path, log_file: Path, *args: str) -> None:
     if proc.returncode != 0:
         tail = log_file.read_text().strip().splitlines()[-5:]
         raise RuntimeError(f"pip failed (see {log_file}):\n" + "\n".join(tail))
+
+
+def _patch_torchvision(python: Path) -> None:
+    """Let torchvision import without its C++ ops (PyPI's build needs CUDA torch's libraries).
+
+    torchvision 0.28 registers fake kernels for ``torchvision::nms``/``qnms`` unconditionally,
+    which raises when ``_C.so`` failed to load; guard those two like its other registrations.
+    """
+    if subprocess.run([str(python), "-c", "import torchvision"], capture_output=True).returncode:
+        code = "import importlib.util as u; print(u.find_spec('torchvision').origin)"
+        out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+        path = Path(out.stdout.strip()).with_name("_meta_registrations.py")
+        log.info("torchvision's C++ ops do not load with CPU torch; patching %s", path)
+        text = path.read_text().replace("@torch.library.register_fake(", "@_fake_if_ops(")
+        anchor = "import torchvision.extension  # noqa: F401\n"
+        if anchor not in text:
+            raise RuntimeError(f"torchvision does not import and {path} is not as expected")
+        path.write_text(text.replace(anchor, anchor + _TV_GUARD, 1))
 
 
 def ensure_env(path: Path | None = None) -> Path:
@@ -78,6 +101,7 @@ def ensure_env(path: Path | None = None) -> Path:
     )
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
     _pip(python, log_file, "-c", str(constraints), "torchvision", *out.stdout.splitlines())
+    _patch_torchvision(python)
     if not _imports(python):
         raise RuntimeError(f"careamics installed but does not import (see {log_file})")
     log.info("installed careamics %s into %s", careamics_version(python), path)

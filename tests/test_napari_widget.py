@@ -241,3 +241,73 @@ def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot, tmp_path) 
         viewer.close()
     assert stop.is_set()
     assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_mode_selector_shows_what_each_mode_needs(widget) -> None:
+    tr = widget.train_tab
+    assert tr.current_mode() == "supervised" and not tr.train_gt.isHidden()
+    tr.mode.setCurrentIndex(2)
+    assert tr.current_mode() == "noise2void" == tr.config().mode
+    assert tr.train_gt.isHidden() and tr.val_gt.isHidden()
+    assert tr.labels["train_low"].text() == "training images:"
+    tr.mode.setCurrentIndex(1)
+    assert tr.labels["train_low"].text() == "training repeats (T, Y, X):"
+    assert tr.train_gt.isHidden()
+    tr.run_button.click()
+    assert (
+        widget.log.lines()[-1] == "Choose the training layer of repeated frames (or an NPZ file)."
+    )
+    tr.mode.setCurrentIndex(0)
+    assert not tr.train_gt.isHidden() and not tr.labels["val_gt"].isHidden()
+
+
+@pytest.mark.slow
+def test_noise2void_from_one_noisy_image_layer(widget, qtbot, tmp_path) -> None:
+    import json
+
+    from debcr.modelfile import read_header
+
+    viewer = widget.viewer
+    viewer.add_image(fmd_frame(19, 0), name="noisy")
+    tr = widget.train_tab
+    tr.mode.setCurrentIndex(2)
+    tr.train_low.setCurrentText("noisy")
+    tr.batch.setValue(4)
+    tr.steps.setValue(6)
+    tr.val_freq.setValue(3)
+    tr.save_path.setText(str(tmp_path / "run"))
+    _click_and_wait(qtbot, tr, tr.run_button)
+    log = widget.log.lines()
+    assert (
+        "Data: 14 training and 2 validation patches of 128×128 px (noise2void); validation: "
+        "the last tenth of the training layer." in log
+    )
+    assert any(line.startswith("Step 6: validation loss") for line in log)
+    assert log[-1].startswith("Training is finished; the best model is in")
+    meta = json.loads(read_header(tmp_path / "run" / "best.safetensors")["metadata"])
+    assert meta["mode"] == "noise2void"
+    assert viewer.layers["noisy.preview"].data.shape == (128, 128)
+    assert len(tr.plot.val) == 2
+
+
+@pytest.mark.slow
+def test_noise2noise_from_a_stack_layer_of_repeats(widget, qtbot, tmp_path) -> None:
+    viewer = widget.viewer
+    repeats = np.stack([fmd_frame(19, i)[:256, :256] for i in range(4)])
+    viewer.add_image(repeats, name="repeats")
+    tr = widget.train_tab
+    tr.mode.setCurrentIndex(1)
+    tr.train_low.setCurrentText("repeats")
+    tr.batch.setValue(2)
+    tr.steps.setValue(3)
+    tr.val_freq.setValue(3)
+    tr.save_path.setText(str(tmp_path / "run"))
+    _click_and_wait(qtbot, tr, tr.run_button)
+    log = widget.log.lines()
+    assert (
+        "Data: 3 training and 1 validation patches of 128×128 px in 4 frames (noise2noise); "
+        "validation: the last tenth of the training layer." in log
+    )
+    assert log[-1].startswith("Training is finished")
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+    assert viewer.layers["repeats.preview"].data.shape == (128, 128)

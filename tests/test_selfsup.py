@@ -267,8 +267,8 @@ def test_a_few_steps_lower_the_validation_loss(mode: str, tmp_path: Path) -> Non
         weights_path=str(run),
         batch_size=4,
         num_steps=12,
-        val_freq=3,
-        save_freq=3,
+        val_freq=1,
+        save_freq=4,
         patch_size=64,
         n2v_masked_percentage=2.0,
         accelerator="cpu",
@@ -277,8 +277,10 @@ def test_a_few_steps_lower_the_validation_loss(mode: str, tmp_path: Path) -> Non
     )
     model = train(train_set, val_set, config)
     losses = _val_losses(run)
-    assert len(losses) == 4 and losses[-1] < losses[0]
+    # validated after every step: the first is the network after one step of learning
+    assert len(losses) == 12 and min(losses[3:]) < losses[0]
     meta = json.loads(read_header(run / "best.safetensors")["metadata"])
+    assert meta["val_loss"] == pytest.approx(min(losses))
     assert meta["mode"] == mode == model.metadata["mode"]
     assert meta["training_data"]["train"]["arrays"] == {keep: list(train_set[keep].shape)}
 
