@@ -50,7 +50,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
-    return p.parse_args()
+    args = p.parse_args()
+    if args.seed < 1 or args.steps < 1 or args.batch < 1:
+        p.error("--seed, --steps and --batch must be >= 1 (CAREamics rejects seed 0)")
+    return args
 
 
 def load_pairs(path: Path, algorithm: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -105,6 +108,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict:
     ckpt = workdir / "final.ckpt"
     cm.trainer.save_checkpoint(ckpt)
     log.info("trained %d steps (%d train samples/epoch) in %.1f s", steps, len(x), train_seconds)
+    if steps != args.steps:
+        log.warning("asked for %d steps, Lightning did %d", args.steps, steps)
 
     test = np.load(args.test).astype(np.float32, copy=False)
     t0 = time.perf_counter()

@@ -115,6 +115,8 @@ def test_python_blocks_run(python_workspace: Path, monkeypatch) -> None:
     assert (python_workspace / "data" / "cells_train.npz").is_file()
     assert (python_workspace / "runs" / "cells" / "best.safetensors").is_file()
     assert type(namespace["best"]).__name__ == "MRBCR"
+    assert namespace["denoiser"].metadata["mode"] == "noise2void"
+    assert (python_workspace / "runs" / "noisy" / "best.safetensors").is_file()
 
 
 @pytest.fixture
@@ -160,6 +162,7 @@ def test_command_line_block_runs(cli_workspace: Path) -> None:
     assert len(list((cli_workspace / "restored").glob("*_restored.tif"))) == 20
     assert (cli_workspace / "my_model.safetensors").is_file()
     assert (cli_workspace / "runs" / "cells" / "best.safetensors").is_file()
+    assert (cli_workspace / "runs" / "noisy" / "best.safetensors").is_file()
     assert (cli_workspace / "report" / "metrics.csv").is_file()
     assert (cli_workspace / "demo_output" / "comparison.png").is_file()
     assert FMD.is_dir()

@@ -233,7 +233,7 @@ def _prepare_split(args: argparse.Namespace) -> object:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from debcr.data import pairs_from_folders, prepare, prepare_noise2noise, prepare_noise2void
-    from debcr.data.selfsup import fields_of
+    from debcr.data.selfsup import fields_of, images_of
 
     split = _prepare_split(args)
     options = {
@@ -270,20 +270,28 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     else:
         if args.background is not None:
             raise DebcrError("--background needs ground truth; it is for supervised preparation")
+        if args.mode == "noise2void" and args.max_frames is not None:
+            raise DebcrError("--max-frames is for --mode noise2noise")
+        # Fields (noise2noise) or images (noise2void) of every path, named as groups.
+        groups_of = fields_of if args.mode == "noise2noise" else images_of
+        groups = [item for path in inputs for item in groups_of(path)]
+        if isinstance(split, dict):
+            # Groups not named in any --*-groups option are left out, not an error.
+            listed = {g for names in split.values() for g in names}
+            groups = [(g, source) for g, source in groups if g in listed]
+        names = [g for g, _ in groups]
+        if len(set(names)) != len(names):
+            raise DebcrError(
+                f"the inputs give groups with the same name {sorted(names)}; rename the files "
+                "or folders so that every field or image has its own name"
+            )
         if args.mode == "noise2noise":
-            fields = [item for path in inputs for item in fields_of(path)]
-            if isinstance(split, dict):
-                listed = {g for groups in split.values() for g in groups}
-                fields = [(g, frames) for g, frames in fields if g in listed]
             result = prepare_noise2noise(
-                dict(fields), args.name, args.output, max_frames=args.max_frames, **options
+                dict(groups), args.name, args.output, max_frames=args.max_frames, **options
             )
             what = "patch locations, each in every frame"
         else:
-            if args.max_frames is not None:
-                raise DebcrError("--max-frames is for --mode noise2noise")
-            images = inputs[0] if len(inputs) == 1 else inputs
-            result = prepare_noise2void(images, args.name, args.output, **options)
+            result = prepare_noise2void(dict(groups), args.name, args.output, **options)
             what = "noisy patches"
     for name, path in result.paths.items():
         print(f"{name}: {path} ({result.patches[name]} {what}, groups {result.groups[name]})")

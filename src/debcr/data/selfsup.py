@@ -58,7 +58,13 @@ from debcr.defaults import PMAX, PMIN, SIZE_MULTIPLE
 from debcr.errors import DataError
 from debcr.files import atomic_output
 
-__all__ = ["fields_of", "prepare_noise2noise", "prepare_noise2void", "repeat_patches"]
+__all__ = [
+    "fields_of",
+    "images_of",
+    "prepare_noise2noise",
+    "prepare_noise2void",
+    "repeat_patches",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +131,23 @@ def _units(items: list[tuple[str, Any]]) -> list[_Unit]:
     return [_Unit(g, tuple(_image_refs(item, f"{g}"))) for g, item in items]
 
 
-def _noise2void_units(images: Any) -> list[_Unit]:
-    """Groups of Noise2Void images: one per file, array or list entry (a folder: per file)."""
+def images_of(images: Any) -> list[tuple[str, Any]]:
+    """The groups of Noise2Void images, as ``(group, images)``: one per file, array or entry.
+
+    A folder gives one group per image file (named by its stem), a file or array one group,
+    a list one group per entry (named by the file stem, or the index), a mapping its keys.
+    """
     if isinstance(images, Mapping):
-        return _units([(_group_id(k), v) for k, v in images.items()])
+        return [(_group_id(k), v) for k, v in images.items()]
     if isinstance(images, (str, os.PathLike)):
         path = Path(images)
+        if not path.exists():
+            raise DataError(f"{path} does not exist; give an image file or a folder of images")
         if _is_folder(path):
-            return _units([(p.stem, p) for p in _list_images(path)])
-        return _units([(path.stem, path)])
+            return [(p.stem, p) for p in _list_images(path)]
+        return [(path.stem, path)]
     if hasattr(images, "shape"):
-        return _units([("0", images)])
+        return [("0", images)]
     if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
         if not images:
             raise DataError("no images given; the list is empty")
@@ -145,7 +157,7 @@ def _noise2void_units(images: Any) -> list[_Unit]:
         ]
         if len({g for g, _ in named}) != len(named):
             named = [(str(i), x) for i, (_, x) in enumerate(named)]
-        return _units(named)
+        return named
     raise DataError(
         f"cannot use {type(images).__name__} as images; give a file or folder path, an array, "
         "or a list of these"
@@ -486,7 +498,7 @@ def prepare_noise2void(
         ``info`` (JSON with ``"mode": "noise2void"``).
     """
     return _prepare(
-        _noise2void_units(images),
+        _units(images_of(images)),
         _image_patches,
         "low",
         "noise2void",
