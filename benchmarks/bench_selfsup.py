@@ -22,8 +22,9 @@ What it does
    frequency term hurts with noisy targets), m-rBCR N2V2 (``mode: noise2void``, CAREamics'
    masking defaults: 0.2 % of pixels, 11 × 11 median without the centre), and CAREamics N2V2 and
    CAREamics Noise2Noise on the identical patches (CAREamics installed into its own environment,
-   see ``careamics_env.py`` / ``careamics_runner.py``). No early stopping; each run's best model
-   (lowest validation loss) is used.
+   see ``careamics_env.py`` / ``careamics_runner.py``; its seeds are ours + 1, as it refuses
+   seed 0). No early stopping; m-rBCR's best model (lowest validation loss) is used, CAREamics'
+   model after the last step (its runner's choice).
 3. Restores all ``--frames`` raw frames of test field 19 (each normalised with its 0.1/99.9
    percentiles; the output brought to the input's units by the function behind
    ``debcr.model.predict``'s default ``units="calibrated"``, for every row including
@@ -216,7 +217,7 @@ def train_predict_careamics(
         "--batch",
         str(args.batch),
         "--seed",
-        str(seed),
+        str(seed + 1),  # CAREamics refuses seed 0
         "--test",
         str(work / "test.npy"),
         "--out",
