@@ -177,7 +177,8 @@ class Noise2Noise(TrainingMode):
     between validations. Both frames were normalised with the same statistics (``debcr
     prepare --mode noise2noise`` uses percentiles of all frames of a field together), so
     they differ only by noise. The loss is ``loss`` of the configuration, as in supervised
-    training (see the training guide for the numbers behind this choice).
+    training; docs/concepts.md ("Training without ground truth") and
+    ``benchmarks/results/selfsup.md`` compare it with ``loss: mse``.
     """
 
     name = "noise2noise"
@@ -244,7 +245,7 @@ def n2v_mask(
     """Mask pixels of a batch for Noise2Void with N2V2's median replacement.
 
     One pixel is chosen at random in every cell of a grid of side ``sqrt(100 / percentage)``
-    (stratified, so masked pixels are spread over the patch and never adjacent), and replaced
+    (stratified, so masked pixels are spread evenly over the patch), and replaced
     by the median of the ``roi_size × roi_size`` neighbourhood around it without the pixel
     itself (the lower median of the ``roi_size² − 1`` values; borders are mirrored).
 
