@@ -431,6 +431,9 @@ def main() -> int:
     parser.add_argument("--no-cells3d", action="store_true", help="skip the cells3d N2V part")
     parser.add_argument("--reuse", action="store_true", help="reuse finished (row, seed) results")
     parser.add_argument("--no-save", action="store_true", help=f"don't write {RESULTS.name}")
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help=f"report file (results/{RESULTS.name})"
+    )
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.val_freq = min(args.val_freq, args.steps)
@@ -507,7 +510,7 @@ def main() -> int:
             else ""
         )
     )
-    publish(report, RESULTS, save=not args.no_save)
+    publish(report, args.output, save=not args.no_save)
     return 0
 
 
