@@ -192,7 +192,9 @@ def test_signal_leaves_no_partial_output(
         while not (folder.is_dir() and _hidden(folder)):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the temporary output never appeared"
-            time.sleep(0.1)
+            # A .npy is written in one piece at the end: poll often, so the signal arrives
+            # while it is being written rather than after the rename.
+            time.sleep(0.005)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=300)
     finally:
