@@ -150,24 +150,17 @@ def calibrated(frame: np.ndarray, output: np.ndarray) -> np.ndarray:
 # -- training --------------------------------------------------------------------------------
 
 
-def train_mrbcr(row: str, seed: int, sets: dict, val: dict, args: argparse.Namespace):
-    """One m-rBCR run; (best model, info)."""
-    import debcr
+def run_config(name: str, seed: int, args: argparse.Namespace, **fields) -> object:
+    """The settings every trained m-rBCR row shares, in a fresh run folder ``OUT/name``."""
     from debcr.config import TrainConfig
 
-    mode = {"sup": "supervised", "n2n": "noise2noise", "n2n_mse": "noise2noise"}.get(
-        row, "noise2void"
-    )
-    data = {"supervised": "sup", "noise2noise": "n2n", "noise2void": "n2v"}[mode]
-    run_dir = OUT / f"run_{row}_s{seed}"
+    run_dir = OUT / name
     shutil.rmtree(run_dir, ignore_errors=True)
-    config = TrainConfig(
-        mode=mode,
-        loss="mse" if row == "n2n_mse" else "reference",
+    return TrainConfig(
         weights_path=str(run_dir),
         batch_size=args.batch,
         num_steps=args.steps,
-        patience=args.steps,
+        patience=args.steps,  # no early stopping: every run takes exactly --steps steps
         val_freq=args.val_freq,
         save_freq=args.val_freq,
         learning_rate=args.lr,
@@ -176,6 +169,20 @@ def train_mrbcr(row: str, seed: int, sets: dict, val: dict, args: argparse.Names
         seed=seed,
         accelerator="cpu",
         progress=False,
+        **fields,
+    )
+
+
+def train_mrbcr(row: str, seed: int, sets: dict, val: dict, args: argparse.Namespace):
+    """One m-rBCR run; (best model, info)."""
+    import debcr
+
+    mode = {"sup": "supervised", "n2n": "noise2noise", "n2n_mse": "noise2noise"}.get(
+        row, "noise2void"
+    )
+    data = {"supervised": "sup", "noise2noise": "n2n", "noise2void": "n2v"}[mode]
+    config = run_config(
+        f"run_{row}_s{seed}", seed, args, mode=mode, loss="mse" if row == "n2n_mse" else "reference"
     )
     with OtherLoad() as load:
         t0 = time.perf_counter()
@@ -325,7 +332,6 @@ def psnr_volume(pred: np.ndarray, clean: np.ndarray) -> dict[str, float]:
 def cells3d_part(args: argparse.Namespace) -> tuple[str, dict]:
     """N2V2 on the noisy volume alone (no repeats, no ground truth), scored against the clean."""
     import debcr
-    from debcr.config import TrainConfig
     from debcr.data import prepare_noise2void
 
     noisy, clean = noisy_cells3d()
@@ -335,22 +341,7 @@ def cells3d_part(args: argparse.Namespace) -> tuple[str, dict]:
     sets = prepare_noise2void(noisy, patch_size=args.patch, split=(0.9, 0.1, 0.0)).arrays
     runs, best = [], None
     for seed in args.seeds:
-        run_dir = OUT / f"run_cells3d_n2v2_s{seed}"
-        shutil.rmtree(run_dir, ignore_errors=True)
-        config = TrainConfig(
-            mode="noise2void",
-            weights_path=str(run_dir),
-            batch_size=args.batch,
-            num_steps=args.steps,
-            patience=args.steps,
-            val_freq=args.val_freq,
-            save_freq=args.val_freq,
-            patch_size=args.patch,
-            augmentation=args.augmentation,
-            seed=seed,
-            accelerator="cpu",
-            progress=False,
-        )
+        config = run_config(f"run_cells3d_n2v2_s{seed}", seed, args, mode="noise2void")
         t0 = time.perf_counter()
         model = debcr.model.train(
             {"low": sets["train"]["low"]}, {"low": sets["val"]["low"]}, config

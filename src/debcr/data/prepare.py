@@ -860,17 +860,24 @@ def _payloads(plan: _Plan, buffers: dict[str, _SetBuffer]) -> dict[str, dict[str
 def _write_sets(
     plan: _Plan, payloads: dict[str, dict[str, np.ndarray]], inputs: Sequence[Path]
 ) -> dict[str, Path]:
+    """Write the non-empty sets of ``plan`` all or nothing (see :func:`write_sets`)."""
+    return write_sets(plan.targets, payloads, plan.overwrite, inputs)
+
+
+def write_sets(
+    targets: Mapping[str, Path],
+    payloads: Mapping[str, Mapping[str, np.ndarray]],
+    overwrite: bool,
+    inputs: Sequence[Path],
+) -> dict[str, Path]:
     """Write the non-empty sets all or nothing; remove a stale file of a now-empty set."""
-    targets = plan.targets
     if not targets:
         return {}
     with contextlib.ExitStack() as stack:
         # Each atomic_output renames its temporary file into place only when the whole block
         # succeeds, so a failure while writing the last set leaves no new file at all.
         temps = {
-            s: stack.enter_context(
-                atomic_output(targets[s], overwrite=plan.overwrite, inputs=inputs)
-            )
+            s: stack.enter_context(atomic_output(targets[s], overwrite=overwrite, inputs=inputs))
             for s in payloads
         }
         for s, tmp in temps.items():

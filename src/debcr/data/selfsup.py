@@ -23,7 +23,6 @@ Only numpy and the debcr data modules are used (no torch).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -34,7 +33,6 @@ from typing import Any
 
 import numpy as np
 
-from debcr.data.io import write
 from debcr.data.normalize import check_percentiles, normalize
 from debcr.data.prepare import (
     INFO_VERSION,
@@ -52,11 +50,11 @@ from debcr.data.prepare import (
     _output_targets,
     _split_description,
     split_groups,
+    write_sets,
 )
 from debcr.data.tiling import crop, patch_grid
 from debcr.defaults import PMAX, PMIN, SIZE_MULTIPLE
 from debcr.errors import DataError
-from debcr.files import atomic_output
 
 __all__ = [
     "fields_of",
@@ -345,7 +343,8 @@ def _prepare(
         log.info("%s: %d group(s), %d patch(es) %s", s, len(sets[s]), counts[s], data.shape[1:])
     if not counts["train"]:
         raise DataError("the training set is empty; give more groups or a larger train fraction")
-    paths = _write(targets, arrays, overwrite, [r.path for u in units for r in u.refs])
+    inputs = sorted({r.path for u in units for r in u.refs if r.path is not None})
+    paths = write_sets(targets, arrays, overwrite, inputs)
     return PrepareResult(
         paths=paths,
         patches=counts,
@@ -353,30 +352,6 @@ def _prepare(
         groups=sets,
         arrays=arrays if return_arrays or not targets else None,
     )
-
-
-def _write(
-    targets: dict[str, Path],
-    arrays: dict[str, dict[str, np.ndarray]],
-    overwrite: bool,
-    inputs: Sequence[Path | None],
-) -> dict[str, Path]:
-    """All sets or none, atomically; a stale file of a now-empty set is removed."""
-    if not targets:
-        return {}
-    sources = sorted({p for p in inputs if p is not None})
-    with contextlib.ExitStack() as stack:
-        temps = {
-            s: stack.enter_context(atomic_output(targets[s], overwrite=overwrite, inputs=sources))
-            for s in arrays
-        }
-        for s, tmp in temps.items():
-            write(tmp, arrays[s], overwrite=True)
-    for s in SETS:
-        if s not in arrays and targets[s].exists():
-            log.warning("removing %s: the %s set of this run is empty", targets[s], s)
-            targets[s].unlink()
-    return {s: targets[s] for s in arrays}
 
 
 # --------------------------------------------------------------------------------------------
