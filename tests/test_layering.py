@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "debcr.samples": 0,
     "debcr.data": 1,
     "debcr.config": 1,
+    "debcr.modes": 1,
     "debcr.metrics": 1,
     "debcr.evaluate": 1,
     "debcr.nn": 2,
