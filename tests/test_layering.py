@@ -7,7 +7,8 @@ inference engine → training → the ``debcr.model`` facade → the edges (CLI,
 A module may import only from its own layer or below (also inside functions;
 ``if TYPE_CHECKING:`` blocks are exempt), the imports form no loop, torch never appears
 below ``nn``, Lightning only in training (and the napari jobs that drive it), and
-napari/Qt only in ``debcr.napari``.
+napari/Qt only in ``debcr.napari``. Rooms stay small: no module over :data:`MAX_LINES` lines,
+and a private name (``_x``) is imported only by modules of its own package.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ LAYERS: dict[str, int] = {
     "debcr": 7,
 }
 TORCH_FREE_BELOW = LAYERS["debcr.nn"]
+#: The most lines a module may hold before it must be split by idea.
+MAX_LINES = 700
 GUI_PACKAGES = ("napari", "qtpy", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6")
 
 
@@ -201,6 +204,47 @@ def root_imports(src: Path) -> list[str]:
     return [_where(imp) for imp in imports(src) if imp.target == "debcr"]
 
 
+def _package(module: str, path: Path) -> str:
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+
+def long_modules(src: Path) -> list[str]:
+    """Modules over :data:`MAX_LINES` lines, with their length."""
+    found = []
+    for module, path in modules(src).items():
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        if lines > MAX_LINES:
+            found.append(f"{module}: {lines} lines")
+    return found
+
+
+def private_imports(src: Path) -> list[str]:
+    """``from debcr.x import _name`` where ``debcr.x`` lies outside the importer's package.
+
+    The modules directly under ``debcr`` share no package: each is its own room.
+    """
+    known = modules(src)
+    found = []
+    for module, path in known.items():
+        package = _package(module, path)
+        for node, _lazy in _walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            if target not in known:
+                continue
+            owner = _package(target, known[target])
+            for alias in node.names:
+                private = alias.name.startswith("_") and not alias.name.startswith("__")
+                if private and (owner != package or owner == "debcr"):
+                    found.append(f"{module}:{node.lineno} imports {alias.name} from {target}")
+    return found
+
+
 def test_every_module_has_a_layer() -> None:
     for module in modules(SRC):
         layer(module)
@@ -222,6 +266,14 @@ def test_nothing_imports_the_package_root() -> None:
     assert root_imports(SRC) == []
 
 
+def test_no_module_is_too_long() -> None:
+    assert long_modules(SRC) == []
+
+
+def test_private_names_stay_in_their_package() -> None:
+    assert private_imports(SRC) == []
+
+
 @pytest.fixture
 def broken_tree(tmp_path: Path) -> Path:
     """A copy of the package with one violation of each rule added."""
@@ -240,6 +292,12 @@ def broken_tree(tmp_path: Path) -> Path:
     nn_init.write_text(nn_init.read_text(encoding="utf-8") + "\nimport debcr.inference\n")
     files = src / "debcr" / "files.py"
     files.write_text(files.read_text(encoding="utf-8") + "\nimport napari\nimport debcr\n")
+    errors = src / "debcr" / "errors.py"
+    errors.write_text(errors.read_text(encoding="utf-8") + "\n# padding\n" * (MAX_LINES + 1))
+    metrics = src / "debcr" / "metrics.py"
+    metrics.write_text(
+        metrics.read_text(encoding="utf-8") + "\nfrom debcr.files import _private_helper\n"
+    )
     return src
 
 
@@ -251,3 +309,8 @@ def test_the_checks_catch_each_kind_of_violation(broken_tree: Path) -> None:
     assert "debcr.data.normalize" in problems and "torch below" in problems
     assert "debcr.files" in problems and "GUI package" in problems
     assert any(p.startswith("debcr.files") for p in root_imports(broken_tree))
+    assert any(p.startswith("debcr.errors: ") for p in long_modules(broken_tree))
+    assert any(
+        p.startswith("debcr.metrics:") and "_private_helper from debcr.files" in p
+        for p in private_imports(broken_tree)
+    )

@@ -275,13 +275,13 @@ def test_frc_pixel_size_units(gt):
     np.testing.assert_array_equal(microns.correlation, pixels.correlation)
 
 
-def test_frc_threshold_curves():
+def test_frcthreshold_curves():
     counts = np.array([1, 10, 100, 1e4, 1e8])
-    curve = metrics._threshold_curve("half-bit", counts)
+    curve = metrics.threshold_curve("half-bit", counts)
     assert np.all(np.diff(curve) < 0)
     assert curve[0] == pytest.approx(1.0, abs=1e-3)
     assert curve[-1] == pytest.approx(0.2071 / 1.2071, abs=1e-3)
-    np.testing.assert_allclose(metrics._threshold_curve(0.5, counts), 0.5)
+    np.testing.assert_allclose(metrics.threshold_curve(0.5, counts), 0.5)
 
 
 def test_frc_crossing_is_interpolated():

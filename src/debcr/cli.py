@@ -20,9 +20,6 @@ from debcr.weights import PRETRAINED
 
 logger = logging.getLogger("debcr")
 
-#: Extensions ``debcr predict`` picks up when given a folder.
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".npz", ".zarr")
-
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from debcr.runtime import system_info
@@ -42,83 +39,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     )
     print(f"wrote {path}")
     return 0
-
-
-def _inputs(paths: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir() and path.suffix != ".zarr":
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise DebcrError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif path.exists():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"input {path} does not exist")
-    # The same file named twice (`debcr predict raw raw/a.tif`) is restored once.
-    unique: dict[str, Path] = {}
-    for file in files:
-        unique.setdefault(_path_key(file), file)
-    return list(unique.values())
-
-
-def _path_key(path: Path) -> str:
-    """Compare paths as the file system does: absolute, links resolved, case-folded where
-    the usual file systems ignore case (macOS, Windows)."""
-    text = str(path.resolve())
-    return text.casefold() if sys.platform in ("darwin", "win32") else text
-
-
-def _stem(source: Path) -> str:
-    """The name of ``source`` without its image suffix: ``x.tif``, ``x.ome.tif``, ``x.ome.zarr``
-    → ``x``; other dots stay (``img.1.tif`` → ``img.1``)."""
-    name = source.name
-    lower = name.lower()
-    suffix = next((s for s in IMAGE_SUFFIXES if lower.endswith(s)), source.suffix)
-    name = name[: len(name) - len(suffix)]
-    if name.lower().endswith(".ome"):
-        name = name[: -len(".ome")]
-    return name or source.name
-
-
-def _output_for(source: Path, out: Path, many: bool, suffix: str) -> Path:
-    if not many and out.suffix:
-        return out
-    return out / f"{_stem(source)}_restored{suffix}"
-
-
-def _plan_outputs(
-    sources: Sequence[Path], out: Path, many: bool, suffix: str
-) -> list[tuple[Path, Path]]:
-    """(input, output) of every input, checked before anything is restored.
-
-    Refused, naming the files: several inputs with one output (the same name in different
-    folders, ``x.tif`` next to ``x.ome.tif``), and an output that is one of the inputs.
-    """
-    plan = [(source, _output_for(source, out, many, suffix)) for source in sources]
-    by_output: dict[str, tuple[Path, list[Path]]] = {}
-    for source, target in plan:
-        by_output.setdefault(_path_key(target), (target, []))[1].append(source)
-    problems = [
-        f"{', '.join(map(str, group))} would all be written to {target}"
-        for target, group in by_output.values()
-        if len(group) > 1
-    ]
-    inputs = {_path_key(source) for source in sources}
-    problems += [
-        f"the output of {source} would replace the input {target}"
-        for source, target in plan
-        if _path_key(target) in inputs
-    ]
-    if problems:
-        raise DebcrError(
-            f"{'; '.join(problems)}. Nothing was restored: restore inputs of the same name "
-            "in separate runs with their own -o folder (or rename them), and choose an -o "
-            "that holds no inputs"
-        )
-    return plan
 
 
 def _channel_list(values: Sequence[str] | None) -> list[int | str] | None:
@@ -166,10 +86,9 @@ _INPUT_ERRORS = (DebcrError, OSError, ValueError)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    sources = _inputs(args.inputs)
-    out = Path(args.output)
-    many = len(sources) > 1 or not out.suffix
-    plan = _plan_outputs(sources, out, many, args.suffix)
+    from debcr.data.io.plan import image_files, plan_outputs
+
+    plan = plan_outputs(image_files(args.inputs), Path(args.output), args.suffix)
     options = _predict_options(args)
     from debcr import model as api
 

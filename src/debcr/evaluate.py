@@ -41,13 +41,13 @@ from debcr.errors import DataError
 from debcr.files import atomic_output, check_targets
 from debcr.metrics import (
     NORMALIZATIONS,
-    _threshold_curve,
     entropy,
     frc,
     normalize_pair,
     nrmse,
     psnr,
     ssim,
+    threshold_curve,
 )
 
 __all__ = ["CSV_COLUMNS", "METRICS", "REPORT_FILES", "SPARSE_ENTROPY", "evaluate"]
@@ -488,7 +488,7 @@ def _plan_outputs(
 
     Everything that can be refused without reading an image is refused here, before any work.
     """
-    _threshold_curve(frc_threshold, np.ones(1))
+    threshold_curve(frc_threshold, np.ones(1))
     if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
         raise DataError(f"pixel_size must be a positive finite number, got {pixel_size!r}")
     if out_dir is None:

@@ -63,6 +63,7 @@ __all__ = [
     "psnr",
     "rmse",
     "ssim",
+    "threshold_curve",
 ]
 
 log = logging.getLogger(__name__)
@@ -466,7 +467,21 @@ def _ring_sums(
     return cross, power1, power2, counts, min(shape)
 
 
-def _threshold_curve(threshold: str | float, counts: np.ndarray) -> np.ndarray:
+def threshold_curve(threshold: str | float, counts: np.ndarray) -> np.ndarray:
+    """The FRC threshold of every ring.
+
+    Parameters
+    ----------
+    threshold
+        ``"1/7"``, ``"half-bit"`` (van Heel & Schatz 2005) or a number in (0, 1).
+    counts
+        Samples per ring (the half-bit curve depends on them).
+
+    Raises
+    ------
+    DataError
+        An unknown threshold; the message lists the valid ones.
+    """
     if isinstance(threshold, str):
         if threshold == "1/7":
             return np.full(counts.shape, _ONE_SEVENTH)
@@ -609,7 +624,7 @@ def frc(
     frequencies = np.arange(correlation.size) / side * scale
     if pixel_size is not None:
         frequencies = frequencies / pixel_size
-    thresh = _threshold_curve(threshold, counts)
+    thresh = threshold_curve(threshold, counts)
     crossing = _crossing(frequencies, correlation, thresh)
     return FRCResult(
         frequencies=frequencies,

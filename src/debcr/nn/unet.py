@@ -16,9 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: Height and width must be multiples of this (two 2×2 poolings).
-UNET_SIZE_MULTIPLE = 4
-
 
 def _conv(c_in: int, c_out: int, kernel: int) -> nn.Conv2d:
     return nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2)
