@@ -11,6 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+from scipy.signal.windows import tukey
 
 from debcr.data import write
 from debcr.errors import DataError
@@ -146,11 +147,34 @@ def test_files_stacks_and_density_split(tmp_path, field):
     # noise at a finite frequency; the nuclei slice carries its own white camera noise, so
     # GT and input stay correlated up to Nyquist and have no crossing (NaN in the CSV).
     res = {r["image"]: float(r["frc_resolution"]) for r in rows if r["source"] == "input"}
-    in_pixels = frc(noisy[0], gt[0]).resolution
-    assert in_pixels is not None and 2 <= in_pixels < 256
+    curve = frc(noisy[0], gt[0])
+    in_pixels = curve.resolution
+    # Independent of debcr: for a signal plus white noise of variance σ², the expected FRC of
+    # each ring is sqrt(S / (S + N)), S the ring's power of the (Tukey-windowed) GT and
+    # N = samples · σ² · Σw²; the measured curve may deviate by sampling noise ~1/sqrt(samples).
+    expected, samples = _white_noise_frc(gt[0], 0.3 * float(gt.std()))
+    n = len(expected)
+    z = (curve.correlation[1:n] - expected[1:]) * np.sqrt(samples[1:])
+    assert np.abs(z).max() < 4 and abs(z.mean()) < 0.3
+    # ... and the resolution is 1/f where that curve first falls below 1/7, interpolated.
+    k = 1 + int(np.flatnonzero(curve.correlation[1:] < 1 / 7)[0])
+    assert 1 / curve.frequencies[k] <= in_pixels <= 1 / curve.frequencies[k - 1]
     assert res["gt_0000"] == pytest.approx(0.29 * in_pixels, rel=1e-9)
     assert math.isnan(res["gt_0001"])
     assert result["summary"]["raw"]["input"]["frc_resolution"]["n"] == 1
+
+
+def _white_noise_frc(gt: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Expected FRC of ``gt + noise`` against ``gt`` per ring, and the samples per ring."""
+    side = gt.shape[0]
+    window = np.outer(tukey(side, 0.25), tukey(side, 0.25))
+    power = np.abs(np.fft.fft2((gt - gt.mean()) * window)) ** 2
+    freq = np.fft.fftfreq(side)
+    rings = np.rint(np.hypot(freq[:, None], freq[None, :]) * side).astype(int).ravel()
+    signal = np.bincount(rings, power.ravel())[: side // 2 + 1]
+    samples = np.bincount(rings)[: side // 2 + 1]
+    noise = samples * sigma**2 * float((window**2).sum())
+    return np.sqrt(signal / (signal + noise)), samples
 
 
 def test_report_never_replaces_an_input(field, tmp_path):
