@@ -107,7 +107,8 @@ def train_care(
 
 def predict_care(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
     """Restore with the tiled engine of :func:`debcr.model.predict` (same normalisation, units)."""
-    from debcr.inference import PredictOptions, predict_array
+    from debcr.inference.engine import predict_array
+    from debcr.inference.options import PredictOptions
 
     return predict_array(model, image, PredictOptions(halo=CARE_HALO, progress=False))
 

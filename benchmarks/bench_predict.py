@@ -283,7 +283,8 @@ def part_a(args: argparse.Namespace) -> dict:
             reps = args.repeats if not kwargs else args.variant_repeats
 
             def ours(kwargs=kwargs):
-                from debcr.inference import PredictOptions, predict_array
+                from debcr.inference.engine import predict_array
+                from debcr.inference.options import PredictOptions
 
                 kwargs = dict(kwargs)
                 net = kwargs.pop("model", None)

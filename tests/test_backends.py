@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -11,14 +12,17 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from conftest import TASKS, fmd_frame, fmd_gt
+from debcr import backends
 from debcr.backends import make_runner
 from debcr.data.normalize import compute_stats, normalize
 from debcr.errors import DebcrError
+from debcr.inference import engine
 from debcr.model import init, predict
 from debcr.nn.fast import inference_network
 from debcr.nn.receptive import HALO_TOLERANCE, effective_halo, halo_for
-from debcr.runtime import native_bf16, resolve_device
+from debcr.runtime import resolve_device
 from test_network import _fixture_model
+from test_runtime import BF16_FLAGS, _cpuinfo_flags
 
 
 def _normalised_fmd(size: int = 256) -> torch.Tensor:
@@ -53,14 +57,23 @@ def test_fast_network_equals_the_training_network_on_real_images(task: str) -> N
         assert (fast(x) - model.restore(x)).abs().max() > 0.5
 
 
-def test_default_precision_follows_the_cpu(denoiser) -> None:
-    expected = "bfloat16" if native_bf16() else "float32"
-    runner = make_runner(denoiser, "torch", resolve_device("cpu"), expected)
-    assert runner.precision == expected
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/cpuinfo")
+def test_default_precision_follows_the_cpu(denoiser, monkeypatch) -> None:
+    """predict's runner on the CPU computes in bfloat16 exactly where the CPU lists bf16."""
+    built: list[str] = []
+
+    def spy(model, backend, device, precision):
+        built.append(precision)
+        return make_runner(model, backend, device, precision)
+
+    monkeypatch.setattr(engine, "make_runner", spy)
+    predict(denoiser, np.zeros((16, 16), np.float32), device="cpu", progress=False)
+    assert built == ["bfloat16" if _cpuinfo_flags() & BF16_FLAGS else "float32"]
     assert halo_for(denoiser, "float32") == effective_halo(denoiser) == 88
     assert halo_for(denoiser, "bfloat16") < halo_for(denoiser, "float32")
 
 
+@pytest.mark.slow
 def test_default_path_keeps_quality_on_fmd_field_19(denoiser) -> None:
     """Default (auto precision, auto backend, precision-sized halo) vs float32 eager torch."""
     image, gt = fmd_frame(19), fmd_gt(19).astype(np.float64)
@@ -74,6 +87,7 @@ def test_default_path_keeps_quality_on_fmd_field_19(denoiser) -> None:
     assert max_norm < 0.1, f"default path differs by {max_norm} (normalised units)"
 
 
+@pytest.mark.slow
 def test_precision_sized_halo_keeps_seams_below_bf16_rounding(denoiser) -> None:
     """Tiled float32 with the bf16 halo is as close to the whole image as untiled bf16 is."""
     image = fmd_frame(19)
@@ -109,6 +123,8 @@ def test_auto_uses_openvino_on_the_cpu_when_installed(denoiser) -> None:
 
 def test_auto_falls_back_to_torch_without_openvino(denoiser, monkeypatch, caplog) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # what an absent package looks like
+    # Forget the runners of earlier tests: "auto" may have been built with OpenVINO there.
+    monkeypatch.setattr(backends, "_RUNNERS", OrderedDict())
     cpu = resolve_device("cpu")
     with caplog.at_level(logging.INFO, logger="debcr.backends"):
         runner = make_runner(denoiser, "auto", cpu, "float32")

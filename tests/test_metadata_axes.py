@@ -22,8 +22,8 @@ from conftest import DATA, fmd_frame
 from debcr.data import load, write
 from debcr.data.io import ImageMetadata
 from debcr.errors import DataError
-from debcr.inference import PredictOptions
 from debcr.inference import predict as engine_predict
+from debcr.inference.options import PredictOptions
 from debcr.model import predict
 
 CROP = 64

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,12 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from conftest import fmd_frame, fmd_gt
+from debcr import inference
 from debcr.data import load, write
 from debcr.errors import DataError, DebcrError
-from debcr.inference import plan_tiles
+from debcr.inference import engine as engine_module
+from debcr.inference.options import PredictOptions
+from debcr.inference.tiles import plan_tiles
 from debcr.model import predict
 from debcr.nn import MRBCR
 
@@ -257,3 +262,41 @@ def test_predict_defaults_to_the_percentiles_the_model_was_trained_with(denoiser
     published = predict(model, image, units="normalized", pmin=0.1, pmax=99.9, progress=False)
     np.testing.assert_array_equal(default, explicit)
     assert np.abs(default - published).max() > 0.01
+    # The engine, called as an API, follows the same rule as the facade.
+    engine = inference.predict(model, image, PredictOptions(units="normalized", progress=False))
+    np.testing.assert_array_equal(engine, default)
+    with pytest.raises(DataError, match=r"\(pmin, pmax\)=\(99\.0, 98\.0\) is invalid"):
+        predict(model, image, pmin=99.0, progress=False)
+
+
+def test_the_facade_takes_the_predict_options_with_their_defaults() -> None:
+    """One option table: the facade's keywords are PredictOptions' fields, same defaults."""
+    params = inspect.signature(predict).parameters
+    keywords = {n: p.default for n, p in params.items() if n not in ("model", "image")}
+    assert keywords == {f.name: f.default for f in dataclasses.fields(PredictOptions)}
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"units": "photons"}, "units must be one of 'calibrated', 'percentile', 'normalized'"),
+        ({"backend": "tpu"}, r"backend must be one of 'auto', 'torch', 'openvino', got 'tpu'"),
+        ({"precision": "int8"}, "unknown precision 'int8'; use one of 'auto'"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"tile_size": 2}, "tile_size must be at least 4 pixels, got 2"),
+        ({"halo": 6}, "halo must be a non-negative multiple of 4, got 6"),
+        ({"halo": -4}, "halo must be a non-negative multiple of 4, got -4"),
+        ({"pmin": 50, "pmax": 10}, "pmin must be below pmax"),
+    ],
+)
+def test_options_are_checked_before_any_runner_is_built(
+    denoiser, monkeypatch, option, message
+) -> None:
+    def no_runner(*args: object) -> None:
+        raise AssertionError("a runner was built for invalid options")
+
+    monkeypatch.setattr(engine_module, "make_runner", no_runner)
+    with pytest.raises(DebcrError, match=message):
+        PredictOptions(**option)
+    with pytest.raises(DebcrError, match=message):
+        predict(denoiser, np.zeros((16, 16), np.float32), progress=False, **option)

@@ -83,6 +83,10 @@ def test_no_tuning_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
     assert runtime.tune_allocator() is False
 
 
+#: The /proc/cpuinfo flags of a CPU that computes bfloat16 natively.
+BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
 def _cpuinfo_flags() -> set[str]:
     flags: set[str] = set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -94,14 +98,19 @@ def _cpuinfo_flags() -> set[str]:
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/cpuinfo")
 def test_native_bf16_agrees_with_cpuinfo() -> None:
     flags = _cpuinfo_flags()
-    assert runtime.native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    assert runtime.native_bf16() == bool(flags & BF16_FLAGS)
 
 
-def test_auto_precision_follows_native_bf16() -> None:
+def test_auto_precision_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    expected = "bfloat16" if runtime.native_bf16() else "float32"
-    assert runtime.resolve_precision("auto", cpu) == expected
-    assert runtime.resolve_precision(None, cpu) == expected
+    if sys.platform == "linux":  # this machine, against its own /proc/cpuinfo
+        expected = "bfloat16" if _cpuinfo_flags() & BF16_FLAGS else "float32"
+        assert runtime.resolve_precision("auto", cpu) == expected
+        assert runtime.resolve_precision(None, cpu) == expected
+    for flag, expected in (("amx_bf16", "bfloat16"), (None, "float32")):
+        monkeypatch.setattr(runtime, "_bf16_flag", lambda flag=flag: flag)
+        assert runtime.resolve_precision("auto", cpu) == expected
+        assert runtime.resolve_precision(None, cpu) == expected
     assert runtime.default_precision(torch.device("mps")) == "float32"
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from debcr.defaults import BACKENDS
-from debcr.errors import DebcrError
+from debcr.errors import DataError, DebcrError
 
-__all__ = ["BACKENDS", "Runner", "make_runner"]
+__all__ = ["BACKENDS", "Runner", "check_backend", "make_runner"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,18 @@ class Runner(Protocol):
     def run(self, tiles: np.ndarray) -> np.ndarray: ...
 
 
+def check_backend(backend: str) -> None:
+    """Check that ``backend`` names a backend (one of :data:`BACKENDS`).
+
+    Raises
+    ------
+    DataError
+        If it does not; the message lists the backends.
+    """
+    if backend not in BACKENDS:
+        raise DataError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+
+
 def make_runner(
     model: torch.nn.Module, backend: str, device: torch.device, precision: str
 ) -> Runner:
@@ -53,16 +65,14 @@ def make_runner(
 
     Raises
     ------
+    DataError
+        If ``backend`` is unknown (:func:`check_backend`).
     DebcrError
-        If ``backend`` is unknown, needs an extra that is not installed, or cannot run on
-        ``device``.
+        If ``backend`` needs an extra that is not installed, or cannot run on ``device``.
     """
     from debcr.modelfile import tensor_checksum
 
-    if backend not in BACKENDS:
-        raise DebcrError(
-            f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
-        )
+    check_backend(backend)
     key = (
         type(model).__name__,
         tensor_checksum(model.state_dict()),

@@ -24,24 +24,17 @@ from typing import Any
 
 import numpy as np
 
-# Re-exported as before the split into modules, though not in __all__: the types of the
-# register_format arguments (Creator, Preparer, Reader, Writer) and the size constants of the
-# TIFF and Zarr writers (BIGTIFF_THRESHOLD, SMALL_ZARR_BYTES, ZARR_CHUNK_EDGE).
 from debcr.data.io.metadata import ImageMetadata
 from debcr.data.io.registry import (
-    Creator,  # noqa: F401
     FileFormat,
-    Preparer,  # noqa: F401
-    Reader,  # noqa: F401
     ReadOptions,
     WriteOptions,
-    Writer,  # noqa: F401
     format_for_path,
     register_format,
     supported_formats,
     unregister_format,
 )
-from debcr.data.io.stack import _plane_axes, as_image_stack
+from debcr.data.io.stack import as_image_stack, plane_axes
 from debcr.errors import DataError
 from debcr.files import (
     PathLike,
@@ -56,8 +49,6 @@ from debcr.files import (
 # reports TIFF, PNG, JPEG, NPY, NPZ, Zarr.
 # isort: off
 from debcr.data.io import tiff, pil, npy, zarr  # noqa: F401
-from debcr.data.io.tiff import BIGTIFF_THRESHOLD  # noqa: F401
-from debcr.data.io.zarr import SMALL_ZARR_BYTES, ZARR_CHUNK_EDGE  # noqa: F401
 # isort: on
 
 __all__ = [
@@ -142,7 +133,7 @@ def load(
         ) from exc
     if not isinstance(data, Mapping):
         # Named T, Z and C axes are fine (restored plane by plane); unnamed >3-D data are not.
-        _plane_axes(tuple(int(n) for n in data.shape), metadata.axes, str(path))
+        plane_axes(tuple(int(n) for n in data.shape), metadata.axes, str(path))
     return (data, metadata) if with_metadata else data
 
 

@@ -55,9 +55,6 @@ _TIME_ALIASES = {
     "hours": "hour",
 }
 
-#: Axis letters debcr can restore (besides length-1 axes of any name).
-RESTORABLE_AXES = "TCZYX"
-
 
 def _canonical_time_unit(unit: Any) -> str | None:
     """Return the OME-NGFF name of a time unit (``'s'`` -> ``'second'``), None if empty."""

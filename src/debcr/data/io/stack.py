@@ -2,8 +2,9 @@
 
 :func:`as_image_stack` drops length-1 axes (without copying: numpy views, ``squeeze`` for
 dask-like arrays, a lazy :class:`_SqueezedView` for ``zarr.Array``) and rejects anything that
-is not a 2-D image or 3-D stack; :func:`_grey_from_channels` reduces grey images stored as
-RGB(A) to one channel.
+is not a 2-D image or 3-D stack; :func:`plane_axes` checks that an array with named axes (any
+mix of T, Z and C before Y and X) can be restored plane by plane; :func:`_grey_from_channels`
+reduces grey images stored as RGB(A) to one channel.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _squeeze_plan(shape: tuple[int, ...], axes: str | None, name: str) -> tuple[
     return keep
 
 
-def _plane_axes(shape: tuple[int, ...], axes: str | None, name: str) -> str | None:
+def plane_axes(shape: tuple[int, ...], axes: str | None, name: str) -> str | None:
     """Check that an array can be restored plane by plane; return its axes, or None.
 
     With named axes (``axes`` from file metadata or the caller), any mix of time (T), depth
@@ -53,6 +54,25 @@ def _plane_axes(shape: tuple[int, ...], axes: str | None, name: str) -> str | No
     length-1 axes of any name are ignored. None means "no usable names": the array must then
     be a 2-D image or 3-D stack after dropping length-1 axes (:func:`as_image_stack`), as
     before, and DataError says so otherwise.
+
+    Parameters
+    ----------
+    shape
+        The array's shape.
+    axes
+        Its axis letters (e.g. ``ImageMetadata.axes``), or None.
+    name
+        How to refer to the array in error messages.
+
+    Returns
+    -------
+    str | None
+        ``axes`` when they name a restorable layout, else None.
+
+    Raises
+    ------
+    DataError
+        If the array is empty or cannot be restored plane by plane.
     """
     if any(n == 0 for n in shape):
         raise DataError(f"{name} is empty (shape {shape}); give an image with pixels")

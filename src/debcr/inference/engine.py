@@ -1,0 +1,270 @@
+"""The engine: a runner fed with batches of tiles, slice by slice, with the intensity
+calibration gathered on the way and an out-of-memory retry with smaller batches and tiles."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from debcr.backends import Runner, make_runner
+from debcr.data.intensity import CalibrationSums, IntensityMap
+from debcr.data.io import open_output
+from debcr.data.normalize import NormStats
+from debcr.defaults import BATCH_SIZE, PATCH_BATCH, PATCH_EDGE, TILE_SIZE
+from debcr.errors import DebcrError
+from debcr.inference.options import PredictOptions, Progress
+from debcr.inference.planes import as_stack, check_dtype, resolve_input
+from debcr.inference.scale import SliceScale, plane_stats, slice_scale
+from debcr.inference.tiles import plan_tiles, read_window, round_up
+from debcr.nn.receptive import halo_for
+from debcr.runtime import release_memory, resolve_device, resolve_precision, tune_allocator
+
+logger = logging.getLogger("debcr.inference")
+
+#: Smallest tile core the out-of-memory retry goes down to.
+MIN_TILE = 64
+
+
+def _batched(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@dataclass
+class _Engine:
+    runner: Runner
+    device: torch.device
+    batch: int
+    tile: int
+    halo: int
+
+    def forward(self, tiles: np.ndarray) -> np.ndarray:
+        return self.runner.run(tiles)
+
+    def run_slice(
+        self, image: Any, out: Any, z: int, scale: SliceScale, calib: CalibrationSums, bar: Any
+    ) -> None:
+        """Write the network output (normalised units) of slice ``z`` into ``out[z]``.
+
+        Reading (and normalising) the next batch of tiles and writing the previous one run in
+        two helper threads while the network computes, so disk-to-disk restoration runs at
+        the network's speed; at most three batches are held at once.
+        """
+        plan = plan_tiles(image.shape, self.tile, self.halo)
+        h = self.halo
+        groups = list(_batched(plan.tiles(), self.batch))
+
+        def read(group: list) -> np.ndarray:
+            return np.stack(
+                [
+                    scale.forward(read_window(image, y - h, x - h, plan.input_size))
+                    for y, x, _, _ in group
+                ]
+            )
+
+        def write(group: list, windows: np.ndarray, restored: np.ndarray) -> None:
+            for (y, x, ye, xe), window, tile in zip(group, windows, restored):
+                core = tile[h : h + ye - y, h : h + xe - x]
+                calib.add(window[h : h + ye - y, h : h + xe - x], core)
+                out[z, y:ye, x:xe] = core
+            bar.update(len(group))
+
+        with (
+            ThreadPoolExecutor(1, "debcr-read") as reader,
+            ThreadPoolExecutor(1, "debcr-write") as writer,
+        ):
+            reading = reader.submit(read, groups[0])
+            writing = None
+            for i, group in enumerate(groups):
+                windows = reading.result()
+                if i + 1 < len(groups):
+                    reading = reader.submit(read, groups[i + 1])
+                try:
+                    restored = self.forward(windows)
+                finally:
+                    if writing is not None:
+                        writing.result()
+                writing = writer.submit(write, group, windows, restored)
+            writing.result()
+
+    def total_tiles(self, shape: tuple[int, ...]) -> int:
+        return shape[0] * len(plan_tiles(shape[1:], self.tile, self.halo).tiles())
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def batch_size_for(image: Any, batch_size: int | None, device: torch.device) -> int:
+    """Tiles per forward pass: as asked, else stacks of small patches (the paper's workflow)
+    :data:`~debcr.defaults.PATCH_BATCH` at a time, else the device's default."""
+    if batch_size is not None:
+        return int(batch_size)
+    shape = getattr(image, "shape", None)
+    if shape is not None and len(shape) == 3 and max(shape[1:]) <= PATCH_EDGE:
+        return PATCH_BATCH
+    return BATCH_SIZE["cpu" if device.type == "cpu" else "accelerator"]
+
+
+def predict_array(
+    model: torch.nn.Module, image: Any, options: PredictOptions | None = None
+) -> np.ndarray | Path:
+    """Restore an image or stack held in memory, in a memmap/zarr array, or in a file.
+
+    ``model`` is an :class:`~debcr.nn.MRBCR` or any network with a ``restore`` method (the
+    CARE baseline). See :func:`debcr.model.predict` for the options.
+    """
+    opts = (options or PredictOptions()).for_model(model)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    source, inputs, metadata = resolve_input(image, opts.axes)
+    check_dtype(source)
+    layout = as_stack(source, metadata, opts.channels)
+    stats = plane_stats(layout, opts.normalize, opts.pmin, opts.pmax)
+    engine = _engine_for(model, image, opts)
+    output = opts.output
+    target = (
+        open_output(
+            output,
+            layout.out_shape,
+            np.float32,
+            overwrite=opts.overwrite,
+            inputs=inputs,
+            metadata=layout.metadata,
+        )
+        if output is not None
+        else contextlib.nullcontext(np.empty(layout.out_shape, np.float32))
+    )
+    try:
+        with target as out:
+            out_stack = layout.out_view(out)
+            _run(engine, layout.stack, out_stack, stats, opts, layout.channel_of_planes())
+    finally:
+        # The tuned allocator keeps what the forwards freed; hand it back between calls.
+        release_memory()
+    return Path(output) if output is not None else out
+
+
+def _engine_for(model: torch.nn.Module, image: Any, opts: PredictOptions) -> _Engine:
+    """The runner and tiling for ``opts``: device, precision, halo and tile size resolved."""
+    dev = resolve_device(opts.device)
+    precision = resolve_precision(opts.precision, dev)
+    tune_allocator()
+    runner = make_runner(model, opts.backend, dev, precision)
+    kind = runner.backend if dev.type == "cpu" else "accelerator"
+    engine = _Engine(
+        runner=runner,
+        device=dev,
+        batch=batch_size_for(image, opts.batch_size, dev),
+        tile=int(opts.tile_size if opts.tile_size is not None else TILE_SIZE[kind]),
+        halo=int(opts.halo if opts.halo is not None else halo_for(model, precision)),
+    )
+    logger.debug(
+        "restoring with %s (%s) on %s: tile %d, halo %d, batch %d",
+        runner.backend,
+        precision,
+        dev,
+        engine.tile,
+        engine.halo,
+        engine.batch,
+    )
+    return engine
+
+
+class _CallbackBar:
+    """The part of tqdm's interface the engine uses, reporting to ``callback(done, total)``."""
+
+    def __init__(self, callback: Callable[[int, int], object], total: int) -> None:
+        self.callback, self.total, self.done = callback, total, 0
+
+    def __enter__(self) -> _CallbackBar:
+        self.callback(0, self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.callback(self.done, self.total)
+
+
+def _progress_bar(progress: Progress, total: int) -> Any:
+    if callable(progress):
+        return _CallbackBar(progress, total)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="restoring", unit="tile", disable=not progress)
+
+
+def _run(
+    engine: _Engine,
+    stack: Any,
+    out: Any,
+    stats: NormStats | None,
+    opts: PredictOptions,
+    channel_of_plane: np.ndarray,
+) -> None:
+    # Channels differ in brightness: each gets its own intensity calibration.
+    calibs = {int(c): CalibrationSums() for c in np.unique(channel_of_plane)}
+    total = engine.total_tiles(tuple(stack.shape))
+    with _progress_bar(opts.progress, total) as bar:
+        for z in range(stack.shape[0]):
+            calib = calibs[int(channel_of_plane[z])]
+            while True:
+                try:
+                    engine.run_slice(stack[z], out, z, slice_scale(stats, z), calib, bar)
+                    break
+                except RuntimeError as exc:
+                    if not _is_oom(exc):
+                        raise
+                    if not _shrink(engine):
+                        raise DebcrError(
+                            f"out of memory on {engine.device} even with batch_size=1 and "
+                            f"tile_size={engine.tile}; free memory on the device or use "
+                            "device='cpu'"
+                        ) from exc
+                    if engine.device.type == "cuda":
+                        torch.cuda.empty_cache()
+    calibrated = opts.units == "calibrated"
+    mappings = {c: calib.result() if calibrated else IntensityMap() for c, calib in calibs.items()}
+    planes = [mappings[int(c)] for c in channel_of_plane]
+    _finish(out, stats, planes, to_input_units=opts.units != "normalized")
+
+
+def _finish(
+    out: Any, stats: NormStats | None, mappings: list[IntensityMap], to_input_units: bool
+) -> None:
+    """Second pass, in row blocks: calibrate (each plane with its channel's map) and map back
+    to the input's units."""
+    rows = max(1, (1 << 22) // max(1, out.shape[-1]))
+    for z in range(out.shape[0]):
+        scale = slice_scale(stats, z)
+        for r in range(0, out.shape[1], rows):
+            block = mappings[z].apply(np.asarray(out[z, r : r + rows], dtype=np.float32))
+            out[z, r : r + rows] = scale.inverse(block) if to_input_units else block
+
+
+def _shrink(engine: _Engine) -> bool:
+    """Halve the batch, then the tile, after an out-of-memory error; False if at the minimum."""
+    if engine.batch > 1:
+        engine.batch //= 2
+    elif engine.tile > MIN_TILE:
+        engine.tile = round_up(engine.tile // 2)
+    else:
+        return False
+    logger.warning(
+        "Out of memory on %s: retrying with batch_size=%d, tile_size=%d",
+        engine.device,
+        engine.batch,
+        engine.tile,
+    )
+    return True

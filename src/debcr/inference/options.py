@@ -1,0 +1,108 @@
+"""The options of predict, as one checked object: :class:`PredictOptions`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from debcr.backends import check_backend
+from debcr.data.normalize import NormStats, check_percentiles, percentiles_of
+from debcr.defaults import PMAX, PMIN, SIZE_MULTIPLE, UNITS
+from debcr.errors import DataError
+from debcr.files import PathLike
+from debcr.runtime import resolve_precision
+
+#: ``progress`` of :func:`debcr.model.predict`: a tqdm bar (True), none (False), or a
+#: callback ``(tiles_done, tiles_total)``; an exception raised by the callback cancels the run.
+Progress = bool | Callable[[int, int], object]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to restore: the options of :func:`debcr.model.predict`, carried as one object.
+
+    The facade builds it from its keyword arguments; :func:`~debcr.inference.predict`,
+    :func:`~debcr.inference.predict_array` and :func:`~debcr.inference.predict_dask` take it
+    as it is. See :func:`debcr.model.predict` for what each field means. The values are
+    checked when the object is made, before any image is read or any runner is built.
+
+    Raises
+    ------
+    DataError
+        For an unknown ``backend`` or ``units``, a ``batch_size`` below 1, a ``tile_size``
+        below 4, a ``halo`` that is not a multiple of 4 (0 or more), or invalid percentiles.
+    DebcrError
+        For an unknown ``precision``.
+    """
+
+    batch_size: int | None = None
+    tile_size: int | None = None
+    halo: int | None = None
+    normalize: bool | NormStats = True
+    #: Percentiles of ``normalize=True``; None: those the model was trained with
+    #: (:meth:`for_model`), else :data:`~debcr.defaults.PMIN` / :data:`~debcr.defaults.PMAX`.
+    pmin: float | None = None
+    pmax: float | None = None
+    #: One of :data:`~debcr.defaults.UNITS`.
+    units: str = "calibrated"
+    device: str | torch.device | None = None
+    #: ``"auto"``: bfloat16 where the device computes it natively, else float32.
+    precision: str = "auto"
+    #: ``"auto"``, ``"torch"`` or ``"openvino"`` (see :mod:`debcr.backends`).
+    backend: str = "auto"
+    output: PathLike | None = None
+    overwrite: bool = False
+    progress: Progress = True
+    #: Axis letters of an array input (e.g. ``'TCZYX'``); files name their axes themselves.
+    #: Without them, arrays must be 2-D images or 3-D stacks (after dropping length-1 axes).
+    axes: str | None = None
+    #: Channels to restore, by index or by name (default: all); the output keeps only these.
+    #: Every channel is normalised with its own statistics, over all of its planes.
+    channels: Sequence[int | str] | None = None
+
+    def __post_init__(self) -> None:
+        check_backend(self.backend)
+        if self.precision not in (None, "auto"):
+            # The one check of precision names (the device only matters for "auto").
+            resolve_precision(self.precision, torch.device("cpu"))
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise DataError(f"batch_size must be at least 1, got {int(self.batch_size)}")
+        if self.tile_size is not None and int(self.tile_size) < SIZE_MULTIPLE:
+            raise DataError(
+                f"tile_size must be at least {SIZE_MULTIPLE} pixels, got {int(self.tile_size)}"
+            )
+        if self.halo is not None and (int(self.halo) < 0 or int(self.halo) % SIZE_MULTIPLE):
+            raise DataError(
+                f"halo must be a non-negative multiple of {SIZE_MULTIPLE}, got {int(self.halo)}"
+            )
+        if self.units not in UNITS:
+            raise DataError(
+                f"units must be one of {', '.join(map(repr, UNITS))}, got {self.units!r}"
+            )
+        if self.normalize is True and self.pmin is not None and self.pmax is not None:
+            check_percentiles(self.pmin, self.pmax)
+
+    def for_model(self, model: Any) -> PredictOptions:
+        """These options with an unset ``pmin``/``pmax`` filled in for ``model``.
+
+        The percentiles the model was trained with (``model.metadata["normalization"]``, e.g.
+        from a training run or a BMZ package), else :data:`~debcr.defaults.PMIN` and
+        :data:`~debcr.defaults.PMAX` (the published models').
+
+        Raises
+        ------
+        DataError
+            If the percentiles so completed are invalid (``normalize=True`` only).
+        """
+        if self.pmin is not None and self.pmax is not None:
+            return self
+        trained = percentiles_of(getattr(model, "metadata", {}).get("normalization"))
+        pmin, pmax = trained or (PMIN, PMAX)
+        return replace(
+            self,
+            pmin=pmin if self.pmin is None else self.pmin,
+            pmax=pmax if self.pmax is None else self.pmax,
+        )

@@ -1,0 +1,111 @@
+"""Tiles of one slice for predict: cores that partition the slice, windows read with a halo.
+
+(The overlapping patch grids of ``prepare`` and ``stitch`` are another thing:
+:mod:`debcr.data.tiling`.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from debcr.defaults import SIZE_MULTIPLE
+from debcr.errors import DataError, DebcrError
+
+
+def round_up(value: int, multiple: int = SIZE_MULTIPLE) -> int:
+    """``value`` rounded up to a multiple of ``multiple`` (the network's size multiple)."""
+    return -(-value // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles of one slice: cores partition the slice, inputs add a halo on every side."""
+
+    shape: tuple[int, int]
+    core: tuple[int, int]
+    halo: int
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Size of every tile fed to the network."""
+        return (self.core[0] + 2 * self.halo, self.core[1] + 2 * self.halo)
+
+    def starts(self, axis: int) -> list[int]:
+        """Core origins along ``axis``: multiples of 4, together covering the whole axis."""
+        length, core = self.shape[axis], self.core[axis]
+        # Rounded up, the last core may reach past the end (into reflect padding), never short.
+        last = round_up(max(0, length - core))
+        starts = [*list(range(0, last, core)), last]
+        return sorted(set(starts))
+
+    def segments(self, axis: int) -> list[tuple[int, int]]:
+        """Per tile along ``axis``: (core origin, end of the part it writes).
+
+        Each tile writes from its origin up to the next tile's origin, so every pixel
+        is written (and counted in the calibration) exactly once.
+        """
+        starts = self.starts(axis)
+        return list(zip(starts, [*starts[1:], self.shape[axis]]))
+
+    def tiles(self) -> list[tuple[int, int, int, int]]:
+        """All tiles as (y, x, y_end, x_end) of the region they write, row-major."""
+        return [(y, x, ye, xe) for y, ye in self.segments(0) for x, xe in self.segments(1)]
+
+
+def plan_tiles(shape: tuple[int, int], tile: int, halo: int) -> TilePlan:
+    """Plan tiles for a slice of ``shape`` with cores of at most ``tile`` pixels."""
+    core = tuple(min(round_up(tile), round_up(n)) for n in shape)
+    return TilePlan(shape=(int(shape[0]), int(shape[1])), core=core, halo=halo)
+
+
+@contextlib.contextmanager
+def damaged_input(where: str) -> Iterator[None]:
+    """Turn a decoding failure of lazily read input pixels into one clear DataError.
+
+    Parameters
+    ----------
+    where
+        What was being read, for the message (e.g. ``"rows 0–512, columns 0–512"``).
+    """
+    try:
+        yield
+    except (DebcrError, MemoryError):
+        raise
+    except Exception as exc:  # codecs and storage libraries raise many types for damaged data
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise DataError(
+            f"could not read {where} of the input ({reason}); the file is damaged or incomplete: "
+            "re-copy or re-export it"
+        ) from exc
+
+
+def read_window(image: Any, y0: int, x0: int, size: tuple[int, int]) -> np.ndarray:
+    """Read ``image[y0:y0+h, x0:x0+w]`` as float32, reflect-padding wherever it leaves the image.
+
+    Parameters
+    ----------
+    image
+        A 2-D array-like, read only where indexed.
+    y0, x0
+        Origin of the window; negative, or past the end, where it reaches into the padding.
+    size
+        ``(h, w)`` of the window.
+    """
+    h, w = size
+    height, width = image.shape
+    ys, ye = max(y0, 0), min(y0 + h, height)
+    xs, xe = max(x0, 0), min(x0 + w, width)
+    with damaged_input(f"rows {ys}–{ye}, columns {xs}–{xe}"):
+        block = np.asarray(image[ys:ye, xs:xe], dtype=np.float32)
+    pad = ((ys - y0, y0 + h - ye), (xs - x0, x0 + w - xe))
+    if any(p for pair in pad for p in pair):
+        # numpy's reflect keeps mirroring for pads wider than the image; a 1-pixel axis
+        # cannot be mirrored, so it is repeated instead.
+        mode = "reflect" if min(block.shape) > 1 else "edge"
+        block = np.pad(block, pad, mode=mode)
+    return block
