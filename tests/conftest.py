@@ -77,3 +77,18 @@ def denoiser():
     from debcr.model import init
 
     return init("2D_denoising")
+
+
+@pytest.fixture(scope="session")
+def bmz_package(tmp_path_factory):
+    """The built-in 2D_denoising model exported once as a BMZ package: ``(path, BMZExport)``.
+
+    An export runs bioimageio.core's model test on three weight formats (2–3 min on CPU), so
+    every test that needs a valid package shares this one. It is written the longest way in, by
+    the napari job (``jobs.export_package``, as the Export… button does, with empty fields left
+    out), which calls ``debcr.model.export_bmz``, which calls ``debcr.interop.export``.
+    """
+    from debcr.napari import jobs
+
+    path = tmp_path_factory.mktemp("bmz") / "denoise2d.zip"
+    return path, jobs.export_package("2D_denoising", path, description="", authors="")

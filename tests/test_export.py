@@ -28,7 +28,7 @@ from conftest import TASKS, fmd_frame
 from debcr.cli import main
 from debcr.config import TrainConfig
 from debcr.data import crop, normalize
-from debcr.errors import DebcrError, ModelFileError
+from debcr.errors import DebcrError, ExportError, ModelFileError
 from debcr.interop.bmz import (
     ARCHITECTURE_CALLABLE,
     KNOWN_ARCHITECTURE_SHA256,
@@ -36,7 +36,9 @@ from debcr.interop.bmz import (
     export_bmz,
     load_bmz,
 )
-from debcr.interop.portable import ExportError, export_onnx, export_torchscript
+from debcr.interop.bmz.card import METHOD_CITE, model_card, readme
+from debcr.interop.bmz.export import TensorSettings, check_description, package_description
+from debcr.interop.portable import export_onnx, export_torchscript
 from debcr.model import export, init, predict, train
 
 #: Tolerance of exported graphs against the PyTorch network (normalised units, float32).
@@ -52,13 +54,6 @@ def _real_batch() -> np.ndarray:
 def _restore(model, batch: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return model.restore(torch.from_numpy(batch)).numpy()
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory, denoiser) -> tuple[Path, object]:
-    """The built-in 2D_denoising model exported once as a BMZ package."""
-    path = tmp_path_factory.mktemp("bmz") / "denoise2d.zip"
-    return path, export_bmz(denoiser, path)
 
 
 # --- the architecture file of the packages ----------------------------------------------------
@@ -91,7 +86,7 @@ def test_architecture_hash_is_registered() -> None:
     digest = hashlib.sha256(architecture_source().encode()).hexdigest()
     assert digest in KNOWN_ARCHITECTURE_SHA256, (
         f"debcr/nn/mrbcr.py changed: add {digest} to KNOWN_ARCHITECTURE_SHA256 in "
-        "debcr/interop/bmz.py (keep the old hashes so older packages still load)"
+        "debcr/interop/bmz/architecture.py (keep the old hashes so older packages still load)"
     )
 
 
@@ -160,8 +155,8 @@ def test_cli_export_onnx_and_clear_errors(tmp_path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_builtin_package_passes_the_zoo_test_and_round_trips(package, denoiser) -> None:
-    path, result = package
+def test_builtin_package_passes_the_zoo_test_and_round_trips(bmz_package, denoiser) -> None:
+    path, result = bmz_package
     assert result.status == "passed" and result.path == path
     assert result.size_bytes == path.stat().st_size
     tested = {name for name, _ in result.checks}
@@ -187,8 +182,8 @@ def _source(entry: str | dict) -> str:
 
 
 @pytest.mark.slow
-def test_builtin_package_contents(package, denoiser) -> None:
-    path, _ = package
+def test_builtin_package_contents(bmz_package, denoiser) -> None:
+    path, _ = bmz_package
     with zipfile.ZipFile(path) as zf:
         rdf = yaml.safe_load(zf.read("rdf.yaml"))
         files = set(zf.namelist())
@@ -267,6 +262,53 @@ def test_a_freshly_trained_model_exports_with_its_config(tmp_path) -> None:
     )
 
 
+# --- the model card and the description, checked before any file is written ------------------
+
+N2V_DOI = "10.1109/CVPR.2019.00223"
+N2V2_DOI = "10.1007/978-3-031-25069-9_33"
+N2N_URL = "https://proceedings.mlr.press/v80/lehtinen18a.html"
+
+
+@pytest.mark.parametrize(
+    ("mode", "cited", "tagged"),
+    [
+        ("noise2void", {N2V_DOI, N2V2_DOI}, {"noise2void", "n2v2", "self-supervised"}),
+        ("noise2noise", {N2N_URL}, {"noise2noise", "self-supervised"}),
+        ("supervised", set(), set()),
+        (None, set(), set()),
+    ],
+)
+def test_the_card_cites_and_tags_the_training_mode(mode, cited, tagged) -> None:
+    model = init(None, seed=0)
+    if mode is not None:
+        model.metadata = {**model.metadata, "mode": mode}
+    card = model_card(model, name="Nuclei denoiser", authors=["Test Author"], tags=["nuclei"])
+    rdf = package_description(card, TensorSettings(0.1, 99.9, halo=20), model.metadata)
+    check_description(rdf)  # as export_bmz checks it, before writing a file
+    method = [c.get("doi") or c.get("url") for c in METHOD_CITE]
+    references = [c.get("doi") or c.get("url") for c in rdf["cite"]]
+    assert references[: len(method)] == method  # the method's papers first
+    assert set(references) - set(method) == cited
+    base = {"m-rBCR", "DeBCR", "debcr", "denoising", "fluorescence-light-microscopy", "2d"}
+    assert set(rdf["tags"]) == base | {"pytorch", "nuclei"} | tagged
+    text = readme(card, 0.1, 99.9, 20, 44, {"torchscript": 0.0, "onnx": 0.0})
+    assert all(reference in text for reference in cited)
+
+
+def test_an_invalid_card_is_refused_before_any_file_is_written(
+    tmp_path, denoiser, monkeypatch
+) -> None:
+    import debcr.interop.bmz.export as bmz_export
+
+    def written(*args) -> None:
+        pytest.fail("files were written before the description was checked")
+
+    monkeypatch.setattr(bmz_export, "_write_files", written)
+    with pytest.raises(ExportError, match="the package description is invalid"):
+        export_bmz(denoiser, tmp_path / "m.zip", license="not-a-licence")
+    assert not list(tmp_path.iterdir())
+
+
 # --- damaged and foreign packages ---------------------------------------------------------------
 
 
@@ -288,8 +330,8 @@ def _set_rdf(files: dict, change) -> None:
 
 
 @pytest.mark.slow
-def test_damaged_and_foreign_packages_are_refused_clearly(package, tmp_path) -> None:
-    path, _ = package
+def test_damaged_and_foreign_packages_are_refused_clearly(bmz_package, tmp_path) -> None:
+    path, _ = bmz_package
     weights = yaml.safe_load(zipfile.ZipFile(path).read("rdf.yaml"))["weights"]
     state_file = weights["pytorch_state_dict"]["source"]
     arch_file = weights["pytorch_state_dict"]["architecture"]["source"]
@@ -338,8 +380,8 @@ def test_damaged_and_foreign_packages_are_refused_clearly(package, tmp_path) -> 
 
 
 @pytest.mark.slow
-def test_loading_a_package_folder_and_its_rdf(tmp_path, package) -> None:
-    path, _ = package
+def test_loading_a_package_folder_and_its_rdf(tmp_path, bmz_package) -> None:
+    path, _ = bmz_package
     folder = tmp_path / "unpacked"
     with zipfile.ZipFile(path) as zf:
         zf.extractall(folder)

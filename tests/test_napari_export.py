@@ -1,6 +1,8 @@
 """The "Use model" tab's Export… button: BioImage Model Zoo packages from the napari widget.
 
-Each real export runs bioimageio.core's model test (~45 s on CPU), so only two tests export.
+A real export runs bioimageio.core's model test on three weight formats (1–3 min on CPU): the
+job's round trip reads the session's shared package (the ``bmz_package`` fixture, written by the
+napari job), and only the button's test exports again, for real, from the GUI's worker thread.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ pytest.importorskip("bioimageio.core", reason="the export extra is part of the t
 
 import debcr
 from conftest import napari_wait as _wait
-from debcr.napari import jobs
 from debcr.napari.parts import MODEL_FILE
 from debcr.napari.tabs.export_dialog import ExportDialog
 
@@ -35,9 +36,9 @@ def _ok(dialog: ExportDialog) -> None:
 
 
 @pytest.mark.slow
-def test_export_package_round_trips_the_built_in_model(tmp_path, denoiser) -> None:
-    path = tmp_path / "m.zip"
-    result = jobs.export_package("2D_denoising", path, description="", authors="")
+def test_export_package_round_trips_the_built_in_model(bmz_package, denoiser) -> None:
+    # Written by jobs.export_package("2D_denoising", path, description="", authors="").
+    path, result = bmz_package
     assert result.path == path and result.status == "passed"
     with zipfile.ZipFile(path) as package:
         assert "rdf.yaml" in package.namelist()

@@ -28,6 +28,10 @@ class ModelNotFoundError(ModelFileError, FileNotFoundError):
     """A model named by a path that does not exist."""
 
 
+class ExportError(DebcrError, RuntimeError):
+    """A model could not be exported, or the export failed its check."""
+
+
 class OutputError(DebcrError, OSError):
     """An output cannot be written: no space left, read-only file system, no permission.
 

@@ -1,10 +1,13 @@
 """Models in other tools' formats.
 
-Today: reading checkpoints of the original TensorFlow DeBCR (:mod:`debcr.interop.tf_checkpoint`,
+Reading checkpoints of the original TensorFlow DeBCR (:mod:`debcr.interop.tf_checkpoint`,
 built on :mod:`~debcr.interop.tf_bundle` and :mod:`~debcr.interop.keras_layout`), without
-TensorFlow. Exports to other formats belong here too.
+TensorFlow; writing BioImage Model Zoo packages (:mod:`debcr.interop.bmz`, which also reads
+them) and standalone ONNX and TorchScript files (:mod:`debcr.interop.portable`), one of which
+:func:`export` picks from the file's suffix (:mod:`debcr.interop.formats`).
 """
 
+from debcr.interop.formats import EXPORT_SUFFIXES, export, export_format
 from debcr.interop.tf_bundle import list_bundle, read_bundle
 from debcr.interop.tf_checkpoint import (
     convert_tf_checkpoint,
@@ -13,7 +16,10 @@ from debcr.interop.tf_checkpoint import (
 )
 
 __all__ = [
+    "EXPORT_SUFFIXES",
     "convert_tf_checkpoint",
+    "export",
+    "export_format",
     "list_bundle",
     "model_from_tf_checkpoint",
     "read_bundle",

@@ -27,7 +27,7 @@ import torch
 
 from debcr.data.normalize import normalize, percentiles_of
 from debcr.defaults import PMAX, PMIN
-from debcr.errors import DebcrError
+from debcr.errors import ExportError
 from debcr.files import atomic_output
 from debcr.nn import MRBCR, MRBCRRestorer
 from debcr.samples import sample_path
@@ -36,7 +36,6 @@ __all__ = [
     "ONNX_OPSET",
     "TOLERANCE",
     "ExportCheck",
-    "ExportError",
     "check_image",
     "export_onnx",
     "export_torchscript",
@@ -54,10 +53,6 @@ ONNX_OPSET = 18
 TOLERANCE = 1e-4
 
 Format = Literal["torchscript", "onnx"]
-
-
-class ExportError(DebcrError, RuntimeError):
-    """A model could not be exported, or the export failed its check."""
 
 
 @dataclass(frozen=True)

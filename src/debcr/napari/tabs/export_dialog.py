@@ -58,7 +58,7 @@ class ExportDialog(QDialog):
 
     def _fill_builtin(self, spec: str) -> None:
         # Imported here: it imports torch, which the widget module must not at napari start.
-        from debcr.interop.bmz import ORIGINAL_AUTHORS
+        from debcr.interop.bmz.card import ORIGINAL_AUTHORS
 
         self.name.setText(f"DeBCR {spec} (m-rBCR)")
         self.authors.setText(", ".join(author["name"] for author in ORIGINAL_AUTHORS))

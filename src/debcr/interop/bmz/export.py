@@ -1,0 +1,456 @@
+"""Writing a package: its description (rdf), its files, and the Zoo's checks before it is kept.
+
+The description is built and checked against the Zoo's specification (``bioimageio.spec``, no
+file read) before any file is written, so a wrong card fails in a second, not after the
+conversions. The files are then written to a scratch folder, the description gets their sha256
+and ``bioimageio.core``'s model test runs on every weight format; only a package that passes is
+written to its ``.zip``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from debcr._version import __version__
+from debcr.data.normalize import normalize, percentiles_of
+from debcr.defaults import SIZE_MULTIPLE
+from debcr.errors import ExportError
+from debcr.files import atomic_output
+from debcr.interop.bmz.architecture import (
+    ARCHITECTURE_CALLABLE,
+    ARCHITECTURE_FILE,
+    architecture_source,
+    file_sha256,
+)
+from debcr.interop.bmz.card import ModelCard, cover_png, model_card, readme
+from debcr.interop.portable import (
+    ONNX_OPSET,
+    TOLERANCE,
+    check_image,
+    missing_extra,
+    restorer,
+    run_onnx,
+    run_torchscript,
+    write_onnx,
+    write_torchscript,
+)
+from debcr.nn import MRBCR, effective_halo
+from debcr.samples import sample_path
+
+__all__ = [
+    "BMZExport",
+    "TensorSettings",
+    "check_description",
+    "export_bmz",
+    "package_description",
+    "tensor_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+_TEST_SIZE = 256
+
+
+@dataclass(frozen=True)
+class BMZExport:
+    """A written BioImage Model Zoo package and how it was checked.
+
+    Attributes
+    ----------
+    path
+        The ``.zip`` written.
+    size_bytes
+        Its size.
+    status
+        ``bioimageio.core``'s overall test result (always ``"passed"`` for a written package).
+    checks
+        ``(check, status)`` for every check of the Zoo's model test.
+    max_abs_diff
+        Largest |Δ| of the TorchScript and ONNX weights to PyTorch on the bundled sample.
+    bioimageio_core
+        Version of ``bioimageio.core`` that validated the package.
+    """
+
+    path: Path
+    size_bytes: int
+    status: str
+    checks: tuple[tuple[str, str], ...]
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    bioimageio_core: str = ""
+
+    def __str__(self) -> str:
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in self.max_abs_diff.items())
+        passed = sum(status == "passed" for _, status in self.checks)
+        return (
+            f"BioImage Model Zoo package written to {self.path} ({self.size_bytes / 1e6:.1f} MB); "
+            f"bioimageio.core {self.bioimageio_core} model test {self.status} "
+            f"({passed}/{len(self.checks)} checks passed); max |Δ| to PyTorch: {diffs}"
+        )
+
+
+@dataclass(frozen=True)
+class TensorSettings:
+    """How a package normalises its input and how far its output looks.
+
+    Attributes
+    ----------
+    pmin, pmax
+        Percentiles of the input's ``scale_range`` pre-processing.
+    halo
+        Pixels each output pixel depends on around it (the model's measured receptive field).
+    """
+
+    pmin: float
+    pmax: float
+    halo: int
+
+    @property
+    def min_size(self) -> int:
+        """The smallest input height and width: the halo on both sides and one step."""
+        return 2 * self.halo + SIZE_MULTIPLE
+
+
+def tensor_settings(model: MRBCR) -> TensorSettings:
+    """The percentiles and halo of ``model``'s package.
+
+    Raises
+    ------
+    ExportError
+        The model's normalisation is not by percentiles (nor min/max), which a package
+        cannot express.
+    """
+    settings = getattr(model, "metadata", {}).get("normalization")
+    percentiles = percentiles_of(settings)
+    if percentiles is None:
+        raise ExportError(
+            f"the model expects {dict(settings)['method']!r} normalisation, which a BioImage "
+            "Model Zoo package cannot express per image; only percentile (or min/max) "
+            "normalisation can be exported"
+        )
+    return TensorSettings(*percentiles, halo=effective_halo(model))
+
+
+def _require_bioimageio() -> tuple[Any, Any]:
+    try:
+        import bioimageio.core as core
+        import bioimageio.spec as spec
+    except ImportError as exc:
+        raise ExportError(missing_extra("BioImage Model Zoo export", exc.name)) from exc
+    return core, spec
+
+
+def package_description(
+    card: ModelCard,
+    tensors: TensorSettings,
+    metadata: Mapping[str, Any],
+    hashes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The package's ``rdf.yaml`` (spec 0.5) as a dict.
+
+    Parameters
+    ----------
+    card
+        What the package says about the model.
+    tensors
+        Its input normalisation and output halo.
+    metadata
+        The model's metadata (its task; its training configuration, attached when present).
+    hashes
+        sha256 of every file by name, once the files are written; without them the files are
+        named without hashes (a description to check before writing).
+
+    Returns
+    -------
+    dict
+        In the order the ``rdf.yaml`` is written.
+    """
+
+    def file(name: str) -> dict[str, str]:
+        return {"source": name, **({"sha256": hashes[name]} if hashes is not None else {})}
+
+    space = {"min": tensors.min_size, "step": SIZE_MULTIPLE}
+    attachments = [file("debcr_model.json")]
+    if metadata.get("config"):
+        attachments.append(file("training_config.yaml"))
+    return {
+        "type": "model",
+        "format_version": "0.5.4",
+        "name": card.name,
+        "description": card.description,
+        "authors": card.authors,
+        "cite": card.cite,
+        "license": card.license,
+        "tags": card.tags,
+        "documentation": "README.md",
+        "covers": ["cover.png"],
+        "attachments": attachments,
+        "git_repo": "https://github.com/leeroyhannover/DeBCR",
+        "inputs": [
+            {
+                "id": "input",
+                "description": "single-channel 2-D image(s) in the microscope's units",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": ["intensity"]},
+                    {"type": "space", "id": "y", "size": space},
+                    {"type": "space", "id": "x", "size": space},
+                ],
+                "test_tensor": file("test_input.npy"),
+                "data": {"type": "float32"},
+                "preprocessing": [
+                    {
+                        "id": "scale_range",
+                        "kwargs": {
+                            "axes": ["channel", "y", "x"],
+                            "min_percentile": tensors.pmin,
+                            "max_percentile": tensors.pmax,
+                            "eps": 1e-16,
+                        },
+                    }
+                ],
+            }
+        ],
+        "outputs": [
+            {
+                "id": "output",
+                "description": "the restored image, in the input's normalised units",
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": ["restored"]},
+                    {
+                        "type": "space",
+                        "id": "y",
+                        "halo": tensors.halo,
+                        "size": {"tensor_id": "input", "axis_id": "y"},
+                    },
+                    {
+                        "type": "space",
+                        "id": "x",
+                        "halo": tensors.halo,
+                        "size": {"tensor_id": "input", "axis_id": "x"},
+                    },
+                ],
+                "test_tensor": file("test_output.npy"),
+                "data": {"type": "float32"},
+            }
+        ],
+        "weights": {
+            "pytorch_state_dict": {
+                **file("weights.pt"),
+                "architecture": {
+                    **file(ARCHITECTURE_FILE),
+                    "callable": ARCHITECTURE_CALLABLE,
+                    "kwargs": {},
+                },
+                "pytorch_version": torch.__version__.split("+")[0],
+            },
+            "torchscript": {
+                **file("weights_torchscript.pt"),
+                "pytorch_version": torch.__version__.split("+")[0],
+                "parent": "pytorch_state_dict",
+            },
+            "onnx": {
+                **file("weights.onnx"),
+                "opset_version": ONNX_OPSET,
+                "parent": "pytorch_state_dict",
+            },
+        },
+        "config": {
+            "debcr": {
+                "version": __version__,
+                "task": metadata.get("task", ""),
+                "normalization": {
+                    "method": "percentile",
+                    "pmin": tensors.pmin,
+                    "pmax": tensors.pmax,
+                },
+                "halo": tensors.halo,
+            }
+        },
+    }
+
+
+def check_description(rdf: Mapping[str, Any]) -> None:
+    """Check a package description against the Zoo's specification, reading no file.
+
+    Raises
+    ------
+    ExportError
+        ``bioimageio.spec`` is missing, or the description is invalid (the message lists why).
+    """
+    _, spec = _require_bioimageio()
+    descr = spec.build_description(
+        dict(rdf), context=spec.ValidationContext(perform_io_checks=False)
+    )
+    if not isinstance(descr, spec.ModelDescr):
+        raise ExportError(
+            f"the package description is invalid:\n{_failures(descr.validation_summary)}"
+        )
+
+
+def _test_tensors(model: MRBCR, pmin: float, pmax: float) -> tuple[np.ndarray, np.ndarray]:
+    """A centre crop of the bundled sample (raw units) and the model's output for it."""
+    import tifffile
+
+    image = tifffile.imread(sample_path("nuclei_noisy")).astype(np.float32)
+    y0, x0 = (image.shape[0] - _TEST_SIZE) // 2, (image.shape[1] - _TEST_SIZE) // 2
+    raw = image[y0 : y0 + _TEST_SIZE, x0 : x0 + _TEST_SIZE][None, None]
+    norm = normalize(raw[0, 0], pmin=pmin, pmax=pmax, clip=False, dtype=np.float32)
+    with torch.inference_mode():
+        out = model(torch.from_numpy(norm[None, None].copy())).numpy()
+    return np.ascontiguousarray(raw), np.ascontiguousarray(out)
+
+
+def _write_files(
+    folder: Path, model: MRBCR, card: ModelCard, tensors: TensorSettings
+) -> dict[str, float]:
+    """Write every file of the package and its ``rdf.yaml``; the weights' |Δ| to PyTorch."""
+    net = restorer(model)
+    check = check_image(net)
+    with torch.inference_mode():
+        expected = net(torch.from_numpy(check)).numpy()
+    (folder / ARCHITECTURE_FILE).write_text(architecture_source(), encoding="utf-8")
+    torch.save(net.state_dict(), folder / "weights.pt")
+    write_torchscript(net, folder / "weights_torchscript.pt")
+    write_onnx(net, folder / "weights.onnx")
+    outputs = {
+        "torchscript": run_torchscript(folder / "weights_torchscript.pt", check),
+        "onnx": run_onnx(folder / "weights.onnx", check),
+    }
+    diffs = {k: float(np.max(np.abs(v - expected))) for k, v in outputs.items()}
+    bad = {k: v for k, v in diffs.items() if not v <= TOLERANCE}
+    if bad:
+        raise ExportError(f"exported weights differ from PyTorch by {bad} (allowed {TOLERANCE:g})")
+    raw, out = _test_tensors(net, tensors.pmin, tensors.pmax)
+    np.save(folder / "test_input.npy", raw)
+    np.save(folder / "test_output.npy", out)
+    (folder / "cover.png").write_bytes(cover_png(raw, out, tensors.pmin, tensors.pmax))
+    (folder / "README.md").write_text(
+        readme(card, tensors.pmin, tensors.pmax, tensors.halo, tensors.min_size, diffs),
+        encoding="utf-8",
+    )
+    meta = dict(getattr(model, "metadata", {}))
+    config = meta.pop("config", None)
+    (folder / "debcr_model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    if config:
+        (folder / "training_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    hashes = {file.name: file_sha256(file.read_bytes()) for file in folder.iterdir()}
+    rdf = package_description(card, tensors, getattr(model, "metadata", {}), hashes)
+    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False), encoding="utf-8")
+    return diffs
+
+
+def _validate(core: Any, spec: Any, rdf_path: Path) -> tuple[Any, Any]:
+    """Static validation and ``bioimageio.core``'s model test; raise unless both pass."""
+    descr = spec.load_model_description(rdf_path, perform_io_checks=True)
+    summary = getattr(descr, "validation_summary", None)
+    if not isinstance(descr, spec.ModelDescr):
+        raise ExportError(f"the package description is invalid:\n{_failures(summary)}")
+    summary = core.test_model(descr, devices=["cpu"])
+    if summary.status != "passed":
+        raise ExportError(
+            f"bioimageio.core's model test {summary.status}; the package was not written:\n"
+            f"{_failures(summary)}"
+        )
+    return descr, summary
+
+
+def _failures(summary: Any) -> str:
+    lines = []
+    for detail in getattr(summary, "details", None) or ():
+        if detail.status == "passed":
+            continue
+        errors = "; ".join(str(e.msg) for e in detail.errors[:3]) or detail.status
+        lines.append(f"- {detail.name}: {errors}")
+    return "\n".join(lines[:10]) or str(summary)
+
+
+def export_bmz(
+    model: MRBCR,
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    authors: Any = None,
+    cite: Any = None,
+    license: str | None = None,
+    tags: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> BMZExport:
+    """Write ``model`` as a BioImage Model Zoo package (spec 0.5), validated before it is written.
+
+    Parameters
+    ----------
+    model
+        The m-rBCR network (trained, loaded or built-in).
+    path
+        The ``.zip`` to write (atomically).
+    name, description
+        Shown in the Zoo and in deepImageJ/ilastik. Built-in models have defaults.
+    authors
+        Names (``"Ada Lovelace"``) or dicts with ``name`` and optionally ``affiliation``,
+        ``email``, ``orcid``, ``github_user``. Built-in models: the original authors.
+    cite
+        Extra citations (dicts with ``text`` and ``doi`` or ``url``); the method's papers (and
+        for built-in models the published weights, for self-supervised models the papers of
+        their training mode) are always cited.
+    license
+        SPDX identifier of the weights' licence; default ``CC-BY-4.0`` (the built-in models'
+        licence).
+    tags
+        Extra tags (the architecture, task, modality and training mode are always tagged).
+    overwrite
+        Replace an existing file.
+
+    Returns
+    -------
+    BMZExport
+        The path, size and the Zoo test's results.
+
+    Raises
+    ------
+    ExportError
+        ``bioimageio.core`` is missing (install ``debcr-torch[export]``), required fields are
+        missing, or the package fails the Zoo's model test (nothing is written then).
+    FileExistsError
+        ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".zip":
+        raise ExportError(f"a BioImage Model Zoo package is a .zip file; got {path.name!r}")
+    core, spec = _require_bioimageio()
+    card = model_card(
+        model,
+        name=name,
+        description=description,
+        authors=authors,
+        cite=cite,
+        license=license,
+        tags=tags,
+    )
+    tensors = tensor_settings(model)
+    check_description(package_description(card, tensors, getattr(model, "metadata", {})))
+    with (
+        tempfile.TemporaryDirectory(prefix="debcr-bmz-") as tmp,
+        atomic_output(path, overwrite=overwrite) as target,
+    ):
+        folder = Path(tmp)
+        diffs = _write_files(folder, model, card, tensors)
+        descr, summary = _validate(core, spec, folder / "rdf.yaml")
+        spec.save_bioimageio_package(descr, output_path=target)
+        size = target.stat().st_size
+    checks = tuple((d.name, d.status) for d in summary.details)
+    result = BMZExport(path, size, summary.status, checks, diffs, core.__version__)
+    logger.debug("%s", result)
+    return result
