@@ -66,11 +66,13 @@ def test_stitch_errors_are_plain_sentences() -> None:
 
 
 def test_training_pair_checks_shapes() -> None:
+    from debcr.data.prepare import pair_arrays
+
     with pytest.raises(jobs.DataError, match=r"differ in shape"):
-        jobs.training_pair(np.zeros((4, 64, 64)), np.zeros((4, 32, 32)), "training")
-    with pytest.raises(jobs.DataError, match="divisible by 4"):
-        jobs.training_pair(np.zeros((4, 30, 30)), np.zeros((4, 30, 30)), "training")
-    pair = jobs.training_pair(np.ones((64, 64), np.uint8), np.ones((64, 64)), "training")
+        pair_arrays(np.zeros((4, 64, 64)), np.zeros((4, 32, 32)), "training")
+    with pytest.raises(jobs.DataError, match=r"training patches 30×30 .* multiples of 4"):
+        pair_arrays(np.zeros((4, 30, 30)), np.zeros((4, 30, 30)), "training")
+    pair = pair_arrays(np.ones((64, 64), np.uint8), np.ones((64, 64)), "training")
     assert pair["low"].shape == (1, 64, 64) and pair["low"].dtype == np.float32
 
 

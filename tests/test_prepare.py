@@ -13,15 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from debcr.data.collect import Pair, pairs_from_folders
 from debcr.data.normalize import normalize
-from debcr.data.prepare import (
-    BACKGROUND_PERCENTILE,
-    SETS,
-    Pair,
-    pairs_from_folders,
-    prepare,
-    split_groups,
-)
+from debcr.data.prepare import BACKGROUND_PERCENTILE, prepare
+from debcr.data.split import SETS, split_groups
 from debcr.data.tiling import crop
 from debcr.errors import DataError
 
@@ -287,8 +282,8 @@ def test_overwrite_refused_then_allowed_and_stale_set_removed(tmp_path: Path) ->
 def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    # `debcr.data.prepare` is the function in the package namespace; patch its module.
-    module = importlib.import_module("debcr.data.prepare")
+    # The one writer of training sets writes through its module's `write`.
+    module = importlib.import_module("debcr.data.sets")
 
     real_write = module.write
     calls = []
@@ -342,3 +337,51 @@ def test_patch_sizes_training_cannot_use_are_refused(patch, hint, tmp_path) -> N
     with pytest.raises(DataError, match=rf"multiples of 4 .*; use {hint}$"):
         prepare([low], [low], name="x", out_dir=tmp_path, patch_size=patch, split=(1, 0, 0))
     assert list(tmp_path.iterdir()) == []
+
+
+# --- the training-set contract (debcr.data.sets) ----------------------------------------
+
+
+def test_every_set_records_its_mode_and_reads_back_as_set_info(tmp_path: Path) -> None:
+    from debcr.data.sets import INFO_VERSION, SetInfo, read_info
+
+    low, gt = _random_images(4), _random_images(4, seed=1)
+    result = prepare(low, gt, "d", tmp_path, patch_size=32, split=(0.5, 0.5, 0))
+    info = read_info(result.paths["train"])
+    assert info is not None and info.mode == "supervised" and info.version == INFO_VERSION
+    assert info.set == "train" and info.patch_size == (32, 32) and info.seed == 0
+    assert info.extra == {"background_filter": None, "background_percentile": 99.9}
+    with np.load(result.paths["val"]) as npz:
+        record = json.loads(str(npz["info"]))
+        assert SetInfo.from_split(npz) == SetInfo.from_json(record)
+    assert list(record)[:3] == ["format", "version", "mode"] and record["set"] == "val"
+    assert SetInfo.from_json(record).to_dict() == record  # nothing is lost on the way
+
+
+def test_set_info_of_old_sets_plain_arrays_and_newer_versions() -> None:
+    from debcr.data.sets import SetInfo
+
+    old = {"format": "debcr-patches", "version": 1, "name": "fmd", "patch_size": [64, 64]}
+    assert SetInfo.from_split({"low": np.zeros(1), "info": np.asarray(json.dumps(old))}).mode == (
+        "supervised"
+    )
+    assert SetInfo.from_split({"info": {"mode": "noise2void"}}).mode == "noise2void"
+    assert SetInfo.from_split({"low": np.zeros((2, 8, 8)), "gt": np.zeros((2, 8, 8))}) is None
+    assert SetInfo.from_split(np.zeros((2, 8, 8))) is None
+    with pytest.raises(DataError, match="version 99, newer than this debcr reads"):
+        SetInfo.from_json({"version": 99, "mode": "supervised"})
+
+
+def test_cli_refuses_options_of_another_mode(tmp_path: Path, capsys) -> None:
+    from debcr.cli import main
+
+    for argv, message in (
+        (["--mode", "noise2void", "--background", "0.1"], "--background needs ground truth; it "
+         "is for supervised preparation"),
+        (["--max-frames", "4"], "--max-frames is for --mode noise2noise"),
+        (["--mode", "noise2void", "--max-frames", "4"], "--max-frames is for --mode noise2noise"),
+    ):  # fmt: skip
+        assert main(["prepare", str(tmp_path), *argv, "--name", "x", "-o", str(tmp_path)]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"error: {message}")
+    assert main(["prepare", str(tmp_path), "--name", "x", "-o", str(tmp_path)]) == 2
+    assert "supervised preparation takes two paths, LOW and GT (got 1)" in capsys.readouterr().err

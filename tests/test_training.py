@@ -203,7 +203,7 @@ def test_bad_training_data_is_reported(data, tmp_path: Path) -> None:
         )
     with pytest.raises(DataError, match="no array 'gt'"):
         train({"low": train_set["low"]}, val_set, _config(tmp_path / "y"))
-    with pytest.raises(DataError, match="divisible by 4"):
+    with pytest.raises(DataError, match=r"patches 30×30 .* multiples of 4"):
         bad = {"low": train_set["low"][:, :30, :30], "gt": train_set["gt"][:, :30, :30]}
         train(bad, val_set, _config(tmp_path / "z"))
 
@@ -405,3 +405,52 @@ def test_model_records_the_percentiles_its_patches_were_normalised_with(tmp_path
     # Arrays without a prepare record are taken to use the published models' normalisation.
     plain = train(_pairs(1, 1), _pairs(20, 1), _config(tmp_path / "plain", num_steps=2))
     assert plain.metadata["normalization"] == {"method": "percentile", "pmin": 0.1, "pmax": 99.9}
+
+
+# --- the mode catalogue and the sets of in-memory data --------------------------------
+
+
+def test_every_mode_of_the_catalogue_is_complete_and_read_by_config_cli_and_training() -> None:
+    import argparse
+    import typing
+
+    from debcr.cli import build_parser
+    from debcr.modes import MODES, load_reference
+    from debcr.training.modes import MODES as STRATEGIES
+    from debcr.training.modes import TrainingMode, strategy_class
+
+    assert typing.get_args(TrainConfig.model_fields["mode"].annotation) == tuple(MODES)
+    assert TrainConfig().mode == next(iter(MODES))
+    prepare_parser = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices["prepare"]
+    mode_option = next(a for a in prepare_parser._actions if a.dest == "mode")
+    assert tuple(mode_option.choices) == tuple(MODES)
+    assert list(STRATEGIES) == list(MODES)
+    for name, spec in MODES.items():
+        assert callable(load_reference(spec.builder)) and callable(
+            load_reference(spec.layer_builder)
+        )
+        cls = strategy_class(name)
+        assert issubclass(cls, TrainingMode) and STRATEGIES[name] is cls
+        assert cls().name == name and cls().spec is spec
+
+
+def test_layer_data_becomes_the_sets_of_each_mode_with_a_held_out_tenth() -> None:
+    from debcr.training.inputs import preview_input, training_sets
+
+    rng = np.random.default_rng(0)
+    frames = rng.random((3, 64, 96)).astype(np.float32)
+    train, val, note = training_sets(frames, None, _config(Path("x"), mode="noise2noise"))
+    assert train["repeats"].shape == (5, 3, 32, 32) and val["repeats"].shape == (1, 3, 32, 32)
+    assert note == "validation: the last tenth of the training layer"
+    assert preview_input(val).shape == (32, 32)
+    train, val, note = training_sets(frames[0], frames[1], _config(Path("x"), mode="noise2void"))
+    assert set(train) == set(val) == {"low"} and len(train["low"]) == len(val["low"]) == 6
+    assert note == ""
+    pairs = (rng.random((20, 32, 32)), rng.random((20, 32, 32)))
+    train, val, note = training_sets(pairs, None, _config(Path("x")))
+    assert len(train["low"]) == 18 and len(val["gt"]) == 2
+    assert note == "validation: the last tenth of the training patches"
+    with pytest.raises(DataError, match="Noise2Noise needs a stack of repeated noisy frames"):
+        training_sets(frames[0], None, _config(Path("x"), mode="noise2noise"))

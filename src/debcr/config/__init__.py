@@ -24,7 +24,6 @@ command-line tools and GUIs import it at start-up.
 from debcr.config.messages import UnknownKeyError
 from debcr.config.schema import MAX_SEED as MAX_SEED
 from debcr.config.schema import ORIGINAL_KEYS, PRECISION_ALIASES, STRATEGIES, TrainConfig, merge
-from debcr.config.schema import PATCH_MULTIPLE as PATCH_MULTIPLE
 from debcr.config.schema import Precision as Precision
 from debcr.config.schema import Strategy as Strategy
 from debcr.config.yaml_io import load, load_dict, parse_overrides, save

@@ -23,12 +23,12 @@ from pydantic_core import PydanticCustomError
 
 from debcr.config.messages import Messages, report, show
 from debcr.defaults import SIZE_MULTIPLE
+from debcr.modes import DEFAULT_MODE, MODES
 
 __all__ = [
     "MAX_SEED",
     "MESSAGES",
     "ORIGINAL_KEYS",
-    "PATCH_MULTIPLE",
     "PRECISION_ALIASES",
     "STRATEGIES",
     "Precision",
@@ -55,6 +55,9 @@ Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_find_unused_
 #: The distributed strategies accepted for :attr:`TrainConfig.strategy`.
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
+#: The training modes of the catalogue (:data:`debcr.modes.MODES`).
+ModeName = Literal[tuple(MODES)]
+
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 #: Spellings accepted for :attr:`TrainConfig.precision`, and the name each is stored under.
 PRECISION_ALIASES: dict[str, str] = {
@@ -72,8 +75,6 @@ PRECISION_ALIASES: dict[str, str] = {
     "float16": "16-mixed",
 }
 
-# m-rBCR downsamples its input twice by 2, so patch sides must be multiples of 4.
-PATCH_MULTIPLE = SIZE_MULTIPLE
 # The seed range numpy and Lightning's seed_everything accept.
 MAX_SEED = 2**32 - 1
 
@@ -178,12 +179,12 @@ class TrainConfig(BaseModel):
         128,
         ge=16,
         le=1024,
-        multiple_of=PATCH_MULTIPLE,
+        multiple_of=SIZE_MULTIPLE,
         description="Side of the square training patches in pixels; a multiple of 4 because "
         "m-rBCR downsamples twice by 2.",
     )
-    mode: Literal["supervised", "noise2noise", "noise2void"] = Field(
-        "supervised",
+    mode: ModeName = Field(
+        DEFAULT_MODE,
         description="What the network learns from. 'supervised': pairs of low-quality inputs "
         "and ground truth ('low'/'gt' patches, the paper's recipe). 'noise2noise': two "
         "independent noisy acquisitions of the same field ('repeats' patches, `debcr prepare "

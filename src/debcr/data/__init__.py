@@ -5,8 +5,13 @@ The paper's data API: :func:`load`, :func:`write`, :func:`normalize`, :func:`cro
 images to the units they were measured in, and the training-set builders :func:`prepare`
 (low/gt pairs), :func:`prepare_noise2noise` (repeated noisy frames) and
 :func:`prepare_noise2void` (single noisy images).
+
+The training sets: images are found and paired in ``collect``, split by group in ``split``,
+cut by ``prepare`` (supervised) and ``selfsup`` (Noise2Noise, Noise2Void), and written and
+read as ``sets`` describes.
 """
 
+from debcr.data.collect import Pair, pairs_from_folders
 from debcr.data.io import (
     ImageMetadata,
     as_image_stack,
@@ -19,7 +24,7 @@ from debcr.data.io import (
     write,
 )
 from debcr.data.normalize import NormStats, apply_stats, compute_stats, denormalize, normalize
-from debcr.data.prepare import Pair, pairs_from_folders, prepare
+from debcr.data.prepare import prepare
 from debcr.data.selfsup import prepare_noise2noise, prepare_noise2void
 from debcr.data.show import show
 from debcr.data.tiling import PatchGrid, blend_window, crop, patch_grid, stitch

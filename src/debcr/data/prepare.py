@@ -4,17 +4,20 @@
 a time, normalises each image on its own with whole-image percentiles, cuts both into aligned
 patches with :func:`debcr.data.tiling.crop`, optionally drops background patches, and writes
 ``<name>_train.npz``, ``<name>_val.npz`` and ``<name>_test.npz`` with the keys ``low`` and
-``gt`` (``(N, P, P)`` float32) that the original DeBCR trains on.
+``gt`` (``(N, P, P)`` float32) that the original DeBCR trains on (the files are described in
+:mod:`debcr.data.sets`).
 
-Split by group, never by patch. The original split the patches 0.8/0.1/0.1 in order after
-cropping, so overlapping patches of one field of view ended up in both training and test data
-and test scores were inflated. Here every image belongs to a *group* (a field of view, e.g. the
-FMD field folder, or one image in the simple 1:1 case) and whole groups are assigned to the
-sets, so no pixel of a validation or test image is ever seen in training.
+Split by group, never by patch (:mod:`debcr.data.split`): every image belongs to a *group* (a
+field of view, e.g. the FMD field folder, or one image in the simple 1:1 case) and whole
+groups are assigned to the sets, so no pixel of a validation or test image is ever seen in
+training.
 
 Several noisy frames may share one ground truth (the FMD layout: many frames per field, one
-average per field): describe the data as :class:`Pair` records, e.g. with
-:func:`pairs_from_folders`.
+average per field): describe the data as :class:`~debcr.data.collect.Pair` records, e.g. with
+:func:`~debcr.data.collect.pairs_from_folders`.
+
+:func:`supervised_sets` and :func:`supervised_layer_sets` are the supervised mode's set
+builders for the command line and for napari (see :mod:`debcr.modes`).
 
 Only numpy and the debcr data modules are used (no torch), so GUIs and CLIs can import this
 module quickly.
@@ -22,512 +25,55 @@ module quickly.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from debcr.data.io import as_image_stack, format_for_path, load, write
+from debcr.data.collect import (
+    ImageRef,
+    ImageSource,
+    Pair,
+    as_pairs,
+    describe,
+    image_array,
+    image_refs,
+    pairs_from_folders,
+)
 from debcr.data.normalize import check_percentiles, normalize
-from debcr.data.tiling import crop, patch_grid
-from debcr.defaults import PMAX, PMIN, SIZE_MULTIPLE
+from debcr.data.sets import (
+    PrepareResult,
+    SetInfo,
+    check_patch_shape,
+    set_payload,
+    set_targets,
+    training_patch_shape,
+    write_sets,
+)
+from debcr.data.split import SETS, SplitSpec, listed_groups, split_groups
+from debcr.data.tiling import crop
+from debcr.defaults import PMAX, PMIN
 from debcr.errors import DataError
-from debcr.files import atomic_output
 
 __all__ = [
     "BACKGROUND_PERCENTILE",
-    "SETS",
-    "Pair",
-    "PrepareResult",
-    "pairs_from_folders",
+    "pair_arrays",
     "prepare",
-    "split_groups",
+    "supervised_layer_sets",
+    "supervised_sets",
 ]
 
 log = logging.getLogger(__name__)
-
-#: The sets written by :func:`prepare`, in this order (file suffixes ``_train.npz`` ...).
-SETS = ("train", "val", "test")
 
 #: Percentile of a normalised ground-truth patch compared with ``background_filter``. A high
 #: percentile rather than the maximum, so that a few hot pixels do not keep a background patch,
 #: yet a patch with only a small piece of a cell (~0.1 % of its pixels) is kept.
 BACKGROUND_PERCENTILE = 99.9
-
-#: Version of the ``info`` record stored in the NPZ files.
-INFO_VERSION = 1
-
-ImageSource = str | os.PathLike | np.ndarray | Sequence[Any]
-"""Images: a file (a 3-D file is a stack of images), a folder of image files, an array
-(2-D image or 3-D stack of images), or a list of these."""
-
-SplitSpec = Sequence[float] | Mapping[str, Any]
-"""Fractions ``(train, val, test)`` of the groups, or explicit ``{"train": [groups], ...}``."""
-
-
-# --------------------------------------------------------------------------------------------
-# Describing the data
-# --------------------------------------------------------------------------------------------
-
-
-def _group_id(value: Any) -> str:
-    """Group ids are strings; ints are accepted so that ``range(1, 19)`` names FMD fields."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (str, int, np.integer)):
-        raise DataError(
-            f"group id {value!r} must be a string or an integer (e.g. the field folder name)"
-        )
-    text = str(value)
-    if not text:
-        raise DataError("group id must not be empty")
-    return text
-
-
-@dataclass(frozen=True)
-class Pair:
-    """Degraded images and their ground truth, belonging to one group (field of view).
-
-    Attributes
-    ----------
-    low
-        The degraded images: a file (a 3-D file holds one image per slice), a folder of image
-        files, an array (2-D, or 3-D with one image per slice), or a list of these.
-    gt
-        The ground truth, in the same forms: either one image per ``low`` image (paired in
-        order) or a single image shared by all of them (e.g. the average of many frames).
-    group
-        The field of view the images show. Whole groups go to one set (train, val or test),
-        so give images that overlap or are neighbouring planes of one volume the same group.
-        Integers are converted to strings.
-    """
-
-    low: Any
-    gt: Any
-    group: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "group", _group_id(self.group))
-
-
-def _natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key that orders '2' before '10' (digit runs compare as numbers)."""
-    # re.split with a capturing group alternates text and digit runs, so the tuples of two
-    # names compare str with str and int with int at every position.
-    parts = re.split(r"(\d+)", name.lower())
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
-
-
-def _is_image_path(path: Path) -> bool:
-    """True for readable single-image files (and Zarr directories); hidden files never."""
-    if path.name.startswith("."):
-        return False
-    try:
-        fmt = format_for_path(path)
-    except DataError:
-        return False
-    # .npz holds named arrays, not one image; a plain folder named like a file is not a store.
-    return fmt.reader is not None and not fmt.holds_dict and (fmt.directory or path.is_file())
-
-
-def _is_folder(path: Path) -> bool:
-    """A folder of images, as opposed to a directory-based image file such as ``x.zarr``."""
-    return path.is_dir() and not _is_image_path(path)
-
-
-def _list_images(folder: Path) -> list[Path]:
-    """Image files of ``folder`` (not recursive) in natural order; DataError if there are none."""
-    files = sorted((p for p in folder.iterdir() if _is_image_path(p)), key=_natural_key_of)
-    if not files:
-        raise DataError(
-            f"folder {folder} contains no image files (supported: .tif, .png, .jpg, .npy, .zarr "
-            "...); check the path"
-        )
-    return files
-
-
-def _natural_key_of(path: Path) -> tuple[Any, ...]:
-    return _natural_key(path.name)
-
-
-def pairs_from_folders(low_root: str | os.PathLike, gt_root: str | os.PathLike) -> list[Pair]:
-    """Pair the images of two folders, grouped by field of view.
-
-    Two layouts are understood:
-
-    - **one subfolder per field** (FMD): ``low_root/<field>/*`` holds the noisy frames and
-      ``gt_root/<field>/*`` either one ground truth (shared by all frames) or as many images as
-      there are frames (paired in natural order). The group is the subfolder name.
-    - **flat**: ``low_root/<file>`` and ``gt_root/<file>`` with the same file name form a pair
-      (CSBDeep's convention); the group is the file name without its extension.
-
-    Parameters
-    ----------
-    low_root, gt_root
-        Folders of degraded and ground-truth images.
-
-    Returns
-    -------
-    list of Pair
-        One pair per field (subfolder layout) or per file (flat layout), in natural order
-        ('2' before '10'). ``Pair.low``/``Pair.gt`` are tuples of file paths (a single path for
-        a shared ground truth), so they can be filtered or shortened before :func:`prepare`.
-
-    Raises
-    ------
-    DataError
-        If a folder is missing or empty, a field or file has no ground truth, or a field has a
-        number of ground-truth images other than 1 or its number of frames.
-    """
-    low_root, gt_root = Path(low_root), Path(gt_root)
-    for role, root in (("low", low_root), ("gt", gt_root)):
-        if not root.is_dir():
-            raise DataError(f"{role} folder {root} does not exist or is not a folder")
-    fields = sorted((p for p in low_root.iterdir() if _is_folder(p)), key=_natural_key_of)
-    fields = [p for p in fields if not p.name.startswith(".")]
-    if fields:
-        return [_field_pair(folder, gt_root / folder.name) for folder in fields]
-    low_files = _list_images(low_root)
-    pairs = []
-    for path in low_files:
-        target = gt_root / path.name
-        if not target.exists():
-            raise DataError(
-                f"no ground truth for {path}: expected {target} (files are paired by name)"
-            )
-        pairs.append(Pair(low=(path,), gt=target, group=path.stem))
-    return pairs
-
-
-def _field_pair(low_folder: Path, gt_folder: Path) -> Pair:
-    if not gt_folder.is_dir():
-        raise DataError(f"field {low_folder.name!r} has no ground-truth folder {gt_folder}")
-    frames, targets = _list_images(low_folder), _list_images(gt_folder)
-    if len(targets) == 1:
-        return Pair(low=tuple(frames), gt=targets[0], group=low_folder.name)
-    if len(targets) != len(frames):
-        raise DataError(
-            f"field {low_folder.name!r}: {low_folder} has {len(frames)} images but {gt_folder} "
-            f"has {len(targets)}; give one ground truth per field or one per image"
-        )
-    return Pair(low=tuple(frames), gt=tuple(targets), group=low_folder.name)
-
-
-# --------------------------------------------------------------------------------------------
-# Images: references that are read one at a time
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class _ImageRef:
-    """One 2-D image: a whole 2-D file/array or one slice of a 3-D one, read on demand."""
-
-    label: str
-    path: Path | None = None
-    array: Any = None
-    index: int | None = None
-
-    def read(self) -> np.ndarray:
-        stack = _open_stack(self.path) if self.path is not None else self.array
-        return np.asarray(stack if self.index is None else stack[self.index])
-
-
-def _open_stack(path: Path) -> Any:
-    """The image or stack in ``path``, lazily where the format allows (one slice is read)."""
-    data, meta = load(path, lazy=True, with_metadata=True)
-    if isinstance(data, Mapping):
-        raise DataError(
-            f"{path} holds several named arrays; pass one of them, e.g. np.load(path)['low']"
-        )
-    return as_image_stack(data, axes=meta.axes, name=str(path))
-
-
-def _is_array(value: Any) -> bool:
-    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, str)
-
-
-def _stack_refs(stack: Any, label: str, path: Path | None) -> list[_ImageRef]:
-    """References to the images of an opened 2-D image or 3-D stack."""
-    array = None if path is not None else stack
-    if len(stack.shape) == 2:
-        return [_ImageRef(label, path, array)]
-    return [_ImageRef(f"{label}[{z}]", path, array, z) for z in range(stack.shape[0])]
-
-
-def _image_refs(source: Any, label: str) -> list[_ImageRef]:
-    """Expand a source into 2-D image references (reading only shapes)."""
-    if isinstance(source, _ImageRef):
-        return [source]
-    if _is_array(source):
-        return _stack_refs(as_image_stack(source, name=label), label, None)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if _is_folder(path):
-            return [ref for p in _list_images(path) for ref in _image_refs(p, str(p))]
-        return _stack_refs(_open_stack(path), str(path), path)
-    if isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)):
-        refs = [ref for i, s in enumerate(source) for ref in _image_refs(s, f"{label}[{i}]")]
-        if not refs:
-            raise DataError(f"{label} is an empty list; give at least one image")
-        return refs
-    raise DataError(
-        f"{label}: cannot use {type(source).__name__} as images; give a file or folder path, "
-        "an array, or a list of these"
-    )
-
-
-def _units(source: Any, role: str) -> list[Any]:
-    """Split a ``low``/``gt`` argument of the 1:1 form into its paired entries (groups).
-
-    A folder or list gives one entry per file/element; a single 3-D file or array gives one
-    entry per slice; a single 2-D image is one entry.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if _is_folder(path):
-            return list(_list_images(path))
-        stack = _open_stack(path)
-        return [source] if len(stack.shape) == 2 else _stack_refs(stack, str(path), path)
-    if _is_array(source):
-        stack = as_image_stack(source, name=f"{role} array")
-        return [stack] if len(stack.shape) == 2 else _stack_refs(stack, f"{role} array", None)
-    if isinstance(source, Sequence) and not isinstance(source, (bytes, bytearray)):
-        return list(source)
-    raise DataError(
-        f"{role}: cannot use {type(source).__name__} as images; give a file or folder path, an "
-        "array, or a list of these"
-    )
-
-
-def _describe(source: Any) -> str:
-    """Short name of a source for error messages (paths, shapes, first and last entries)."""
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    if isinstance(source, _ImageRef):
-        return source.label
-    if _is_array(source):
-        return f"array of shape {tuple(source.shape)}"
-    items = list(source)
-    shown = (
-        [_describe(x) for x in items]
-        if len(items) <= 3
-        else [
-            _describe(items[0]),
-            "...",
-            _describe(items[-1]),
-        ]
-    )
-    return f"[{', '.join(shown)}]"
-
-
-def _as_pairs(low: Any, gt: Any) -> list[Pair]:
-    """The pairs of either calling form of :func:`prepare`."""
-    if gt is None:
-        if _is_array(low) or isinstance(low, (str, os.PathLike)) or not isinstance(low, Iterable):
-            raise DataError(
-                "gt is missing: call prepare(low, gt, ...) with ground-truth images, or "
-                "prepare(pairs, ...) with a list of Pair (see pairs_from_folders)"
-            )
-        pairs = []
-        for i, item in enumerate(low):
-            if isinstance(item, Pair):
-                pairs.append(item)
-            elif isinstance(item, tuple) and len(item) == 3:
-                pairs.append(Pair(*item))
-            else:
-                raise DataError(
-                    f"pairs[{i}] is a {type(item).__name__}; each pair must be a Pair or a "
-                    "(low, gt, group) tuple"
-                )
-        if not pairs:
-            raise DataError("no pairs given; the list of pairs is empty")
-        return pairs
-    low_units, gt_units = _units(low, "low"), _units(gt, "gt")
-    if len(low_units) != len(gt_units):
-        raise DataError(
-            f"low ({_describe(low)}) has {len(low_units)} images but gt ({_describe(gt)}) has "
-            f"{len(gt_units)}; they are paired in order, so give the same number (for several "
-            "frames per ground truth use Pair / pairs_from_folders)"
-        )
-    if not low_units:
-        raise DataError("low and gt are empty; give at least one image pair")
-    return [Pair(lo, hi, str(i)) for i, (lo, hi) in enumerate(zip(low_units, gt_units))]
-
-
-# --------------------------------------------------------------------------------------------
-# Splitting groups
-# --------------------------------------------------------------------------------------------
-
-
-def _fractions(split: Sequence[float]) -> tuple[float, float, float]:
-    try:
-        values = tuple(float(f) for f in split)
-    except (TypeError, ValueError):
-        values = ()
-    if len(values) != 3 or not all(math.isfinite(f) and f >= 0 for f in values):
-        raise DataError(
-            f"split={split!r} must be three non-negative fractions (train, val, test) such as "
-            '(0.8, 0.1, 0.1), or {"train": [groups], "val": [...], "test": [...]}'
-        )
-    total = sum(values)
-    if abs(total - 1.0) > 1e-6:
-        raise DataError(f"split fractions {values} add up to {total:g}; they must add up to 1")
-    return values[0] / total, values[1] / total, values[2] / total
-
-
-def _allocate(n: int, fractions: tuple[float, float, float]) -> list[int]:
-    """Number of groups per set: largest remainders, then at least one per non-zero fraction."""
-    raw = [f * n for f in fractions]
-    counts = [math.floor(r) for r in raw]
-    # Fractional parts sum to an integer below 3; ties go to the earlier set (train first).
-    order = sorted(range(3), key=lambda i: (counts[i] - raw[i], i))
-    for i in order[: n - sum(counts)]:
-        counts[i] += 1
-    for i in range(3):
-        if fractions[i] > 0 and counts[i] == 0:
-            donors = [j for j in range(3) if counts[j] > 1]
-            if not donors:
-                break  # fewer groups than non-zero fractions: later sets stay empty
-            donor = max(donors, key=lambda j: (counts[j], -j))
-            counts[donor] -= 1
-            counts[i] += 1
-    return counts
-
-
-def _as_group_list(value: Any, key: str) -> list[str]:
-    if isinstance(value, (str, int, np.integer)):
-        return [_group_id(value)]  # a lone id, not a string to iterate over character-wise
-    if not isinstance(value, Iterable):
-        raise DataError(f'split["{key}"] must be a list of group ids, got {value!r}')
-    return [_group_id(v) for v in value]
-
-
-def _explicit_split(groups: Sequence[str], split: Mapping[str, Any]) -> dict[str, list[str]]:
-    unknown = [k for k in split if k not in SETS]
-    if unknown:
-        raise DataError(f"split has unknown set names {unknown}; use {list(SETS)}")
-    where: dict[str, str] = {}
-    for name in SETS:
-        for group in _as_group_list(split.get(name, ()), name):
-            if where.get(group, name) != name:
-                raise DataError(
-                    f"group {group!r} is listed in both {where[group]!r} and {name!r}; a group "
-                    "(field of view) must be in one set only, or its pixels leak between sets"
-                )
-            where[group] = name
-    known = set(groups)
-    extra = [g for g in where if g not in known]
-    if extra:
-        raise DataError(
-            f"split names groups {extra} that are not in the data; the groups are "
-            f"{_short_list(groups)}"
-        )
-    missing = [g for g in groups if g not in where]
-    if missing:
-        raise DataError(
-            f"groups {_short_list(missing)} are in no set of the split; assign every group to "
-            "train, val or test (or leave their pairs out)"
-        )
-    return {name: [g for g in groups if where[g] == name] for name in SETS}
-
-
-def _short_list(items: Sequence[str], limit: int = 20) -> str:
-    shown = ", ".join(repr(i) for i in items[:limit])
-    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
-
-
-def split_groups(
-    groups: Iterable[str | int], split: SplitSpec = (0.8, 0.1, 0.1), seed: int = 0
-) -> dict[str, tuple[str, ...]]:
-    """Assign whole groups (fields of view) to the train, val and test sets.
-
-    Parameters
-    ----------
-    groups
-        Group ids (strings or ints, duplicates ignored).
-    split
-        Either three fractions ``(train, val, test)`` adding up to 1: the groups are shuffled
-        with ``seed`` and each set gets ``round(fraction * n_groups)`` of them (largest
-        remainders), moved so that every set with a non-zero fraction gets at least one group
-        when there are enough groups (train first, then val, then test). Fractions count
-        groups, not patches: groups with more images give their set more patches. Or an explicit
-        mapping such as ``{"train": range(1, 19), "val": [20], "test": [19]}``: every group
-        must be listed exactly once; missing keys are empty sets.
-    seed
-        Seed of the shuffle (fractions only); the same seed gives the same split.
-
-    Returns
-    -------
-    dict
-        ``{"train": (...), "val": (...), "test": (...)}``; groups keep their input order
-        within a set.
-
-    Raises
-    ------
-    DataError
-        Invalid fractions, unknown set names, a group listed in two sets, a listed group that
-        is not in ``groups`` or a group in no set.
-    """
-    ids = list(dict.fromkeys(_group_id(g) for g in groups))
-    if isinstance(split, Mapping):
-        assigned = _explicit_split(ids, split)
-    else:
-        fractions = _fractions(split)
-        counts = _allocate(len(ids), fractions)
-        order = np.random.default_rng(seed).permutation(len(ids))
-        bounds = np.cumsum([0, *counts])
-        assigned = {}
-        for k, name in enumerate(SETS):
-            chosen = set(order[bounds[k] : bounds[k + 1]].tolist())
-            assigned[name] = [g for i, g in enumerate(ids) if i in chosen]
-            if fractions[k] > 0 and not chosen:
-                log.warning(
-                    "split: the %s set is empty: %d group(s) are too few for fractions %s",
-                    name,
-                    len(ids),
-                    tuple(split),
-                )
-    return {name: tuple(assigned[name]) for name in SETS}
-
-
-# --------------------------------------------------------------------------------------------
-# prepare
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PrepareResult:
-    """What :func:`prepare` produced.
-
-    Attributes
-    ----------
-    paths
-        The files written, by set (only non-empty sets; empty when nothing was written).
-    patches
-        Number of patch pairs per set (all of ``SETS``).
-    images
-        Number of low images per set.
-    groups
-        Group ids per set.
-    dropped
-        Patch pairs removed by the background filter (all sets).
-    arrays
-        With ``return_arrays=True``: per non-empty set the dict that was saved (``low``,
-        ``gt``, ``groups``, ``info``); otherwise None.
-    """
-
-    paths: dict[str, Path]
-    patches: dict[str, int]
-    images: dict[str, int]
-    groups: dict[str, tuple[str, ...]]
-    dropped: int = 0
-    arrays: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,33 +119,6 @@ def _check_options(pmin: float, pmax: float, background_filter: float | None) ->
         )
 
 
-def _output_targets(
-    name: str | None, out_dir: str | os.PathLike | None, overwrite: bool
-) -> dict[str, Path]:
-    """The file of every set (none without ``out_dir``); FileExistsError if one exists."""
-    if out_dir is None:
-        return {}
-    if not isinstance(name, str) or not name or Path(name).name != name:
-        raise DataError(
-            f"name={name!r} must be a plain file-name stem such as 'fmd' (the files are "
-            "<out_dir>/<name>_train.npz, ...)"
-        )
-    targets = {s: Path(out_dir) / f"{name}_{s}.npz" for s in SETS}
-    existing = [str(t) for t in targets.values() if t.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(
-            f"outputs {existing} already exist; pass overwrite=True to replace the dataset "
-            f"{name!r}, or choose another name or folder"
-        )
-    return targets
-
-
-def _multiples_around(side: int) -> tuple[int, ...]:
-    """The multiples of SIZE_MULTIPLE just below and above ``side`` (below only if > 0)."""
-    below = side - side % SIZE_MULTIPLE
-    return (below, below + SIZE_MULTIPLE) if below else (below + SIZE_MULTIPLE,)
-
-
 def _plan(
     low: Any,
     gt: Any,
@@ -617,18 +136,9 @@ def _plan(
 ) -> _Plan:
     """Check every argument and the outputs, pair the images and split the groups."""
     _check_options(pmin, pmax, background_filter)
-    # Validates patch_size and overlap before any work.
-    patch_shape = patch_grid((1, 1), patch_size, overlap).patch_size
-    if any(side % SIZE_MULTIPLE for side in patch_shape):
-        bad = [side for side in patch_shape if side % SIZE_MULTIPLE]
-        near = sorted({m for side in bad for m in _multiples_around(side)})
-        raise DataError(
-            f"patch_size {patch_shape[0]}×{patch_shape[1]} cannot be trained on: m-rBCR needs "
-            f"sides that are multiples of {SIZE_MULTIPLE} (it halves its input twice); use "
-            f"{' or '.join(map(str, near))}"
-        )
-    targets = _output_targets(name, out_dir, overwrite)
-    pairs = tuple(_as_pairs(low, gt))
+    patch_shape = training_patch_shape(patch_size, overlap)
+    targets = set_targets(name, out_dir, overwrite)
+    pairs = tuple(as_pairs(low, gt))
     return _Plan(
         pairs=pairs,
         groups=split_groups([p.group for p in pairs], split, seed),
@@ -682,7 +192,7 @@ class _SetBuffer:
             self.groups.append((group, len(low)))
 
 
-def _normalised_patches(ref: _ImageRef, plan: _Plan) -> tuple[np.ndarray, tuple[int, int]]:
+def _normalised_patches(ref: ImageRef, plan: _Plan) -> tuple[np.ndarray, tuple[int, int]]:
     """Patches of one image normalised with its own percentiles (no clipping), and its shape."""
     image = ref.read()
     try:
@@ -702,15 +212,15 @@ def _foreground(gt_patches: np.ndarray, threshold: float | None) -> np.ndarray:
     return level >= float(threshold)
 
 
-def _pair_refs(pair: Pair) -> tuple[list[_ImageRef], list[_ImageRef]]:
+def _pair_refs(pair: Pair) -> tuple[list[ImageRef], list[ImageRef]]:
     """The low and gt images of one pair: as many gt as low images, or a single shared one."""
     where = f"group {pair.group!r}"
-    low_refs = _image_refs(pair.low, f"{where} low")
-    gt_refs = _image_refs(pair.gt, f"{where} gt")
+    low_refs = image_refs(pair.low, f"{where} low")
+    gt_refs = image_refs(pair.gt, f"{where} gt")
     if len(gt_refs) not in (1, len(low_refs)):
         raise DataError(
-            f"{where}: low ({_describe(pair.low)}) has {len(low_refs)} images but gt "
-            f"({_describe(pair.gt)}) has {len(gt_refs)}; give one ground truth per low image "
+            f"{where}: low ({describe(pair.low)}) has {len(low_refs)} images but gt "
+            f"({describe(pair.gt)}) has {len(gt_refs)}; give one ground truth per low image "
             "or a single one shared by all"
         )
     return low_refs, gt_refs
@@ -797,45 +307,35 @@ def _extract(plan: _Plan) -> tuple[dict[str, _SetBuffer], _Tally]:
 # --------------------------------------------------------------------------------------------
 
 
-def _overlap_list(overlap: Any) -> list[float]:
-    """``(oy, ox)`` as plain floats for the JSON record (already validated by patch_grid)."""
-    return [float(o) for o in np.broadcast_to(np.asarray(overlap, dtype=float), (2,))]
-
-
-def _split_description(split: SplitSpec) -> Any:
-    """JSON form of a split specification (fractions or the explicit group lists)."""
-    if isinstance(split, Mapping):
-        return {k: _as_group_list(v, k) for k, v in split.items()}
-    return [float(f) for f in split]
-
-
-def _info(plan: _Plan, patches: dict[str, int]) -> dict[str, Any]:
-    """The ``info`` record shared by all sets (each adds its name and sources)."""
-    return {
-        "format": "debcr-patches",
-        "version": INFO_VERSION,
-        "name": plan.name,
-        "patch_size": list(plan.patch_shape),
-        "overlap": _overlap_list(plan.overlap),
-        "normalization": {
-            "method": "percentile",
-            "pmin": float(plan.pmin),
-            "pmax": float(plan.pmax),
-            "clip": False,
-            "scope": "each image separately",
+def _payloads(plan: _Plan, buffers: dict[str, _SetBuffer]) -> dict[str, dict[str, np.ndarray]]:
+    """The arrays of every non-empty set, each with its info record."""
+    common = SetInfo.create(
+        mode="supervised",
+        name=plan.name,
+        patch_size=plan.patch_shape,
+        overlap=plan.overlap,
+        pmin=plan.pmin,
+        pmax=plan.pmax,
+        scope="each image separately",
+        split=plan.split,
+        seed=plan.seed,
+        groups=plan.groups,
+        patches={s: buffers[s].n_patches for s in SETS},
+        extra={
+            "background_filter": (
+                None if plan.background_filter is None else float(plan.background_filter)
+            ),
+            "background_percentile": BACKGROUND_PERCENTILE,
         },
-        "background_filter": (
-            None if plan.background_filter is None else float(plan.background_filter)
-        ),
-        "background_percentile": BACKGROUND_PERCENTILE,
-        "split": _split_description(plan.split),
-        "seed": int(plan.seed),
-        "groups": {s: list(plan.groups[s]) for s in SETS},
-        "patches": patches,
+    )
+    return {
+        s: _payload(buffers[s], common.for_set(s, buffers[s].sources))
+        for s in SETS
+        if buffers[s].n_patches
     }
 
 
-def _payload(buffer: _SetBuffer, info: dict[str, Any]) -> dict[str, np.ndarray]:
+def _payload(buffer: _SetBuffer, info: SetInfo) -> dict[str, np.ndarray]:
     """The arrays saved for one set; the per-image lists are released as they are joined."""
     low = np.concatenate(buffer.low)
     buffer.low.clear()
@@ -844,49 +344,7 @@ def _payload(buffer: _SetBuffer, info: dict[str, Any]) -> dict[str, np.ndarray]:
     groups = np.repeat(
         np.array([g for g, _ in buffer.groups], dtype=str), [n for _, n in buffer.groups]
     )
-    return {"low": low, "gt": gt, "groups": groups, "info": np.asarray(json.dumps(info))}
-
-
-def _payloads(plan: _Plan, buffers: dict[str, _SetBuffer]) -> dict[str, dict[str, np.ndarray]]:
-    """The arrays of every non-empty set, each with its info record."""
-    common = _info(plan, {s: buffers[s].n_patches for s in SETS})
-    return {
-        s: _payload(buffers[s], {**common, "set": s, "sources": buffers[s].sources})
-        for s in SETS
-        if buffers[s].n_patches
-    }
-
-
-def _write_sets(
-    plan: _Plan, payloads: dict[str, dict[str, np.ndarray]], inputs: Sequence[Path]
-) -> dict[str, Path]:
-    """Write the non-empty sets of ``plan`` all or nothing (see :func:`write_sets`)."""
-    return write_sets(plan.targets, payloads, plan.overwrite, inputs)
-
-
-def write_sets(
-    targets: Mapping[str, Path],
-    payloads: Mapping[str, Mapping[str, np.ndarray]],
-    overwrite: bool,
-    inputs: Sequence[Path],
-) -> dict[str, Path]:
-    """Write the non-empty sets all or nothing; remove a stale file of a now-empty set."""
-    if not targets:
-        return {}
-    with contextlib.ExitStack() as stack:
-        # Each atomic_output renames its temporary file into place only when the whole block
-        # succeeds, so a failure while writing the last set leaves no new file at all.
-        temps = {
-            s: stack.enter_context(atomic_output(targets[s], overwrite=overwrite, inputs=inputs))
-            for s in payloads
-        }
-        for s, tmp in temps.items():
-            write(tmp, payloads[s], overwrite=True)
-    for s in SETS:
-        if s not in payloads and targets[s].exists():
-            log.warning("removing %s: the %s set of this run is empty", targets[s], s)
-            targets[s].unlink()
-    return {s: targets[s] for s in payloads}
+    return set_payload({"low": low, "gt": gt}, groups, info)
 
 
 # --------------------------------------------------------------------------------------------
@@ -946,7 +404,8 @@ def prepare(
         ``(oy, ox)``. Overlap never crosses sets, because sets are made of whole groups.
     split
         Fractions ``(train, val, test)`` of the groups, or an explicit assignment such as
-        ``{"train": range(1, 19), "val": [20], "test": [19]}``; see :func:`split_groups`.
+        ``{"train": range(1, 19), "val": [20], "test": [19]}``; see
+        :func:`debcr.data.split.split_groups`.
     seed
         Seed of the shuffle for a fractional split.
     pmin, pmax
@@ -1004,7 +463,7 @@ def prepare(
     )
     buffers, tally = _extract(plan)
     payloads = _payloads(plan, buffers)
-    paths = _write_sets(plan, payloads, sorted(tally.inputs))
+    paths = write_sets(plan.targets, payloads, plan.overwrite, sorted(tally.inputs))
     return PrepareResult(
         paths=paths,
         patches={s: buffers[s].n_patches for s in SETS},
@@ -1013,3 +472,100 @@ def prepare(
         dropped=tally.dropped,
         arrays=payloads if return_arrays or not plan.targets else None,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the supervised mode's set builders (debcr.modes)
+# --------------------------------------------------------------------------------------------
+
+
+def supervised_sets(
+    paths: Sequence[str | os.PathLike],
+    name: str,
+    out_dir: str | os.PathLike,
+    *,
+    split: SplitSpec,
+    background_filter: float | None = None,
+    **options: Any,
+) -> PrepareResult:
+    """Prepare supervised sets from the paths ``debcr prepare`` was given: LOW and GT.
+
+    Two folders with one subfolder per field (or files paired by name) are paired by
+    :func:`~debcr.data.collect.pairs_from_folders`; two files are paired slice by slice.
+    With an explicit ``split``, fields it does not name are left out (not an error).
+
+    Parameters
+    ----------
+    paths
+        The degraded images and the ground truth.
+    name, out_dir, split, background_filter
+        As :func:`prepare`.
+    **options
+        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of :func:`prepare`.
+
+    Raises
+    ------
+    DataError
+        Unless there are exactly two paths, and as :func:`prepare`.
+    """
+    if len(paths) != 2:
+        raise DataError(
+            f"supervised preparation takes two paths, LOW and GT (got {len(paths)}); for "
+            "noisy images without ground truth use --mode noise2void or --mode noise2noise"
+        )
+    low, gt = (Path(p) for p in paths)
+    source: Any = pairs_from_folders(low, gt) if low.is_dir() and gt.is_dir() else low
+    listed = listed_groups(split)
+    if listed is not None and isinstance(source, list):
+        source = [pair for pair in source if pair.group in listed]
+    return prepare(
+        source,
+        None if source is not low else gt,
+        name,
+        out_dir,
+        split=split,
+        background_filter=background_filter,
+        **options,
+    )
+
+
+def pair_arrays(low: Any, gt: Any, what: str) -> dict[str, np.ndarray]:
+    """Check an (input, target) pair of patch stacks and return it as ``{"low", "gt"}``.
+
+    Parameters
+    ----------
+    low, gt
+        Patches ``(N, Y, X)`` (or one 2-D patch) of the same shape, e.g. two napari layers.
+    what
+        Which set they are, for messages ("training", "validation").
+
+    Raises
+    ------
+    DataError
+        If the shapes differ or are not patches m-rBCR can be trained on.
+    """
+    low_a, gt_a = image_array(low, f"the {what} input"), image_array(gt, f"the {what} target")
+    if low_a.shape != gt_a.shape:
+        raise DataError(
+            f"the {what} input {low_a.shape} and target {gt_a.shape} differ in shape; "
+            "pair layers of the same size (e.g. both cropped with the same settings)"
+        )
+    if low_a.ndim == 2:
+        low_a, gt_a = low_a[None], gt_a[None]
+    if low_a.ndim != 3:
+        raise DataError(f"the {what} input has shape {low_a.shape}; expected patches (N, Y, X)")
+    check_patch_shape(low_a.shape, f"the {what} patches")
+    return {"low": low_a.astype(np.float32), "gt": gt_a.astype(np.float32)}
+
+
+def supervised_layer_sets(
+    data: Any, what: str, *, patch_size: int, split: SplitSpec
+) -> dict[str, dict[str, np.ndarray]]:
+    """The supervised set of two layers' data ``(input patches, target patches)``.
+
+    The layers are patches already (cut with the same settings), so they are checked, not
+    cut or split: the result is ``{"train": {"low", "gt"}}`` whatever ``patch_size`` and
+    ``split`` are.
+    """
+    low, gt = data
+    return {"train": pair_arrays(low, gt, what)}

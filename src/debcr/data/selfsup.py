@@ -15,50 +15,48 @@ Both split by group (field, image or file), never by patch, like :func:`debcr.da
 A single group (one stack, one image) is split by patch position instead: the first patches
 (in slice, row, column order) train, the next validate, the last test, so the sets are
 contiguous blocks — slabs of a volume, bands of an image — and a warning says that their
-borders touch. The NPZ files record their mode in ``info``; ``debcr train`` refuses a file
-prepared for another mode.
+borders touch (:func:`debcr.data.split.split_patches`). The NPZ files record their mode in
+``info`` (:class:`debcr.data.sets.SetInfo`); ``debcr train`` refuses a file prepared for
+another mode.
+
+:func:`noise2noise_sets`, :func:`noise2void_sets`, :func:`noise2noise_layer_sets` and
+:func:`noise2void_layer_sets` are the two modes' set builders for the command line and for
+napari (see :mod:`debcr.modes`).
 
 Only numpy and the debcr data modules are used (no torch).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from debcr.data.collect import ImageRef, fields_of, image_array, image_refs, images_of
 from debcr.data.normalize import check_percentiles, normalize
-from debcr.data.prepare import (
-    INFO_VERSION,
-    SETS,
+from debcr.data.sets import (
     PrepareResult,
-    SplitSpec,
-    _allocate,
-    _fractions,
-    _group_id,
-    _image_refs,
-    _ImageRef,
-    _is_folder,
-    _list_images,
-    _natural_key_of,
-    _output_targets,
-    _split_description,
-    split_groups,
+    SetInfo,
+    fitting_patch_side,
+    set_payload,
+    set_targets,
+    training_patch_shape,
     write_sets,
 )
-from debcr.data.tiling import crop, patch_grid
-from debcr.defaults import PMAX, PMIN, SIZE_MULTIPLE
+from debcr.data.split import SETS, SplitSpec, listed_groups, split_patches
+from debcr.data.tiling import crop
+from debcr.defaults import PMAX, PMIN
 from debcr.errors import DataError
 
 __all__ = [
-    "fields_of",
-    "images_of",
+    "noise2noise_layer_sets",
+    "noise2noise_sets",
+    "noise2void_layer_sets",
+    "noise2void_sets",
     "prepare_noise2noise",
     "prepare_noise2void",
     "repeat_patches",
@@ -72,109 +70,19 @@ class _Unit:
     """One group of images: a field of repeated frames, or one noisy image or stack."""
 
     group: str
-    refs: tuple[_ImageRef, ...]
-
-
-# --------------------------------------------------------------------------------------------
-# what the sources are
-# --------------------------------------------------------------------------------------------
-
-
-def fields_of(source: Any) -> list[tuple[str, Any]]:
-    """The fields of view of a Noise2Noise source, as ``(group, frames)`` in natural order.
-
-    Parameters
-    ----------
-    source
-        A folder with one subfolder per field (each holding the frames as image files, or
-        one stack file); a folder of stack files (one field each); a single stack file or
-        3-D array (one field); a list of these; or a mapping ``{group: frames}``.
-
-    Returns
-    -------
-    list of (str, frames)
-        ``frames`` is anything :func:`debcr.data.prepare` accepts as images.
-    """
-    if isinstance(source, Mapping):
-        return [(_group_id(k), v) for k, v in source.items()]
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise DataError(f"{path} does not exist; give a folder of fields or a stack file")
-        if _is_folder(path):
-            subfolders = sorted(
-                (p for p in path.iterdir() if _is_folder(p) and not p.name.startswith(".")),
-                key=_natural_key_of,
-            )
-            if subfolders:
-                return [(p.name, p) for p in subfolders]
-            return [(p.stem, p) for p in _list_images(path)]
-        return [(path.stem, path)]
-    if hasattr(source, "shape"):
-        return [("0", source)]
-    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
-        if not source:
-            raise DataError("no fields given; the list is empty")
-        return [(str(i), item) for i, item in enumerate(source)]
-    raise DataError(
-        f"cannot use {type(source).__name__} as fields; give a folder, a stack file, an array "
-        "or a list of these"
-    )
+    refs: tuple[ImageRef, ...]
 
 
 def _units(items: list[tuple[str, Any]]) -> list[_Unit]:
     groups = [g for g, _ in items]
     if len(set(groups)) != len(groups):
         raise DataError(f"group names repeat in {groups}; give every field a distinct name")
-    return [_Unit(g, tuple(_image_refs(item, f"{g}"))) for g, item in items]
-
-
-def images_of(images: Any) -> list[tuple[str, Any]]:
-    """The groups of Noise2Void images, as ``(group, images)``: one per file, array or entry.
-
-    A folder gives one group per image file (named by its stem), a file or array one group,
-    a list one group per entry (named by the file stem, or the index), a mapping its keys.
-    """
-    if isinstance(images, Mapping):
-        return [(_group_id(k), v) for k, v in images.items()]
-    if isinstance(images, (str, os.PathLike)):
-        path = Path(images)
-        if not path.exists():
-            raise DataError(f"{path} does not exist; give an image file or a folder of images")
-        if _is_folder(path):
-            return [(p.stem, p) for p in _list_images(path)]
-        return [(path.stem, path)]
-    if hasattr(images, "shape"):
-        return [("0", images)]
-    if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
-        if not images:
-            raise DataError("no images given; the list is empty")
-        named = [
-            (Path(x).stem if isinstance(x, (str, os.PathLike)) else str(i), x)
-            for i, x in enumerate(images)
-        ]
-        if len({g for g, _ in named}) != len(named):
-            named = [(str(i), x) for i, (_, x) in enumerate(named)]
-        return named
-    raise DataError(
-        f"cannot use {type(images).__name__} as images; give a file or folder path, an array, "
-        "or a list of these"
-    )
+    return [_Unit(g, tuple(image_refs(item, f"{g}"))) for g, item in items]
 
 
 # --------------------------------------------------------------------------------------------
 # patches
 # --------------------------------------------------------------------------------------------
-
-
-def _check_patch_shape(patch_size: Any, overlap: Any) -> tuple[int, int]:
-    shape = patch_grid((1, 1), patch_size, overlap).patch_size
-    if any(side % SIZE_MULTIPLE for side in shape):
-        raise DataError(
-            f"patch_size {shape[0]}×{shape[1]} cannot be trained on: m-rBCR needs sides that "
-            f"are multiples of {SIZE_MULTIPLE}"
-        )
-    return shape
 
 
 def repeat_patches(
@@ -244,35 +152,6 @@ def _image_patches(unit: _Unit, shape: tuple[int, int], overlap: Any, pmin, pmax
 # --------------------------------------------------------------------------------------------
 
 
-def _assign(
-    groups: list[str], counts: list[int], split: SplitSpec, seed: int
-) -> tuple[dict[str, tuple[str, ...]], dict[str, list[tuple[str, slice]]]]:
-    """Groups per set, and the patch ranges of each set (whole groups, or one group's blocks)."""
-    if len(groups) > 1 or isinstance(split, Mapping):
-        sets = split_groups(groups, split, seed)
-        size = dict(zip(groups, counts, strict=True))
-        ranges = {s: [(g, slice(0, size[g])) for g in sets[s]] for s in SETS}
-        return sets, ranges
-    fractions = _fractions(split)
-    sizes = _allocate(counts[0], fractions)
-    bounds = np.cumsum([0, *sizes])
-    group = groups[0]
-    ranges = {
-        s: [(group, slice(bounds[k], bounds[k + 1]))] if sizes[k] else []
-        for k, s in enumerate(SETS)
-    }
-    non_empty = [s for s in SETS if sizes[SETS.index(s)]]
-    if len(non_empty) > 1:
-        log.warning(
-            "one group (%r): its %d patches are split in order into %s blocks; patches at the "
-            "borders of the blocks neighbour each other",
-            group,
-            counts[0],
-            "/".join(non_empty),
-        )
-    return {s: (group,) if sizes[k] else () for k, s in enumerate(SETS)}, ranges
-
-
 def _prepare(
     units: list[_Unit],
     cut: Callable[..., np.ndarray],
@@ -293,37 +172,31 @@ def _prepare(
     extra_info: Callable[[list[np.ndarray]], tuple[list[np.ndarray], dict[str, Any]]] | None = None,
 ) -> PrepareResult:
     check_percentiles(pmin, pmax)
-    shape = _check_patch_shape(patch_size, overlap)
-    targets = _output_targets(name, out_dir, overwrite)
+    shape = training_patch_shape(patch_size, overlap)
+    targets = set_targets(name, out_dir, overwrite)
     patches = [cut(unit, shape, overlap, pmin, pmax) for unit in units]
     info_extra: dict[str, Any] = {}
     if extra_info is not None:
         patches, info_extra = extra_info(patches)
     groups = [u.group for u in units]
-    sets, ranges = _assign(groups, [len(p) for p in patches], split, seed)
+    sets, ranges = split_patches(groups, [len(p) for p in patches], split, seed)
     by_group = dict(zip(groups, patches, strict=True))
     arrays: dict[str, dict[str, np.ndarray]] = {}
     counts = {s: int(sum(r.stop - r.start for _, r in ranges[s])) for s in SETS}
-    common = {
-        "format": "debcr-patches",
-        "version": INFO_VERSION,
-        "mode": mode,
-        "name": name,
-        "patch_size": list(shape),
-        "overlap": [float(o) for o in np.broadcast_to(np.asarray(overlap, float), (2,))],
-        "normalization": {
-            "method": "percentile",
-            "pmin": float(pmin),
-            "pmax": float(pmax),
-            "clip": False,
-            "scope": scope,
-        },
-        "split": _split_description(split),
-        "seed": int(seed),
-        "groups": {s: list(sets[s]) for s in SETS},
-        "patches": counts,
-        **info_extra,
-    }
+    common = SetInfo.create(
+        mode=mode,
+        name=name,
+        patch_size=shape,
+        overlap=overlap,
+        pmin=pmin,
+        pmax=pmax,
+        scope=scope,
+        split=split,
+        seed=seed,
+        groups=sets,
+        patches=counts,
+        extra=info_extra,
+    )
     sources = {u.group: [r.label for r in u.refs] for u in units}
     for s in SETS:
         if not counts[s]:
@@ -332,14 +205,11 @@ def _prepare(
         labels = np.concatenate(
             [np.full(r.stop - r.start, g, dtype=object) for g, r in ranges[s]]
         ).astype(str)
-        info = {
-            **common,
-            "set": s,
-            "sources": [
-                {"group": g, "images": sources[g]} for g in dict.fromkeys(g for g, _ in ranges[s])
-            ],
-        }
-        arrays[s] = {key: data, "groups": labels, "info": np.asarray(json.dumps(info))}
+        info = common.for_set(
+            s,
+            [{"group": g, "images": sources[g]} for g in dict.fromkeys(g for g, _ in ranges[s])],
+        )
+        arrays[s] = set_payload({key: data}, labels, info)
         log.info("%s: %d group(s), %d patch(es) %s", s, len(sets[s]), counts[s], data.shape[1:])
     if not counts["train"]:
         raise DataError("the training set is empty; give more groups or a larger train fraction")
@@ -379,15 +249,15 @@ def prepare_noise2noise(
     Parameters
     ----------
     source
-        The fields (see :func:`fields_of`): e.g. FMD's ``raw`` folder (``raw/<field>/*.png``),
-        a folder of ``TYX`` stacks, one stack, or ``{field: frames}``.
+        The fields (see :func:`debcr.data.collect.fields_of`): e.g. FMD's ``raw`` folder
+        (``raw/<field>/*.png``), a folder of ``TYX`` stacks, one stack, or ``{field: frames}``.
     name, out_dir
         Files ``<out_dir>/<name>_train.npz`` ... ; ``out_dir=None`` writes nothing.
     patch_size, overlap
         Patch side (a multiple of 4) and overlap fraction within a frame.
     split
         Fractions ``(train, val, test)`` of the fields or ``{"train": [...], ...}`` (see
-        :func:`debcr.data.prepare.split_groups`); a single field is split by patch position.
+        :func:`debcr.data.split.split_groups`); a single field is split by patch position.
     seed
         Seed of a fractional split.
     pmin, pmax
@@ -489,3 +359,116 @@ def prepare_noise2void(
         overwrite=overwrite,
         return_arrays=return_arrays,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the two modes' set builders (debcr.modes)
+# --------------------------------------------------------------------------------------------
+
+
+def _groups_of_paths(
+    paths: Sequence[str | os.PathLike],
+    groups_of: Callable[[Any], list[tuple[str, Any]]],
+    split: SplitSpec,
+) -> dict[str, Any]:
+    """The groups of every path; with an explicit split only the groups it names."""
+    groups = [item for path in paths for item in groups_of(path)]
+    listed = listed_groups(split)
+    if listed is not None:
+        # Groups not named in the split are left out, not an error.
+        groups = [(g, source) for g, source in groups if g in listed]
+    names = [g for g, _ in groups]
+    if len(set(names)) != len(names):
+        raise DataError(
+            f"the inputs give groups with the same name {sorted(names)}; rename the files "
+            "or folders so that every field or image has its own name"
+        )
+    return dict(groups)
+
+
+def noise2noise_sets(
+    paths: Sequence[str | os.PathLike],
+    name: str,
+    out_dir: str | os.PathLike,
+    *,
+    split: SplitSpec,
+    max_frames: int | None = None,
+    **options: Any,
+) -> PrepareResult:
+    """Prepare Noise2Noise sets from the paths ``debcr prepare --mode noise2noise`` was given.
+
+    Parameters
+    ----------
+    paths
+        Folders of fields, or stack files (see :func:`debcr.data.collect.fields_of`); every
+        field is a group, and its name must be unique over all paths.
+    name, out_dir, split, max_frames
+        As :func:`prepare_noise2noise`; with an explicit ``split`` the fields it does not
+        name are left out.
+    **options
+        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of :func:`prepare_noise2noise`.
+    """
+    groups = _groups_of_paths(paths, fields_of, split)
+    return prepare_noise2noise(groups, name, out_dir, split=split, max_frames=max_frames, **options)
+
+
+def noise2void_sets(
+    paths: Sequence[str | os.PathLike],
+    name: str,
+    out_dir: str | os.PathLike,
+    *,
+    split: SplitSpec,
+    **options: Any,
+) -> PrepareResult:
+    """Prepare Noise2Void sets from the paths ``debcr prepare --mode noise2void`` was given.
+
+    Parameters
+    ----------
+    paths
+        Image files or folders (see :func:`debcr.data.collect.images_of`); every image is a
+        group, and its name must be unique over all paths.
+    name, out_dir, split
+        As :func:`prepare_noise2void`; with an explicit ``split`` the images it does not
+        name are left out.
+    **options
+        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of :func:`prepare_noise2void`.
+    """
+    groups = _groups_of_paths(paths, images_of, split)
+    return prepare_noise2void(groups, name, out_dir, split=split, **options)
+
+
+def noise2noise_layer_sets(
+    data: Any, what: str, *, patch_size: int, split: SplitSpec
+) -> dict[str, dict[str, np.ndarray]]:
+    """The Noise2Noise sets of one layer's data: a stack of repeated frames ``(T, Y, X)``.
+
+    The frames are normalised together and cut like :func:`prepare_noise2noise` does, with
+    ``patch_size`` or, for a smaller image, the largest multiple of 4 that fits; ``split``
+    divides the patch locations in order. Returns ``{set: {"repeats": ...}}`` of the
+    non-empty sets.
+    """
+    image = image_array(data, f"the {what} layer")
+    side = fitting_patch_side(image.shape, patch_size)
+    if image.ndim != 3 or image.shape[0] < 2:
+        raise DataError(
+            f"the {what} layer has shape {image.shape}; Noise2Noise needs a stack of "
+            "repeated noisy frames of one field (T, Y, X) with at least 2 frames"
+        )
+    result = prepare_noise2noise({what: image}, patch_size=side, split=split)
+    return {s: {"repeats": arrays["repeats"]} for s, arrays in (result.arrays or {}).items()}
+
+
+def noise2void_layer_sets(
+    data: Any, what: str, *, patch_size: int, split: SplitSpec
+) -> dict[str, dict[str, np.ndarray]]:
+    """The Noise2Void sets of one layer's data: a noisy image or stack.
+
+    Every 2-D image is normalised on its own and cut like :func:`prepare_noise2void` does,
+    with ``patch_size`` or, for a smaller image, the largest multiple of 4 that fits;
+    ``split`` divides the patches in order. Returns ``{set: {"low": ...}}`` of the
+    non-empty sets.
+    """
+    image = image_array(data, f"the {what} layer")
+    side = fitting_patch_side(image.shape, patch_size)
+    result = prepare_noise2void({what: image}, patch_size=side, split=split)
+    return {s: {"low": arrays["low"]} for s, arrays in (result.arrays or {}).items()}

@@ -13,12 +13,15 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from debcr.errors import DataError, DebcrError
 from debcr.weights import PRETRAINED
+
+if TYPE_CHECKING:
+    from debcr.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +58,6 @@ def describe_error(exc: BaseException) -> str:
 # -- Transform data ---------------------------------------------------------------------------
 
 
-def _image(data: Any, what: str) -> np.ndarray:
-    arr = np.asarray(data)
-    if arr.ndim < 2 or arr.ndim > 4:
-        raise DataError(
-            f"{what} has {arr.ndim} dimension(s) {arr.shape}; expected a 2-D image or a stack "
-            "(Z/T, Y, X)"
-        )
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise DataError(f"{what} has data type {arr.dtype}; expected a grey-level image")
-    return arr
-
-
 def normalize_data(data: Any, pmin: float, pmax: float) -> tuple[np.ndarray, dict[str, Any]]:
     """Percentile-normalise the whole image/stack; the statistics go into the layer metadata.
 
@@ -74,8 +65,9 @@ def normalize_data(data: Any, pmin: float, pmax: float) -> tuple[np.ndarray, dic
     be mapped back to the input's units).
     """
     from debcr.data import normalize
+    from debcr.data.collect import image_array
 
-    arr = _image(data, "the input layer")
+    arr = image_array(data, "the input layer")
     out, stats = normalize(arr, pmin, pmax, clip=False, return_stats=True)
     return out, {STATS_KEY: stats.to_dict()}
 
@@ -89,8 +81,9 @@ def crop_data(
     back (the grid, the overlap and the image shape).
     """
     from debcr.data import crop
+    from debcr.data.collect import image_array
 
-    arr = _image(data, "the input layer")
+    arr = image_array(data, "the input layer")
     if arr.ndim == 4:
         raise DataError(f"the input layer has shape {arr.shape}; crop a 2-D image or a 3-D stack")
     _, counts = crop(arr, patch_size, overlap, dry_run=True)
@@ -108,12 +101,13 @@ def crop_data(
 def stitch_data(patches: Any, grid: Mapping[str, Any] | None, window: str) -> np.ndarray:
     """Blend patches from :func:`crop_data` back into the image, with the remembered grid."""
     from debcr.data import stitch
+    from debcr.data.collect import image_array
 
     if not grid:
         raise DataError(
             "this layer has no crop grid: stitch a layer made by Crop (or predicted from one)"
         )
-    arr = _image(patches, "the patch layer")
+    arr = image_array(patches, "the patch layer")
     per_slice = grid["patch_num"][0] * grid["patch_num"][1]
     if arr.ndim != 3 or arr.shape[0] % per_slice or arr.shape[1:] != (grid["patch_size"],) * 2:
         raise DataError(
@@ -161,7 +155,7 @@ def export_package(spec: str, path: str | os.PathLike, **fields: Any) -> Any:
 
     Raises
     ------
-    debcr.interop.portable.ExportError
+    debcr.errors.ExportError
         Missing name or authors for a model that is not built in, or a failed model test
         (nothing is written then).
     """
@@ -185,9 +179,10 @@ def predict_data(
     cancel: threading.Event,
 ) -> np.ndarray:
     """Restore a layer's data (2-D, stack, time series, T×Z) in its own units; cancellable."""
+    from debcr.data.collect import image_array
     from debcr.model import predict
 
-    arr = _image(data, "the input layer")
+    arr = image_array(data, "the input layer")
 
     def progress(done: int, total: int) -> None:
         if cancel.is_set():
@@ -208,26 +203,6 @@ def predict_data(
 
 
 # -- Train model ------------------------------------------------------------------------------
-
-
-def training_pair(low: Any, gt: Any, what: str) -> dict[str, np.ndarray]:
-    """Check a (input, target) pair of patch stacks and return it as ``{"low", "gt"}``."""
-    low_a, gt_a = _image(low, f"the {what} input"), _image(gt, f"the {what} target")
-    if low_a.shape != gt_a.shape:
-        raise DataError(
-            f"the {what} input {low_a.shape} and target {gt_a.shape} differ in shape; "
-            "pair layers of the same size (e.g. both cropped with the same settings)"
-        )
-    if low_a.ndim == 2:
-        low_a, gt_a = low_a[None], gt_a[None]
-    if low_a.ndim != 3:
-        raise DataError(f"the {what} input has shape {low_a.shape}; expected patches (N, Y, X)")
-    if low_a.shape[1] % 4 or low_a.shape[2] % 4:
-        raise DataError(
-            f"the {what} patches are {low_a.shape[1]}×{low_a.shape[2]} px; m-rBCR needs sides "
-            "divisible by 4 (crop with patch size 64, 128, ...)"
-        )
-    return {"low": low_a.astype(np.float32), "gt": gt_a.astype(np.float32)}
 
 
 def monitor_callback(
@@ -270,113 +245,10 @@ def monitor_callback(
     return _Monitor()
 
 
-def _pair_from(source: Any, what: str) -> dict[str, np.ndarray]:
-    """``{"low", "gt"}`` from an NPZ path or a ``(low, gt)`` tuple of layer data."""
-    if isinstance(source, str | Path):
-        from debcr.training.data import load_pairs
-
-        low, gt = load_pairs(source, f"{what} data")
-        return training_pair(low, gt, what)
-    low, gt = source
-    return training_pair(low, gt, what)
-
-
-#: Fraction of the training patches held out for validation when no validation data is chosen.
-HOLD_OUT = 0.1
-
-
-def _patch_side(shape: tuple[int, ...], config: Any) -> int:
-    """The configured patch side, or the largest multiple of 4 that fits a smaller image."""
-    fits = min(shape[-2:]) // 4 * 4
-    return max(4, min(int(config.patch_size), fits))
-
-
-def _self_supervised(data: Any, config: Any, what: str, split: tuple[float, ...]) -> Any:
-    """Patches of one layer for a self-supervised mode (normalised and cut like prepare)."""
-    from debcr.data import prepare_noise2noise, prepare_noise2void
-
-    image = _image(data, f"the {what} layer")
-    side = _patch_side(image.shape, config)
-    if config.mode == "noise2noise":
-        if image.ndim != 3 or image.shape[0] < 2:
-            raise DataError(
-                f"the {what} layer has shape {image.shape}; Noise2Noise needs a stack of "
-                "repeated noisy frames of one field (T, Y, X) with at least 2 frames"
-            )
-        result = prepare_noise2noise({what: image}, patch_size=side, split=split)
-    else:
-        result = prepare_noise2void({what: image}, patch_size=side, split=split)
-    return result.arrays
-
-
-def _load_set(path: str | Path, config: Any, what: str) -> dict[str, np.ndarray]:
-    """The arrays of an NPZ set for the configured mode (refused if prepared for another)."""
-    from debcr.data.io import load
-    from debcr.training.modes import check_data_mode, mode_for
-
-    mode = mode_for(config)
-    split = load(Path(path))
-    check_data_mode(mode, split, f"{what} data")
-    return mode.load(split, f"{what} data")
-
-
-def _hold_out(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The last ``HOLD_OUT`` of the patches (at least one) as validation, the rest to train."""
-    n = len(next(iter(arrays.values())))
-    if n < 2:
-        raise DataError(
-            "there is only 1 training patch and no validation data; choose validation layers "
-            "or use larger images"
-        )
-    k = max(1, round(n * HOLD_OUT))
-    return {a: v[: n - k] for a, v in arrays.items()}, {a: v[n - k :] for a, v in arrays.items()}
-
-
-def training_sets(
-    train: Any, val: Any, config: Any
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], str]:
-    """The training and validation arrays of ``config.mode`` and a line saying what they are.
-
-    ``train``/``val``: NPZ paths, ``(low, gt)`` layer data (supervised) or one layer's data
-    (self-supervised: a noisy image or stack for Noise2Void, a stack of repeats for
-    Noise2Noise, normalised and cut here). ``val`` None holds out the last tenth of the
-    training patches.
-    """
-    keep = ("low", "gt", "repeats")
-    if isinstance(train, str | Path):
-        train_set = _load_set(train, config, "training")
-    elif config.mode == "supervised":
-        train_set = _pair_from(train, "training")
-    else:
-        split = (1.0, 0.0, 0.0) if val is not None else (1 - HOLD_OUT, HOLD_OUT, 0.0)
-        arrays = _self_supervised(train, config, "training", split)
-        train_set = {k: v for k, v in arrays["train"].items() if k in keep}
-        if val is None and "val" in arrays:
-            val_set = {k: v for k, v in arrays["val"].items() if k in keep}
-            return train_set, val_set, "validation: the last tenth of the training layer"
-    note = ""
-    if val is None:
-        train_set, val_set = _hold_out(train_set)
-        note = "validation: the last tenth of the training patches"
-    elif isinstance(val, str | Path):
-        val_set = _load_set(val, config, "validation")
-    elif config.mode == "supervised":
-        val_set = _pair_from(val, "validation")
-    else:
-        arrays = _self_supervised(val, config, "validation", (1.0, 0.0, 0.0))
-        val_set = {k: v for k, v in arrays["train"].items() if k in keep}
-    return train_set, val_set, note
-
-
-def _first_input(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """One input patch of a set, for the live preview."""
-    return arrays["repeats"][0, 0] if "repeats" in arrays else arrays["low"][0]
-
-
 def train_model(
     train: Any,
     val: Any,
-    config: Any,
+    config: TrainConfig,
     init_model: str | None,
     *,
     report: Report,
@@ -385,12 +257,14 @@ def train_model(
 ) -> tuple[Any, Path]:
     """Train and return (best model, run folder); Stop ends it cleanly at the next step.
 
-    ``train``/``val`` are NPZ paths or layer data (see :func:`training_sets`); they are read,
-    normalised and checked here, in the worker, so large data never blocks the GUI.
+    ``train``/``val`` are NPZ paths or layer data (see
+    :func:`debcr.training.inputs.training_sets`); they are read, normalised and checked here,
+    in the worker, so large data never blocks the GUI.
     ``init_model``: None (a new model), a built-in name, a model file or a run folder;
     ``resume`` continues the run in ``config.weights_path``.
     """
     from debcr.model import train as train_fn
+    from debcr.training.inputs import preview_input, training_sets
 
     train_set, val_set, note = training_sets(train, val, config)
     size = next(iter(train_set.values())).shape[-2:]
@@ -415,7 +289,7 @@ def train_model(
         config,
         init_model=init_model or None,
         resume=resume,
-        callbacks=[monitor_callback(report, stop, _first_input(val_set))],
+        callbacks=[monitor_callback(report, stop, preview_input(val_set))],
     )
     return model, Path(config.weights_path)
 

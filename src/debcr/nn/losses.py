@@ -63,9 +63,3 @@ def mrbcr_loss(
         scale_loss(z, y, kind, fft_weight)
         for z, y in zip(outputs, multiscale_targets(target), strict=True)
     )
-
-
-def batch_psnr(prediction: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
-    """PSNR over the whole batch, ``10·log10(range² / MSE)`` (the original's metric)."""
-    mse = torch.mean((prediction.float() - target.float()) ** 2).clamp_min(1e-12)
-    return 10 * torch.log10(torch.as_tensor(data_range**2, device=mse.device) / mse)

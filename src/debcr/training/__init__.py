@@ -1,13 +1,13 @@
-"""Training m-rBCR with Lightning (torch and lightning imported here, not at ``import debcr``)."""
+"""Training m-rBCR with Lightning (torch and lightning imported here, not at ``import debcr``).
+
+The files of a run folder are named in :mod:`debcr.defaults` (``BEST_MODEL``, ``LAST_MODEL``,
+``RESUME_CHECKPOINT``, ``RUN_CONFIG``).
+"""
 
 from debcr.training.curves import plot_curves, read_metrics
-from debcr.training.run import BEST, CONFIG, LAST, RESUME, TrainingInterrupted, fit
+from debcr.training.run import TrainingInterrupted, fit
 
 __all__ = [
-    "BEST",
-    "CONFIG",
-    "LAST",
-    "RESUME",
     "TrainingInterrupted",
     "fit",
     "plot_curves",

@@ -6,6 +6,7 @@ import csv
 import os
 from pathlib import Path
 
+from debcr.defaults import CURVES_PLOT, METRICS_CSV
 from debcr.files import atomic_output
 
 __all__ = ["plot_curves", "read_metrics"]
@@ -14,7 +15,7 @@ __all__ = ["plot_curves", "read_metrics"]
 def read_metrics(run_dir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """``metric name → [(step, value), …]`` from a run's ``metrics.csv``."""
     series: dict[str, list[tuple[int, float]]] = {}
-    path = Path(run_dir) / "metrics.csv"
+    path = Path(run_dir) / METRICS_CSV
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
             step = int(row["step"])
@@ -39,7 +40,7 @@ def plot_curves(run_dir: str | os.PathLike) -> Path:
         ax.set_xlabel("step")
         ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "loss")
         ax.legend()
-    path = Path(run_dir) / "curves.png"
+    path = Path(run_dir) / CURVES_PLOT
     with atomic_output(path, overwrite=True) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     return path

@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import Dataset
 
 from debcr.data.io import load
+from debcr.data.sets import check_patch_shape
 from debcr.errors import DataError
-from debcr.nn import SIZE_MULTIPLE
 
 
 def _open(source: Any, what: str, keys: str) -> Any:
@@ -48,11 +48,12 @@ def _array(source: Any, key: str, what: str, expected: str) -> np.ndarray:
 def _check_patches(arr: np.ndarray, name: str, what: str) -> None:
     """Square patches with a side divisible by 4 in the last two axes, all finite."""
     h, w = arr.shape[-2:]
-    if h != w or h % SIZE_MULTIPLE:
+    if h != w:
         raise DataError(
-            f"{what}: patches must be square with a side divisible by {SIZE_MULTIPLE}, "
-            f"got {h}×{w}; crop them with debcr.data.crop or `debcr prepare`"
+            f"{what}: patches must be square, got {h}×{w}; crop them with debcr.data.crop or "
+            "`debcr prepare`"
         )
+    check_patch_shape(arr.shape, f"{what}: patches")
     bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
     if bad:
         raise DataError(f"{what}: '{name}' holds {bad} NaN/Inf values; clean the data first")

@@ -26,12 +26,11 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from debcr.defaults import METRICS_CSV
 from debcr.files import atomic_output
 
-__all__ = ["METRICS", "MetricsLog", "read_rows"]
+__all__ = ["MetricsLog", "read_rows"]
 
-#: The file name of the metrics of a run.
-METRICS = "metrics.csv"
 #: Leading columns of ``metrics.csv`` (further logged values follow, sorted by name).
 COLUMNS = ("step", "epoch", "train_loss", "train_psnr", "val_loss", "val_psnr")
 
@@ -65,7 +64,7 @@ class MetricsLog(Logger):
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         super().__init__()
-        self.path = Path(run_dir) / METRICS
+        self.path = Path(run_dir) / METRICS_CSV
         self._rows: dict[int, dict[str, Any]] = {}
         self._columns = list(COLUMNS)
         self._dirty: set[int] = set()  # steps changed since they were written

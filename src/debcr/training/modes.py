@@ -1,7 +1,8 @@
 """Training modes: how a mode reads its data, builds its batches and scores the network.
 
 A mode is a small strategy object, so the Lightning module only asks it for a batch and a
-loss. Three modes exist:
+loss. The modes, their names and everything else about them are registered in the catalogue
+:data:`debcr.modes.MODES`, whose ``strategy`` names the class here; three modes exist:
 
 ``supervised``
     Pairs of low-quality inputs and ground truth (``low``/``gt`` patches); the reference loss
@@ -33,7 +34,6 @@ resolution enhancement, which need a sharper target.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +44,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from debcr.config import TrainConfig
+from debcr.data.sets import SetInfo
 from debcr.defaults import NORMALIZATION
 from debcr.errors import ConfigError, DataError
+from debcr.modes import DEFAULT_MODE, ModeSpec, load_reference, mode_spec
+from debcr.modes import MODES as CATALOGUE
 from debcr.nn.losses import mrbcr_loss
 from debcr.training.data import (
     PairDataset,
@@ -72,9 +76,8 @@ __all__ = [
     "mode_for",
     "n2v_mask",
     "normalization_of",
+    "strategy_class",
 ]
-
-DEFAULT_MODE = "supervised"
 
 
 @dataclass(frozen=True)
@@ -112,14 +115,40 @@ class TrainingMode:
         ``none`` or ``minmax`` (the original's per-patch rescale).
     """
 
-    name = ""
-    #: What the mode's data sets hold, for messages.
-    data_description = ""
-
     loss_kind: str = "reference"
     fft_weight: float = 0.5
     augmentation: str = "none"
     patch_normalization: str = "none"
+
+    @classmethod
+    def settings(cls, config: TrainConfig) -> dict[str, Any]:
+        """The mode's settings (its fields) that ``config`` gives."""
+        return {
+            "loss_kind": config.loss,
+            "fft_weight": config.fft_weight,
+            "augmentation": config.augmentation,
+            "patch_normalization": config.patch_normalization,
+        }
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> TrainingMode:
+        """The mode with the settings of ``config``."""
+        return cls(**cls.settings(config))
+
+    @property
+    def spec(self) -> ModeSpec:
+        """The catalogue entry of this mode (:data:`debcr.modes.MODES`)."""
+        for cls in type(self).__mro__:
+            reference = f"{cls.__module__}:{cls.__qualname__}"
+            for spec in CATALOGUE.values():
+                if spec.strategy == reference:
+                    return spec
+        raise ConfigError(f"{type(self).__name__} is not the strategy of a mode in debcr.modes")
+
+    @property
+    def name(self) -> str:
+        """The mode's name."""
+        return self.spec.name
 
     def load(self, source: Any, what: str) -> dict[str, np.ndarray]:
         """Validated float32 arrays of one split (``source``: a dict-like or an NPZ path)."""
@@ -153,9 +182,6 @@ class TrainingMode:
 class Supervised(TrainingMode):
     """Pairs of inputs and ground truth (``low``/``gt``); the loss sees every pixel."""
 
-    name = "supervised"
-    data_description = "low/gt pairs (`debcr prepare LOW GT`)"
-
     def load(self, source: Any, what: str) -> dict[str, np.ndarray]:
         low, gt = load_pairs(source, what)
         return {"low": low, "gt": gt}
@@ -181,8 +207,15 @@ class Noise2Noise(TrainingMode):
     ``benchmarks/results/selfsup.md`` compare it with ``loss: mse``.
     """
 
-    name = "noise2noise"
-    data_description = "repeated noisy frames (`debcr prepare --mode noise2noise`)"
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> TrainingMode:
+        if config.patch_normalization == "minmax":
+            raise ConfigError(
+                "patch_normalization 'minmax' rescales each patch on its own, which would give "
+                "the two frames of a Noise2Noise pair different scales; use 'none' with "
+                "noise2noise"
+            )
+        return super().from_config(config)
 
     def load(self, source: Any, what: str) -> dict[str, np.ndarray]:
         return {"repeats": load_repeats(source, what)}
@@ -207,11 +240,16 @@ class Noise2Void(TrainingMode):
         Side of the neighbourhood whose median (without its centre) replaces a masked pixel.
     """
 
-    name = "noise2void"
-    data_description = "noisy images (`debcr prepare --mode noise2void`)"
-
     masked_percentage: float = 0.2
     roi_size: int = 11
+
+    @classmethod
+    def settings(cls, config: TrainConfig) -> dict[str, Any]:
+        return {
+            **super().settings(config),
+            "masked_percentage": config.n2v_masked_percentage,
+            "roi_size": config.n2v_roi_size,
+        }
 
     def load(self, source: Any, what: str) -> dict[str, np.ndarray]:
         return {"low": load_patches(source, what)}
@@ -289,47 +327,32 @@ def n2v_mask(
     return masked, mask
 
 
-MODES: dict[str, type[TrainingMode]] = {
-    mode.name: mode for mode in (Supervised, Noise2Noise, Noise2Void)
-}
+def strategy_class(name: str) -> type[TrainingMode]:
+    """The strategy class of the mode called ``name`` (its catalogue entry's ``strategy``).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown mode; the message lists the known ones.
+    """
+    cls = load_reference(mode_spec(name).strategy)
+    if not (isinstance(cls, type) and issubclass(cls, TrainingMode)):
+        raise ConfigError(f"the strategy of mode {name!r} is not a TrainingMode: {cls!r}")
+    return cls
+
+
+#: The strategy class of every mode of the catalogue, by name.
+MODES: dict[str, type[TrainingMode]] = {name: strategy_class(name) for name in CATALOGUE}
 
 
 def get_mode(name: str, **settings: Any) -> TrainingMode:
     """The training mode called ``name`` with ``settings``; the message lists the known ones."""
-    try:
-        cls = MODES[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown training mode {name!r}; choose one of {', '.join(map(repr, MODES))}"
-        ) from None
-    return cls(**settings)
+    return strategy_class(name)(**settings)
 
 
-def mode_for(config: Any) -> TrainingMode:
+def mode_for(config: TrainConfig) -> TrainingMode:
     """The training mode a :class:`~debcr.config.TrainConfig` describes, with its settings."""
-    if config.mode == "noise2noise" and config.patch_normalization == "minmax":
-        raise ConfigError(
-            "patch_normalization 'minmax' rescales each patch on its own, which would give the "
-            "two frames of a Noise2Noise pair different scales; use 'none' with noise2noise"
-        )
-    settings: dict[str, Any] = {
-        "loss_kind": config.loss,
-        "fft_weight": config.fft_weight,
-        "augmentation": config.augmentation,
-        "patch_normalization": config.patch_normalization,
-    }
-    if config.mode == "noise2void":
-        settings.update(
-            masked_percentage=config.n2v_masked_percentage, roi_size=config.n2v_roi_size
-        )
-    return get_mode(config.mode, **settings)
-
-
-def _info_record(split: Any) -> dict[str, Any] | None:
-    info = split.get("info") if isinstance(split, Mapping) else None
-    if info is None:
-        return None
-    return dict(info) if isinstance(info, Mapping) else json.loads(str(np.asarray(info)))
+    return strategy_class(config.mode).from_config(config)
 
 
 def data_mode(split: Any) -> str | None:
@@ -337,10 +360,8 @@ def data_mode(split: Any) -> str | None:
 
     Sets of ``debcr prepare`` before training modes existed record none and are supervised.
     """
-    record = _info_record(split)
-    if record is None:
-        return None
-    return str(record.get("mode", DEFAULT_MODE))
+    info = SetInfo.from_split(split)
+    return None if info is None else info.mode
 
 
 def check_data_mode(mode: TrainingMode, split: Any, what: str) -> None:
@@ -349,7 +370,7 @@ def check_data_mode(mode: TrainingMode, split: Any, what: str) -> None:
     if prepared is not None and prepared != mode.name:
         raise DataError(
             f"the {what} was prepared for {prepared} training but the configuration's mode is "
-            f"{mode.name}; set mode: {prepared}, or give {mode.data_description}"
+            f"{mode.name}; set mode: {prepared}, or give {mode.spec.data_description}"
         )
 
 
@@ -358,10 +379,10 @@ def normalization_of(split: Any) -> dict[str, Any]:
 
     Sets without a record (plain arrays) are taken to use the published models' default.
     """
-    record = _info_record(split)
-    if record is None:
+    info = SetInfo.from_split(split)
+    if info is None:
         return dict(NORMALIZATION)
-    norm = record.get("normalization") or {}
+    norm = info.normalization
     if norm.get("method") != "percentile":
         return dict(NORMALIZATION)
     return {"method": "percentile", "pmin": float(norm["pmin"]), "pmax": float(norm["pmax"])}

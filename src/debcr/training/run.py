@@ -45,9 +45,10 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch.utils.data import DataLoader, Dataset
 
-from debcr.config import load_dict
+from debcr.config import TrainConfig, load_dict
 from debcr.config import save as save_config
 from debcr.data.io import load
+from debcr.data.sets import SetInfo
 from debcr.defaults import BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, RUN_CONFIG
 from debcr.files import move_into_place
 from debcr.modelfile import load_model, read_header, save_model
@@ -57,13 +58,11 @@ from debcr.runtime import default_precision, tune_allocator
 from debcr.sources import load as load_source
 from debcr.training.curves import plot_curves
 from debcr.training.history import MetricsLog
-from debcr.training.modes import check_data_mode, mode_for, normalization_of
+from debcr.training.modes import TrainingMode, check_data_mode, mode_for, normalization_of
 from debcr.training.module import MRBCRModule
 from debcr.training.progress import StepProgressBar
 
 logger = logging.getLogger(__name__)
-
-BEST, LAST, RESUME, CONFIG = BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, RUN_CONFIG
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -123,10 +122,10 @@ class RunFiles(Callback):
         # The metrics of every step the checkpoint covers are on disk before it is.
         self.history.flush()
         # One name on every rank: under DDP the ranks agree on the file Lightning writes.
-        tmp = self.run_dir / f".tmp-{RESUME}"
+        tmp = self.run_dir / f".tmp-{RESUME_CHECKPOINT}"
         trainer.save_checkpoint(tmp, weights_only=False)  # optimiser, loops, callbacks too
         if trainer.is_global_zero:
-            move_into_place(tmp, self.run_dir / RESUME)
+            move_into_place(tmp, self.run_dir / RESUME_CHECKPOINT)
         self.saved_step = trainer.global_step
 
     def on_train_start(self, trainer, module) -> None:
@@ -134,7 +133,7 @@ class RunFiles(Callback):
         self.history.begin(trainer.global_step)
         # A checkpoint is written before the validation of its step; best.safetensors may
         # hold a better model from that validation, which a resumed run must not replace.
-        best = _recorded_val_loss(self.run_dir / BEST) if trainer.global_step > 0 else None
+        best = _recorded_val_loss(self.run_dir / BEST_MODEL) if trainer.global_step > 0 else None
         if best is not None and best < self.best_loss:
             self.best_loss = best
 
@@ -142,7 +141,7 @@ class RunFiles(Callback):
         # Under DDP every rank stops at the same step if any of them was asked to.
         stop = trainer.strategy.reduce_boolean_decision(self.stop_requested, all=False)
         if stop or trainer.global_step % self.save_freq == 0:
-            self._save_model(trainer, module, LAST)
+            self._save_model(trainer, module, LAST_MODEL)
             self._save_resume(trainer)
         self.stop_saved = stop
 
@@ -163,11 +162,11 @@ class RunFiles(Callback):
         if loss < self.best_loss:
             self.best_loss, self.best_step = loss, trainer.global_step
             self._save_model(
-                trainer, module, BEST, val_loss=loss, val_psnr=float(metrics["val_psnr"])
+                trainer, module, BEST_MODEL, val_loss=loss, val_psnr=float(metrics["val_psnr"])
             )
 
     def on_train_end(self, trainer, module) -> None:
-        self._save_model(trainer, module, LAST)
+        self._save_model(trainer, module, LAST_MODEL)
         self._save_resume(trainer)
 
 
@@ -200,7 +199,7 @@ def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, s
 def fit(
     train_data: Any,
     val_data: Any,
-    config: Any,
+    config: TrainConfig | dict[str, Any],
     init_model: Any = None,
     *,
     resume: bool = False,
@@ -224,8 +223,7 @@ def fit(
     precision = trainer_precision(config)
     if rank_zero_only.rank == 0:
         logger.info("training precision: %s (config: %s)", precision, config.precision)
-    metadata = _provenance(config, start, parent, normalization_of(train_split), precision)
-    metadata["mode"] = mode.name
+    metadata = _provenance(config, mode, start, parent, normalization_of(train_split), precision)
     metadata["training_data"] = {
         "train": _data_provenance(train_data, train_split, train_arrays),
         "val": _data_provenance(val_data, val_split, val_arrays),
@@ -233,7 +231,7 @@ def fit(
     history = MetricsLog(run_dir)
     files = RunFiles(run_dir, config.save_freq, metadata, history)
     if resume:  # what an interruption before the first new checkpoint resumes from
-        files.saved_step = _checkpoint_step(run_dir / RESUME)
+        files.saved_step = _checkpoint_step(run_dir / RESUME_CHECKPOINT)
     trainer = _trainer(config, precision, history, files, callbacks)
     with _interruptible(trainer, files, run_dir, history):
         _fit(
@@ -253,7 +251,7 @@ def fit(
                 workers=config.num_workers,
                 seed=None,
             ),
-            ckpt_path=run_dir / RESUME if resume else None,
+            ckpt_path=run_dir / RESUME_CHECKPOINT if resume else None,
         )
     return _finish(run_dir, trainer, history)
 
@@ -312,22 +310,22 @@ def _interrupted(
     return TrainingInterrupted(run_dir, step)
 
 
-def _open_run(config: Any, resume: bool) -> Path:
+def _open_run(config: TrainConfig, resume: bool) -> Path:
     """Check that the run folder can be started (or resumed); record a new run's config."""
     run_dir = Path(config.weights_path)
-    resume_ckpt = run_dir / RESUME
+    resume_ckpt = run_dir / RESUME_CHECKPOINT
     if resume and not resume_ckpt.is_file():
         raise FileNotFoundError(
             f"cannot resume: {resume_ckpt} does not exist (was the run started in {run_dir}?)"
         )
-    if not resume and (run_dir / LAST).exists():
+    if not resume and (run_dir / LAST_MODEL).exists():
         raise FileExistsError(
             f"{run_dir} already holds a training run; resume it (`debcr train --resume "
             f"{run_dir}` or resume=True) or choose another weights_path"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
-        save_config(config, run_dir / CONFIG)
+        save_config(config, run_dir / RUN_CONFIG)
     return run_dir
 
 
@@ -350,7 +348,8 @@ def _starting_model(start: Any) -> tuple[MRBCR, dict[str, Any]]:
 
 
 def _provenance(
-    config: Any,
+    config: TrainConfig,
+    mode: TrainingMode,
     start: Any,
     parent: dict[str, Any],
     normalization: dict[str, Any],
@@ -360,7 +359,7 @@ def _provenance(
 
     ``config`` is recorded as given (``precision: auto`` stays ``auto``, as in the run's
     ``config.yaml``, so a resumed run chooses again for the machine it runs on), and
-    ``precision`` is the Lightning precision the run trained at.
+    ``precision`` is the Lightning precision the run trained at, ``mode`` the training mode.
     """
     return {
         "task": parent.get("task", ""),
@@ -371,6 +370,7 @@ def _provenance(
         "config": config.to_dict(),
         "precision": precision,
         "normalization": normalization,
+        "mode": mode.name,
     }
 
 
@@ -379,14 +379,9 @@ def _data_provenance(source: Any, split: Any, arrays: dict[str, Any]) -> dict[st
     record: dict[str, Any] = {"arrays": {k: list(v.shape) for k, v in arrays.items()}}
     if isinstance(source, (str, os.PathLike)):
         record["file"] = str(Path(source).resolve())
-    info = split.get("info") if hasattr(split, "get") else None
+    info = SetInfo.from_split(split)
     if info is not None:
-        prepared = json.loads(str(info)) if not isinstance(info, dict) else info
-        record.update(
-            (key, prepared[key])
-            for key in ("name", "mode", "set", "groups", "sources", "normalization")
-            if key in prepared
-        )
+        record.update(info.provenance())
     return record
 
 
@@ -394,7 +389,7 @@ def _data_provenance(source: Any, split: Any, arrays: dict[str, Any]) -> dict[st
 _LIGHTNING_PRECISION = {"bfloat16": "bf16-mixed", "float32": "32-true"}
 
 
-def trainer_precision(config: Any) -> str:
+def trainer_precision(config: TrainConfig) -> str:
     """Lightning's precision for ``config``: its ``precision``, with ``auto`` resolved.
 
     ``auto`` is ``bf16-mixed`` where :func:`debcr.runtime.default_precision` is ``bfloat16``
@@ -415,7 +410,7 @@ def trainer_precision(config: Any) -> str:
     return _LIGHTNING_PRECISION.get(chosen, "32-true")
 
 
-def _trainer_device(config: Any) -> torch.device:
+def _trainer_device(config: TrainConfig) -> torch.device:
     """The (first) device Lightning trains on for ``config.accelerator`` and ``devices``."""
     accelerator = config.accelerator
     mps = torch.backends.mps.is_available()
@@ -431,7 +426,7 @@ def _trainer_device(config: Any) -> torch.device:
     return torch.device("cuda", devices[0] if isinstance(devices, list) else 0)
 
 
-def _may_fork(config: Any) -> bool:
+def _may_fork(config: TrainConfig) -> bool:
     """Whether Lightning may fork the processes of this run (CUDA must not be set up then).
 
     ``ddp_notebook`` forks; so does the ``auto`` strategy on several GPUs in an interactive
@@ -442,7 +437,7 @@ def _may_fork(config: Any) -> bool:
 
 
 def _trainer(
-    config: Any,
+    config: TrainConfig,
     precision: str,
     history: MetricsLog,
     files: RunFiles,
@@ -485,7 +480,7 @@ def _trainer(
 
 def _finish(run_dir: Path, trainer: L.Trainer, history: MetricsLog) -> MRBCR:
     """Plot the curves, measure the best model's halo once, and return the best model."""
-    best = run_dir / BEST if (run_dir / BEST).is_file() else run_dir / LAST
+    best = run_dir / BEST_MODEL if (run_dir / BEST_MODEL).is_file() else run_dir / LAST_MODEL
     history.flush()
     if trainer.is_global_zero:
         plot_curves(run_dir)

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from debcr.defaults import BEST_MODEL, RUN_CONFIG
+from debcr.modes import MODES, mode_spec
 from debcr.napari import jobs
 from debcr.napari.parts import (
     MODEL_FILE,
@@ -37,23 +38,10 @@ from debcr.napari.parts import (
 )
 
 if TYPE_CHECKING:
+    from debcr.config import TrainConfig
     from debcr.napari.widget import DeBCRWidget
 
 NEW_MODEL = "new model"
-
-#: The training modes, as the mode selector shows them.
-MODES = {
-    "supervised": "supervised: noisy input + clean target",
-    "noise2noise": "Noise2Noise: a stack of repeated noisy frames",
-    "noise2void": "Noise2Void: noisy images only",
-}
-
-#: What the input pickers ask for in each mode (training, validation).
-_INPUT_LABELS = {
-    "supervised": ("training input:", "validation input:"),
-    "noise2noise": ("training repeats (T, Y, X):", "validation repeats:"),
-    "noise2void": ("training images:", "validation images:"),
-}
 
 
 class TrainTab(JobTab):
@@ -77,8 +65,8 @@ class TrainTab(JobTab):
 
     def _make_data_controls(self) -> None:
         self.mode = QComboBox()
-        for name, label in MODES.items():
-            self.mode.addItem(label, name)
+        for spec in MODES.values():
+            self.mode.addItem(spec.label, spec.name)
         self.train_low = LayerPicker(self.viewer, optional=True)
         self.train_gt = LayerPicker(self.viewer, optional=True)
         self.val_low = LayerPicker(self.viewer, optional=True)
@@ -137,13 +125,12 @@ class TrainTab(JobTab):
         return str(self.mode.currentData())
 
     def _show_mode(self) -> None:
-        """Targets only for supervised training; inputs named for what the mode needs."""
-        mode = self.current_mode()
-        supervised = mode == "supervised"
+        """Targets only for paired (supervised) training; inputs named for what the mode needs."""
+        spec = mode_spec(self.current_mode())
         for name in ("train_gt", "val_gt"):
-            self.labels[name].setVisible(supervised)
-            getattr(self, name).setVisible(supervised)
-        train_text, val_text = _INPUT_LABELS[mode]
+            self.labels[name].setVisible(spec.paired)
+            getattr(self, name).setVisible(spec.paired)
+        train_text, val_text = spec.input_labels
         self.labels["train_low"].setText(train_text)
         self.labels["val_low"].setText(val_text)
 
@@ -194,7 +181,7 @@ class TrainTab(JobTab):
 
     # -- configuration -----------------------------------------------------------------------
 
-    def config(self) -> Any:
+    def config(self) -> TrainConfig:
         """The :class:`~debcr.config.TrainConfig` the controls describe (validated)."""
         from debcr.config import merge
 
@@ -213,7 +200,7 @@ class TrainTab(JobTab):
             },
         )
 
-    def show_config(self, config: Any) -> None:
+    def show_config(self, config: TrainConfig) -> None:
         self.defaults = config
         self.mode.setCurrentIndex(list(MODES).index(config.mode))
         self._show_mode()
@@ -275,7 +262,7 @@ class TrainTab(JobTab):
         """
         if npz.text().strip():
             return npz.text().strip()
-        if self.current_mode() != "supervised":
+        if not mode_spec(self.current_mode()).paired:
             return None if low.layer() is None else low.layer().data
         if low.layer() is None or gt.layer() is None:
             return None
@@ -300,16 +287,12 @@ class TrainTab(JobTab):
             "training": self._source(self.train_low, self.train_gt, self.train_npz),
             "validation": self._source(self.val_low, self.val_gt, self.val_npz),
         }
+        spec = mode_spec(config.mode)
         if sources["training"] is None:
-            needs = {
-                "supervised": "input and target layers",
-                "noise2noise": "layer of repeated frames",
-                "noise2void": "layer of noisy images",
-            }[config.mode]
-            self.log(f"Choose the training {needs} (or an NPZ file).")
+            self.log(f"Choose the training {spec.layers_needed} (or an NPZ file).")
             return
         half_chosen = (self.val_low.layer() is None) != (self.val_gt.layer() is None)
-        if config.mode == "supervised" and half_chosen and not self.val_npz.text().strip():
+        if spec.paired and half_chosen and not self.val_npz.text().strip():
             self.log(
                 "Choose both the validation input and target layers, or neither (a tenth of "
                 "the training patches is then held out)."
@@ -322,7 +305,7 @@ class TrainTab(JobTab):
         self._start_training(config, sources, init, init_model)
 
     def _start_training(
-        self, config: Any, sources: dict[str, Any], init: str, init_model: str | None
+        self, config: TrainConfig, sources: dict[str, Any], init: str, init_model: str | None
     ) -> None:
         val_layer = self.val_low.layer() or self.train_low.layer()
         self._preview_name = f"{val_layer.name if val_layer else 'validation'}.preview"
