@@ -165,3 +165,21 @@ def test_zero_tile_size_is_refused_by_predict(denoiser) -> None:
 
     with pytest.raises(DataError, match="tile_size must be at least 4 pixels, got 0"):
         predict(denoiser, np.zeros((16, 16), np.float32), tile_size=0, progress=False)
+
+
+def test_train_takes_one_config_and_key_value_overrides(tmp_path: Path, capsys) -> None:
+    from debcr.config import TrainConfig, save
+
+    config = tmp_path / "config.yaml"
+    save(TrainConfig(weights_path=str(tmp_path / "run")), config)
+    assert main(["train", str(config), str(config), "num_steps=2"]) == 2
+    assert "give one CONFIG.yaml, got 2" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "run"), str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"leave out {config}" in err and "key=value overrides" in err
+    assert main(["train", "num_steps=2"]) == 2
+    assert "give a CONFIG.yaml" in capsys.readouterr().err
+    # An override before the config is still an override, not a file name.
+    assert main(["train", "num_steps=0", str(config)]) == 2
+    assert "num_steps" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from debcr._version import __version__
-from debcr.defaults import BACKENDS, BEST_MODEL, PRECISIONS
+from debcr.defaults import BACKENDS, BEST_MODEL, PRECISIONS, UNITS
 from debcr.errors import DebcrError
 from debcr.weights import PRETRAINED
 
@@ -49,9 +49,11 @@ def _channel_list(values: Sequence[str] | None) -> list[int | str] | None:
 
 
 def _predict_options(args: argparse.Namespace) -> dict[str, object]:
-    """Keyword arguments of :func:`debcr.model.predict` from the options, checked up front."""
+    """Keyword arguments of :func:`debcr.model.predict` from the options, checked up front
+    (by :class:`~debcr.inference.options.PredictOptions`, before any model is loaded)."""
     from debcr.data.normalize import check_percentiles
     from debcr.defaults import PMAX, PMIN
+    from debcr.inference.options import PredictOptions
 
     given = [f"--{name}" for name in ("pmin", "pmax") if getattr(args, name) is not None]
     if args.no_normalize and given:
@@ -59,18 +61,19 @@ def _predict_options(args: argparse.Namespace) -> dict[str, object]:
             f"{' and '.join(given)} {'set' if len(given) > 1 else 'sets'} the percentile "
             "normalisation that --no-normalize turns off; give one or the other"
         )
-    pmin, pmax = args.pmin, args.pmax  # None: the model's own (see debcr.model.predict)
-    if given:
+    if given:  # one of the two given: checked with the other's default, named as options
         check_percentiles(
-            PMIN if pmin is None else pmin, PMAX if pmax is None else pmax, what="(--pmin, --pmax)"
+            PMIN if args.pmin is None else args.pmin,
+            PMAX if args.pmax is None else args.pmax,
+            what="(--pmin, --pmax)",
         )
-    return {
+    options = {
         "batch_size": args.batch,
         "tile_size": args.tile,
         "halo": args.halo,
         "normalize": not args.no_normalize,
-        "pmin": pmin,
-        "pmax": pmax,
+        "pmin": args.pmin,  # None: the model's own (PredictOptions.for_model)
+        "pmax": args.pmax,
         "units": args.units,
         "channels": _channel_list(args.channel),
         "device": args.device,
@@ -79,6 +82,8 @@ def _predict_options(args: argparse.Namespace) -> dict[str, object]:
         "overwrite": args.overwrite,
         "progress": not args.quiet,
     }
+    PredictOptions(**options)
+    return options
 
 
 #: Failures of one input that do not stop a `debcr predict --keep-going` run as bugs would.
@@ -151,92 +156,64 @@ def _prepare_split(args: argparse.Namespace) -> object:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from debcr.data import pairs_from_folders, prepare, prepare_noise2noise, prepare_noise2void
-    from debcr.data.selfsup import fields_of, images_of
+    from debcr.modes import MODES
 
+    spec = MODES[args.mode]
     split = _prepare_split(args)
-    options = {
-        "patch_size": args.patch,
-        "overlap": args.overlap,
-        "split": split,
-        "seed": args.seed,
-        "overwrite": args.overwrite,
+    # Options of some modes only, refused for the others (naming the modes that take them).
+    own = {"background_filter": args.background, "max_frames": args.max_frames}
+    refusals = {
+        "background_filter": "--background needs ground truth; it is for {} preparation",
+        "max_frames": "--max-frames is for --mode {}",
     }
-    inputs = [Path(p) for p in args.inputs]
-    if args.mode == "supervised":
-        if len(inputs) != 2:
-            raise DebcrError(
-                f"supervised preparation takes two paths, LOW and GT (got {len(inputs)}); for "
-                "noisy images without ground truth use --mode noise2void or --mode noise2noise"
-            )
-        if args.max_frames is not None:
-            raise DebcrError("--max-frames is for --mode noise2noise")
-        low, gt = inputs
-        source = pairs_from_folders(low, gt) if low.is_dir() and gt.is_dir() else low
-        if isinstance(split, dict) and isinstance(source, list):
-            # Fields not named in any --*-groups option are left out, not an error.
-            listed = {g for groups in split.values() for g in groups}
-            source = [pair for pair in source if pair.group in listed]
-        result = prepare(
-            source,
-            None if source is not low else gt,
-            args.name,
-            args.output,
-            background_filter=args.background,
-            **options,
-        )
-        what = "patch pairs"
-    else:
-        if args.background is not None:
-            raise DebcrError("--background needs ground truth; it is for supervised preparation")
-        if args.mode == "noise2void" and args.max_frames is not None:
-            raise DebcrError("--max-frames is for --mode noise2noise")
-        # Fields (noise2noise) or images (noise2void) of every path, named as groups.
-        groups_of = fields_of if args.mode == "noise2noise" else images_of
-        groups = [item for path in inputs for item in groups_of(path)]
-        if isinstance(split, dict):
-            # Groups not named in any --*-groups option are left out, not an error.
-            listed = {g for names in split.values() for g in names}
-            groups = [(g, source) for g, source in groups if g in listed]
-        names = [g for g, _ in groups]
-        if len(set(names)) != len(names):
-            raise DebcrError(
-                f"the inputs give groups with the same name {sorted(names)}; rename the files "
-                "or folders so that every field or image has its own name"
-            )
-        if args.mode == "noise2noise":
-            result = prepare_noise2noise(
-                dict(groups), args.name, args.output, max_frames=args.max_frames, **options
-            )
-            what = "patch locations, each in every frame"
-        else:
-            result = prepare_noise2void(dict(groups), args.name, args.output, **options)
-            what = "noisy patches"
+    for option, value in own.items():
+        if value is not None and option not in spec.options:
+            takers = " / ".join(m.name for m in MODES.values() if option in m.options)
+            raise DebcrError(refusals[option].format(takers))
+    result = spec.prepare(
+        args.inputs,
+        args.name,
+        args.output,
+        split=split,
+        patch_size=args.patch,
+        overlap=args.overlap,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        **{option: value for option, value in own.items() if value is not None},
+    )
     for name, path in result.paths.items():
-        print(f"{name}: {path} ({result.patches[name]} {what}, groups {result.groups[name]})")
+        print(f"{name}: {path} ({result.patches[name]} {spec.items}, groups {result.groups[name]})")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from debcr import config as cfg
+    from debcr.defaults import RUN_CONFIG
     from debcr.model import train
-    from debcr.training import CONFIG, TrainingInterrupted
+    from debcr.training import TrainingInterrupted
 
-    items = list(args.overrides)
-    if args.config and "=" in args.config:  # `debcr train --resume RUN num_steps=10`
-        items.insert(0, args.config)
-        args.config = None
-    overrides = cfg.parse_overrides(items)
+    paths = [item for item in args.arguments if "=" not in item]
+    if len(paths) > 1:
+        raise DebcrError(
+            f"give one CONFIG.yaml, got {len(paths)} ({', '.join(paths)}); overrides are "
+            "written key=value"
+        )
+    overrides = cfg.parse_overrides([item for item in args.arguments if "=" in item])
     if args.resume:
+        if paths:
+            raise DebcrError(
+                f"--resume continues {args.resume} with its own {RUN_CONFIG}; leave out "
+                f"{paths[0]} and give changes as key=value overrides"
+            )
         run_dir = Path(args.resume)
         overrides["weights_path"] = str(run_dir)
-        config = cfg.load(run_dir / CONFIG).with_overrides(overrides)
+        config = cfg.load(run_dir / RUN_CONFIG).with_overrides(overrides)
     else:
-        if args.config is None:
+        if not paths:
             raise DebcrError(
                 "give a CONFIG.yaml (e.g. from `debcr.config.save`) or --resume RUN_DIR"
             )
-        config = cfg.load(args.config).with_overrides(**overrides)
+        config = cfg.load(paths[0]).with_overrides(**overrides)
     if args.train:
         config = config.with_overrides(train_data=args.train)
     if args.val:
@@ -249,7 +226,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "(or set train_data/val_data in the config)"
         )
     if args.resume:
-        cfg.save(config, Path(args.resume) / CONFIG)
+        cfg.save(config, Path(args.resume) / RUN_CONFIG)
     try:
         train(config.train_data, config.val_data, config, resume=bool(args.resume))
     except TrainingInterrupted as stop:  # Ctrl-C: the step it stopped at is saved
@@ -338,11 +315,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-#: Values of ``debcr predict --units``: :data:`debcr.inference.UNITS`, repeated here because
-#: that module imports torch and ``debcr --help`` must not (a test keeps the two equal).
-PREDICT_UNITS = ("calibrated", "percentile", "normalized")
-
-
 def _halo(text: str) -> int:
     """An argparse type: a halo in pixels, a multiple of 4 that is 0 or more."""
     from debcr.defaults import SIZE_MULTIPLE
@@ -407,8 +379,8 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     pred.add_argument(
         "--units",
-        choices=PREDICT_UNITS,
-        default="calibrated",
+        choices=UNITS,
+        default=UNITS[0],
         help="intensities of the result: fitted to the input's units (calibrated, default), "
         "only the percentile normalisation inverted (percentile), or the network output as is "
         "(normalized)",
@@ -443,6 +415,8 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _add_prepare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from debcr.modes import DEFAULT_MODE, MODES
+
     prep = sub.add_parser(
         "prepare",
         help="images → normalised training patches split by field (NPZ): LOW GT pairs, or "
@@ -458,9 +432,9 @@ def _add_prepare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     prep.add_argument(
         "--mode",
-        choices=("supervised", "noise2noise", "noise2void"),
-        default="supervised",
-        help="training mode the patches are for (default supervised)",
+        choices=tuple(MODES),
+        default=DEFAULT_MODE,
+        help=f"training mode the patches are for (default {DEFAULT_MODE})",
     )
     prep.add_argument("--name", required=True, help="dataset name (NAME_train.npz, ...)")
     prep.add_argument("-o", "--output", required=True, help="output folder")
@@ -489,8 +463,13 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "train",
         help="train or fine-tune m-rBCR (CONFIG.yaml with key=value overrides, or --resume)",
     )
-    tr.add_argument("config", nargs="?", help="YAML configuration (debcr or original DeBCR keys)")
-    tr.add_argument("overrides", nargs="*", help="config overrides such as batch_size=16")
+    tr.add_argument(
+        "arguments",
+        nargs="*",
+        metavar="CONFIG | KEY=VALUE",
+        help="the YAML configuration (debcr or original DeBCR keys; not with --resume) and "
+        "overrides such as batch_size=16",
+    )
     tr.add_argument("--train", help="training patches (NPZ from `debcr prepare`)")
     tr.add_argument("--val", help="validation patches (NPZ from `debcr prepare`)")
     tr.add_argument("--init", help="start from a built-in model name or a model file")

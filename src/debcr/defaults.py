@@ -24,6 +24,9 @@ TILE_SIZE: dict[str, int] = {"torch": 512, "openvino": 1024, "accelerator": 1024
 BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
 #: Precisions of restoration; ``"auto"`` is bfloat16 where the device computes it natively.
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+#: How restored intensities are reported (``units=`` of predict, ``--units``; the first is the
+#: default): see debcr.model.predict.
+UNITS: tuple[str, ...] = ("calibrated", "percentile", "normalized")
 #: Default number of tiles per forward pass on CPU and on accelerators.
 BATCH_SIZE: dict[str, int] = {"cpu": 1, "accelerator": 4}
 #: Stacks of patches no larger than this (the paper's workflow) are batched PATCH_BATCH at a time.
@@ -35,6 +38,8 @@ BEST_MODEL = "best.safetensors"
 LAST_MODEL = "last.safetensors"
 RESUME_CHECKPOINT = "resume.ckpt"
 RUN_CONFIG = "config.yaml"
+METRICS_CSV = "metrics.csv"
+CURVES_PLOT = "curves.png"
 
 #: File names of a BioImage Model Zoo package's description.
 BMZ_DESCRIPTIONS: tuple[str, ...] = ("rdf.yaml", "bioimageio.yaml")

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from debcr import inference
-from debcr.data.normalize import NormStats, percentiles_of
-from debcr.defaults import PMAX, PMIN
-from debcr.inference import PredictOptions
+from debcr.data.normalize import NormStats
+from debcr.inference.options import PredictOptions
 from debcr.modelfile import save_model
 from debcr.nn import MRBCR
 from debcr.runtime import resolve_device
@@ -26,15 +25,6 @@ from debcr.sources import load as load_source
 if TYPE_CHECKING:
     from debcr.interop.bmz import BMZExport
     from debcr.interop.portable import ExportCheck
-
-#: File suffixes :func:`export` understands, and the format each one means.
-EXPORT_SUFFIXES: dict[str, str] = {
-    ".zip": "bmz",
-    ".onnx": "onnx",
-    ".pt": "torchscript",
-    ".pth": "torchscript",
-    ".ts": "torchscript",
-}
 
 __all__ = ["MRBCR", "export", "export_bmz", "init", "predict", "save", "train"]
 
@@ -81,25 +71,17 @@ def save(
 
 
 def export_bmz(
-    model: MRBCR | str | os.PathLike,
-    path: str | os.PathLike,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    authors: Any = None,
-    cite: Any = None,
-    license: str | None = None,
-    tags: Sequence[str] | None = None,
-    overwrite: bool = False,
+    model: MRBCR | str | os.PathLike, path: str | os.PathLike, **package: Any
 ) -> BMZExport:
     """Write a BioImage Model Zoo package (``.zip``, spec 0.5), validated by ``bioimageio.core``.
 
     The package holds PyTorch state-dict, TorchScript and ONNX weights, so Fiji/deepImageJ,
     ilastik, QuPath and the Zoo can run it; it is written only if the Zoo's model test passes
     on all three. Needs the export extra (``pip install 'debcr-torch[export]'``). See
-    :func:`debcr.interop.bmz.export_bmz` for the parameters; built-in models have default
+    :func:`debcr.interop.bmz.export_bmz` for the parameters (``name``, ``description``,
+    ``authors``, ``cite``, ``license``, ``tags``, ``overwrite``); built-in models have default
     ``name``, ``description``, ``authors`` (the original's) and licence (CC-BY-4.0), your own
-    models need ``name`` and ``authors``.
+    models need ``name`` and ``authors``. The same as :func:`export` with ``format="bmz"``.
 
     Examples
     --------
@@ -107,19 +89,7 @@ def export_bmz(
     >>> debcr.model.export_bmz(model, "mine.zip", name="Nuclei denoiser",
     ...                        authors=["Ada Lovelace"], license="MIT")  # doctest: +SKIP
     """
-    from debcr.interop.bmz import export_bmz as write_package
-
-    return write_package(
-        _as_model(model),
-        path,
-        name=name,
-        description=description,
-        authors=authors,
-        cite=cite,
-        license=license,
-        tags=tags,
-        overwrite=overwrite,
-    )
+    return export(model, path, format="bmz", **package)
 
 
 def export(
@@ -153,22 +123,12 @@ def export(
         What was written; ONNX and TorchScript exports report their largest difference to the
         PyTorch model on a real image (at most 1e-4, else nothing is written).
     """
-    from debcr.errors import DebcrError
-    from debcr.interop.portable import export_onnx, export_torchscript
+    from debcr.interop import export as write
+    from debcr.interop import export_format
 
-    fmt = format or EXPORT_SUFFIXES.get(Path(path).suffix.lower())
-    if fmt not in ("bmz", "onnx", "torchscript"):
-        suffixes = ", ".join(f"{k} ({v})" for k, v in EXPORT_SUFFIXES.items())
-        raise DebcrError(
-            f"cannot tell the export format of {os.fspath(path)!r} (format={format!r}); use one "
-            f"of the suffixes {suffixes} or pass format='bmz'|'onnx'|'torchscript'"
-        )
-    if fmt == "bmz":
-        return export_bmz(model, path, overwrite=overwrite, **package)
-    if package:
-        raise DebcrError(f"{sorted(package)} apply only to BMZ packages, not to {fmt} files")
-    writer = export_onnx if fmt == "onnx" else export_torchscript
-    return writer(_as_model(model), path, overwrite=overwrite)
+    # Checked before the model is loaded: a wrong suffix fails at once.
+    fmt = export_format(path, format, package)
+    return write(_as_model(model), path, format=fmt, overwrite=overwrite, **package)
 
 
 def _as_model(model: MRBCR | str | os.PathLike) -> MRBCR:
@@ -294,12 +254,6 @@ def predict(
         the input's pixel sizes, units, axes, frame interval and channel names where the
         format can hold them (TIFF, OME-TIFF, Zarr).
     """
-    if not isinstance(model, MRBCR):
-        model = init(model, device=device or "auto")
-    trained = percentiles_of(getattr(model, "metadata", {}).get("normalization"))
-    trained_pmin, trained_pmax = trained or (PMIN, PMAX)
-    pmin = trained_pmin if pmin is None else pmin
-    pmax = trained_pmax if pmax is None else pmax
     options = PredictOptions(
         batch_size=batch_size,
         tile_size=tile_size,
@@ -317,6 +271,8 @@ def predict(
         axes=axes,
         channels=channels,
     )
+    if not isinstance(model, MRBCR):
+        model = init(model, device=device or "auto")
     return inference.predict(model, image, options)
 
 
