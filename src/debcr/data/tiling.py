@@ -9,7 +9,9 @@ order is row-major within a slice and slices follow each other, so patch
 Axis naming: arrays are ``(Z, H, W)`` stacks; ``y`` is axis 1 (rows, the DeBCR
 paper's "X") and ``x`` is axis 2 (columns, the paper's "Y").
 
-Only numpy is used, so this module stays importable without torch.
+Only numpy is used, so this module stays importable without torch. These patch grids are the
+paper's workflow (``crop``/``stitch``, training patches); :func:`debcr.model.predict` tiles
+whole images with halos of its own, in :mod:`debcr.inference.tiles`.
 """
 
 from __future__ import annotations
