@@ -1,215 +1,463 @@
-"""Candidate mappings of the network output back to the input's intensity units.
+"""Intensity units of ``debcr.model.predict``: the new default ``units="calibrated"`` against
+``"affine"`` (the previous default) and ``"percentile"``, plus test-time augmentation.
 
-For each test image the network output (``units="normalized"``) is computed once with the
-model a user would pick (2D_denoising for FMD, cells3d nuclei and a synthetic sparse image,
-3D_denoising for the flowdec volumes), cached in ``benchmarks/_work/calib/``, then mapped back
-to the input's units by every candidate. Per image the table gives
+Command (from the repository root; CPU, ≈25–40 min on a shared 2-core machine)::
 
-* dark: median of the darkest 5 % of the result minus the input's, in % of the input's
-  (p99.9 − p0.1) range (criterion: within ±2 %);
-* min: the result's minimum minus the input's, in noise levels σ (MAD of neighbour
-  differences; criterion: ≥ −1 σ; with σ = 0 nothing may fall below the input's minimum);
-* PSNR of FMD field 19 against gt/19/avg50.png (raw units, data_range 255), frame 0 and the
-  mean over the cached frames (criterion in the issue: ≥ 35.5 dB).
+    .venv/bin/python benchmarks/bench_calibration.py            # writes results/calibration.md
+    .venv/bin/python benchmarks/bench_calibration.py --quick    # a few frames per block, prints
 
-Usage: ``.venv/bin/python benchmarks/bench_calibration.py [--fmd-frames 8]``
-(computing the outputs takes ~15 min on 2 CPU cores the first time).
+Every number comes from a call of ``debcr.model.predict`` with the units of its column (no
+network output is cached and re-mapped; only the trained SR model of block C is cached, in
+``benchmarks/_work/calib/``). Prediction options other than ``units``/``tta``/``uncertainty``
+are the defaults. Definitions used throughout:
+
+* *dark level*: median of the darkest 5 % of the 8×8 block means
+  (``debcr.data.intensity.dark_level(block_means(x))``); its offset is given in % of the
+  reference image's range (0.1th to 99.9th percentile of its pixels);
+* *mean vs X*: ``100·(mean(result)/mean(X) − 1)`` %;
+* PSNR: ``debcr.metrics.psnr`` (raw units) with the data range named in each block.
+
+Blocks
+------
+A. FMD Confocal_BPAE_B field 19, the 50 raw frames, built-in ``2D_denoising``; PSNR against
+   ``gt/19/avg50.png`` (data_range 255), mean and dark level against the input frame.
+B. The bundled demo sample (``nuclei_noisy`` vs ``nuclei_clean``), ``2D_denoising``; PSNR with
+   data_range = the clean image's max − min, as ``debcr.demo.run_demo`` computes it.
+C. Simulated resolution enhancement from ``bench_sr.py`` (llsm PSF, FMD-calibrated noise,
+   field 19 GT, 5 noise realisations): ``confocal_SR`` zero-shot and ``confocal_SR``
+   fine-tuned for ``--sr-steps`` steps on bench_sr's training sets (``bench_sr.prepare_sets``
+   and ``bench_fmd.train_one`` with bench_sr's defaults otherwise); metrics against the GT.
+D. TTA on FMD field 19 frames 0–9: ``tta=False`` against ``uncertainty=True`` (which runs the
+   8-transform TTA and also returns the std map; its restored image is the ``tta=True`` one,
+   checked on frame 0); PSNR gain, time per frame, and the Pearson correlation between the
+   std map and |restored − avg50|.
+E. Volumes: cells3d nuclei (``2D_denoising``), flowdec neuron and bead (``3D_denoising``);
+   dark-level offset and mean change against the input.
+
+Timings are wall times (``time.perf_counter``) on a machine possibly shared with other work;
+the other processes' CPU share during each block is reported beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import shlex
+import statistics
+import subprocess
 import sys
-from collections.abc import Callable
-from pathlib import Path
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-WORK = HERE / "_work" / "calib"
-DATA = HERE.parent.parent / "shared" / "data"
-FMD = DATA / "fmd_confocal_bpae_b"
+from _common import FMD, HERE, SHARED, WORK, OtherLoad, log, read_png, table
 
+RESULTS = HERE / "results" / "calibration.md"
+CALIB_WORK = WORK / "calib"
+DATA = SHARED / "data"
+UNITS_A = ("affine", "calibrated", "percentile")
+UNITS_B = ("affine", "calibrated", "percentile")
+UNITS_C = ("percentile", "affine", "calibrated")
+UNITS_E = ("affine", "calibrated")
 VOLUMES = {
-    "nuclei": (DATA / "cells3d_nuclei" / "nuclei.tif", "2D_denoising"),
-    "neuron": (DATA / "flowdec" / "neuron-25pct_data.tif", "3D_denoising"),
-    "bead": (DATA / "flowdec" / "bead-25pct_data.tif", "3D_denoising"),
+    "cells3d nuclei": (DATA / "cells3d_nuclei" / "nuclei.tif", "2D_denoising"),
+    "flowdec neuron": (DATA / "flowdec" / "neuron-25pct_data.tif", "3D_denoising"),
+    "flowdec bead": (DATA / "flowdec" / "bead-25pct_data.tif", "3D_denoising"),
 }
 
 
-def sparse_image(size: int = 256, spots: int = 12, seed: int = 0) -> np.ndarray:
-    """A few Gaussian spots on a zero background with Poisson noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    clean = np.zeros((size, size))
-    for _ in range(spots):
-        cy, cx = rng.uniform(10, size - 10, 2)
-        s, a = rng.uniform(1.5, 3.5), rng.uniform(50, 400)
-        clean += a * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))
-    return rng.poisson(clean).astype(np.float32)
+# --------------------------------------------------------------------------------------------
+# Measures
+# --------------------------------------------------------------------------------------------
+
+
+def dark(image: np.ndarray) -> float:
+    """Dark level: median of the darkest 5 % of the 8×8 block means."""
+    from debcr.data.intensity import block_means, dark_level
+
+    return dark_level(block_means(np.asarray(image, np.float64)))
+
+
+def value_range(image: np.ndarray) -> float:
+    """The 0.1th to 99.9th percentile range of ``image``."""
+    lo, hi = np.percentile(np.asarray(image, np.float64), [0.1, 99.9])
+    return float(hi - lo)
+
+
+def dark_offset(result: np.ndarray, ref: np.ndarray) -> float:
+    """Dark level of ``result`` minus ``ref``'s, in % of ``ref``'s range."""
+    return 100.0 * (dark(result) - dark(ref)) / value_range(ref)
+
+
+def mean_change(result: np.ndarray, ref: np.ndarray) -> float:
+    """``100·(mean(result)/mean(ref) − 1)`` %."""
+    return 100.0 * (float(np.mean(result, dtype=np.float64)) / float(np.mean(ref)) - 1.0)
+
+
+def psnr(pred: np.ndarray, gt: np.ndarray, data_range: float) -> float:
+    from debcr import metrics
+
+    return metrics.psnr(pred, gt, data_range=data_range)
+
+
+def ms(values: Sequence[float], digits: int = 2, unit: str = "") -> str:
+    """Mean ± std (sample std; 0 for one value)."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {sd:.{digits}f}{unit}"
+
+
+def signed(values: Sequence[float], digits: int = 2, unit: str = " %") -> str:
+    """Signed mean ± std."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):+.{digits}f} ± {sd:.{digits}f}{unit}"
 
 
 def fmd_frame(index: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(FMD / "raw" / "19" / f"HV110_P05005100{index:02d}.png"))
+    return read_png(FMD / "raw" / "19" / f"HV110_P05005100{index:02d}.png")
 
 
-def cached(name: str, load: Callable[[], np.ndarray], model: str) -> tuple[np.ndarray, np.ndarray]:
-    """(input, network output in normalised units), computed once."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    xin, yout = WORK / f"{name}_in.npy", WORK / f"{name}_out.npy"
-    if not (xin.exists() and yout.exists()):
-        from debcr.model import predict
-
-        image = load()
-        print(f"restoring {name} {image.shape} with {model} …", file=sys.stderr, flush=True)
-        np.save(xin, image)
-        np.save(yout, predict(model, image, units="normalized", progress=False))
-    return np.load(xin), np.load(yout)
+def fmd_gt19() -> np.ndarray:
+    return read_png(FMD / "gt" / "19" / "avg50.png").astype(np.float32)
 
 
-def _ls(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    yc = y - y.mean()
-    gain = float((yc * (x - x.mean())).sum() / (yc * yc).sum())
-    return gain, float(x.mean() - gain * y.mean())
+def restore(model, image: np.ndarray, **kwargs):
+    from debcr.model import predict
+
+    return predict(model, image, progress=False, **kwargs)
 
 
-def candidates(x: np.ndarray, y: np.ndarray, sigma: float) -> dict[str, np.ndarray]:
-    """Every candidate mapping of ``y`` (normalised output) onto ``x`` (normalised input)."""
-    from debcr.data.intensity import block_means, calibrate, dark_level
-
-    x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    dx, dy = dark_level(x64), dark_level(y64)
-    gain, offset = _ls(x64, y64)
-    out = {
-        "fit (old 'calibrated': least squares)": y64 * gain + offset,
-        "percentile (inverse only)": y64,
-        "fit, clip at min − σ": np.maximum(y64 * gain + offset, x64.min() - sigma),
-    }
-    ylo, yhi = np.percentile(y64, [2.5, 99.5])
-    xlo, xhi = np.percentile(x64, [2.5, 99.5])
-    out["quantile match p2.5/p99.5"] = (y64 - ylo) * (xhi - xlo) / (yhi - ylo) + xlo
-    bright = x64 > np.median(x64)
-    g2, o2 = _ls(x64[bright], y64[bright])
-    out["fit on the brighter half"] = y64 * g2 + o2
-    for hp in (99.0, 99.9):
-        xh, yh = np.percentile(x64, hp), np.percentile(y64, hp)
-        mapped = (y64 - dy) * (xh - dx) / (yh - dy) + dx
-        out[f"anchor dark-5 % + p{hp:g}"] = mapped
-        out[f"anchor dark-5 % + p{hp:g}, floor"] = np.maximum(mapped, x64.min())
-    out["LS gain, dark-5 % offset, floor"] = np.maximum((y64 - dy) * gain + dx, x64.min())
-    mx, my = x64.mean(), y64.mean()
-    target = min(max(gain * dy + offset, dx - 2 * sigma), dx + 2 * sigma)
-    pivot = (target - mx) / (dy - my) if dy < my else gain
-    out["fit, dark within 2σ by pivot on the mean, floor"] = np.maximum(
-        mx + pivot * (y64 - my), x64.min()
-    )
-    sums = (
-        float(x64.size),
-        y64.sum(),
-        (y64 * y64).sum(),
-        (x64 * y64).sum(),
-        x64.sum(),
-        (x64 * x64).sum(),
-    )
-    m = calibrate(sums, x64, block_means(x64), block_means(y64), float(x64.min()))
-    out["NEW 'calibrated': fit, dark held, floor"] = m.apply(y64)
-    return out
+# --------------------------------------------------------------------------------------------
+# Blocks: each returns its Markdown section
+# --------------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--fmd-frames", type=int, default=8, help="FMD field-19 frames (0…)")
-    args = parser.parse_args()
+def block_a(frames: list[int]) -> str:
+    """FMD field 19, 2D_denoising, every units; metrics as rows, units as columns."""
+    import debcr
 
-    from debcr.data.intensity import dark_level, noise_level
-    from debcr.data.normalize import compute_stats
-
-    images: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        "fmd19": cached("fmd19", lambda: fmd_frame(0), "2D_denoising"),
-        "sparse": cached("sparse", sparse_image, "2D_denoising"),
-    }
-    for name, (path, model) in VOLUMES.items():
-        import tifffile
-
-        images[name] = cached(name, lambda p=path: tifffile.imread(p), model)
-    fmd_extra = [
-        cached(f"fmd19_{i}", lambda i=i: fmd_frame(i), "2D_denoising")
-        for i in range(1, args.fmd_frames)
+    model = debcr.model.init("2D_denoising")
+    gt = fmd_gt19()
+    per: dict[str, dict[str, list[float]]] = {u: {} for u in ("input", *UNITS_A)}
+    for i in frames:
+        x = fmd_frame(i)
+        outs = {"input": x.astype(np.float32)}
+        outs |= {u: restore(model, x, units=u) for u in UNITS_A}
+        for u, r in outs.items():
+            rec = per[u]
+            rec.setdefault("psnr", []).append(psnr(r, gt, 255.0))
+            rec.setdefault("mean", []).append(mean_change(r, x))
+            rec.setdefault("dark", []).append(dark_offset(r, x))
+        log(
+            f"A frame {i}: PSNR "
+            + ", ".join(f"{u} {per[u]['psnr'][-1]:.2f}" for u in outs)
+            + "; dark "
+            + ", ".join(f"{u} {per[u]['dark'][-1]:+.2f} %" for u in UNITS_A)
+        )
+    first = [k for k, i in enumerate(frames) if i < 3]
+    cols = list(per)
+    rows = [
+        [f"PSNR vs avg50 (dB), all {len(frames)} frames"] + [ms(per[u]["psnr"]) for u in cols],
+        [f"PSNR vs avg50 (dB), frames {frames[first[0]]}–{frames[first[-1]]}"]
+        + [ms([per[u]["psnr"][k] for k in first]) for u in cols],
+        ["mean vs input (%)"] + [signed(per[u]["mean"]) for u in cols],
+        ["dark level − input's (% of input range)"] + [signed(per[u]["dark"]) for u in cols],
     ]
-
-    from PIL import Image
-    from skimage.metrics import peak_signal_noise_ratio
-
-    gt = np.asarray(Image.open(FMD / "gt" / "19" / "avg50.png")).astype(np.float32)
-
-    def to_input(xin: np.ndarray, yout: np.ndarray) -> tuple[np.ndarray, float, float]:
-        stats = compute_stats(xin, pmin=0.1, pmax=99.9)
-        lo, width = float(stats.lo), float(stats.hi) - float(stats.lo) + stats.eps
-        return (xin.astype(np.float64) - lo) / width, lo, width
-
-    results: dict[str, dict[str, str]] = {}
-    passes: dict[str, bool] = {}
-    psnr0: dict[str, float] = {}
-    psnr_mean: dict[str, list[float]] = {}
-    print("| image | shape | model | range | σ (noise) | σ / range | input dark-5 % | input min |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, (xin, yout) in images.items():
-        x, lo, width = to_input(xin, yout)
-        sigma = noise_level(xin)
-        rng = float(np.subtract(*np.percentile(xin, [99.9, 0.1])))
-        model = VOLUMES[name][1] if name in VOLUMES else "2D_denoising"
-        print(
-            f"| {name} | {xin.shape} | {model} | {rng:.1f} | {sigma:.2f} | "
-            f"{100 * sigma / rng:.2f} % | {dark_level(xin):.1f} | {xin.min():.1f} |"
-        )
-        for cand, mapped in candidates(x, yout, sigma / width).items():
-            r = mapped * width + lo
-            off = 100 * (dark_level(r) - dark_level(xin)) / rng
-            below = float(r.min() - xin.min())
-            ok = abs(off) <= 2.0 and below >= -sigma
-            if sigma > 0:
-                low = f"{below / sigma:+.2f}σ"
-            else:
-                low = f"{below:+.1f} DN (σ=0)"
-            results.setdefault(cand, {})[name] = f"{off:+.2f} % / {low}{'' if ok else ' ✗'}"
-            passes[cand] = passes.get(cand, True) and ok
-            if name == "fmd19":
-                psnr0[cand] = peak_signal_noise_ratio(gt, r.astype(np.float32), data_range=255)
-    for xin, yout in [images["fmd19"], *fmd_extra]:
-        x, lo, width = to_input(xin, yout)
-        for cand, mapped in candidates(x, yout, noise_level(xin) / width).items():
-            r = (mapped * width + lo).astype(np.float32)
-            psnr_mean.setdefault(cand, []).append(peak_signal_noise_ratio(gt, r, data_range=255))
-    names = list(images)
-    print()
-    print("Per image: dark-5 % offset (% of range) / minimum − input minimum (σ); ✗ fails")
-    print()
-    print(
-        f"| candidate | {' | '.join(names)} | FMD PSNR frame 0 | FMD PSNR mean of "
-        f"{1 + len(fmd_extra)} frames | dark and min criteria, all images |"
+    head = ["metric (mean ± std over frames)", "raw frame (input)"] + [
+        f"units={u}" + (" (new default)" if u == "calibrated" else "") for u in UNITS_A
+    ]
+    return (
+        f"## A. FMD Confocal_BPAE_B field 19, {len(frames)} raw frames, built-in 2D_denoising\n\n"
+        "PSNR against gt/19/avg50.png, data_range 255; mean and dark level against each input "
+        "frame.\n\n" + table(head, rows)
     )
-    print("|---|" + "---|" * (len(names) + 3))
-    for cand, row in results.items():
-        mean = float(np.mean(psnr_mean[cand]))
-        print(
-            f"| {cand} | {' | '.join(row[n] for n in names)} | {psnr0[cand]:.2f} | "
-            f"{mean:.2f} | {'yes' if passes[cand] else 'no'} |"
-        )
-    ceiling = []
-    for _xin, yout in [images["fmd19"], *fmd_extra]:
-        y = yout.astype(np.float64).ravel()
-        design = np.stack([y, np.ones_like(y)], axis=1)
-        coef = np.linalg.lstsq(design, gt.ravel().astype(np.float64), rcond=None)[0]
-        best = (yout * coef[0] + coef[1]).astype(np.float32)
-        ceiling.append(peak_signal_noise_ratio(gt, best, data_range=255))
-    print()
-    print(
-        f"Ceiling (affine map fitted to the GT itself): FMD frame 0 {ceiling[0]:.2f} dB, "
-        f"mean of {len(ceiling)} frames {np.mean(ceiling):.2f} dB."
+
+
+def block_b() -> str:
+    """The bundled demo sample, PSNR as debcr.demo computes it."""
+    import debcr
+    from debcr.samples import nuclei
+
+    noisy, clean = nuclei()
+    model = debcr.model.init("2D_denoising")
+    data_range = float(clean.max() - clean.min())
+    outs = {"input": noisy.astype(np.float32)}
+    outs |= {u: restore(model, noisy, units=u) for u in UNITS_B}
+    rows = [
+        ["PSNR vs clean (dB)"] + [f"{psnr(r, clean, data_range):.2f}" for r in outs.values()],
+        ["mean vs clean (%)"] + [f"{mean_change(r, clean):+.2f} %" for r in outs.values()],
+        ["mean vs input (%)"] + [f"{mean_change(r, noisy):+.2f} %" for r in outs.values()],
+        ["dark level − clean's (% of clean range)"]
+        + [f"{dark_offset(r, clean):+.2f} %" for r in outs.values()],
+    ]
+    head = ["metric", "noisy input"] + [f"units={u}" for u in UNITS_B]
+    log("B: " + ", ".join(f"{k} {psnr(r, clean, data_range):.2f} dB" for k, r in outs.items()))
+    return (
+        "## B. Bundled demo sample (nuclei_noisy vs nuclei_clean), built-in 2D_denoising\n\n"
+        f"PSNR data_range = clean max − min = {data_range:.1f} (as `debcr.demo.run_demo`); "
+        f"means: clean {clean.mean():.2f}, noisy input {noisy.mean():.2f}.\n\n" + table(head, rows)
     )
+
+
+def sr_args(steps: int) -> argparse.Namespace:
+    """bench_sr's defaults, with ``steps`` training steps."""
+    return argparse.Namespace(
+        steps=steps,
+        batch=8,
+        patch=64,
+        lr=1e-3,
+        val_freq=min(50, steps),
+        val_patches=64,
+        seed=0,
+        frames=5,
+        cells3d=5,
+        train_noise=4,
+        psf="llsm",
+        psf_radius=10,
+        psf_zoom=1.0,
+        read_noise=0.0,
+        noise_seed=2024,
+        rl_grid=[1, 2, 3, 5, 10, 20, 40, 80, 160],
+    )
+
+
+def trained_sr(psf: np.ndarray, args: argparse.Namespace) -> tuple[object, str]:
+    """confocal_SR fine-tuned as bench_sr does it; cached as a model file."""
+    import debcr
+    from bench_fmd import train_one, val_subset
+    from bench_sr import prepare_sets, settings_key
+
+    path = CALIB_WORK / f"sr_finetune_{settings_key(args)}.safetensors"
+    if path.exists():
+        log(f"C: reusing the trained model {path.relative_to(HERE.parent)}")
+        return debcr.model.init(path), f"cached `{path.relative_to(HERE.parent)}`"
+    data, info = prepare_sets(psf, args)
+    val = val_subset(data["val"], args.val_patches)
+    model, tr = train_one("sr_finetune", "confocal_SR", data, val, args, out=CALIB_WORK)
+    debcr.model.save(model, path, overwrite=True)
+    note = (
+        f"trained in this run: {tr['steps']} steps in {tr['wall_s'] / 60:.1f} min, best val loss "
+        f"{tr['best_val_loss']:.4f} at step {tr['best_step']}, other CPU load {tr['other_load']}; "
+        f"{info['patches'].get('train')} training patches; saved to "
+        f"`{path.relative_to(HERE.parent)}`"
+    )
+    return model, note
+
+
+def block_c(n_real: int, steps: int) -> str:
+    """Simulated SR: zero-shot and fine-tuned confocal_SR, every units, against the GT."""
+    import debcr
+    from bench_fmd import quiet_lightning
+    from bench_sr import TEST_FIELD, degraded, fmd_gt, fmt_frc, load_psf
+    from debcr import metrics
+
+    quiet_lightning()
+    args = sr_args(steps)
+    psf, psf_info = load_psf(args.psf, args.psf_radius, args.psf_zoom)
+    gt = fmd_gt(TEST_FIELD)
+    lows = degraded(gt, psf, args.frames, args.noise_seed, TEST_FIELD, args.read_noise)[:n_real]
+    tuned, train_note = trained_sr(psf, args)
+    models = {"confocal_SR zero-shot": debcr.model.init("confocal_SR"), "fine-tuned": tuned}
+    cols: dict[str, list[np.ndarray]] = {"degraded input": [x.astype(np.float32) for x in lows]}
+    for name, model in models.items():
+        for u in UNITS_C:
+            cols[f"{name}, {u}"] = [restore(model, x, units=u) for x in lows]
+            mean_psnr = statistics.fmean(psnr(r, gt, 255.0) for r in cols[f"{name}, {u}"])
+            log(f"C {name} {u}: PSNR {mean_psnr:.2f} dB")
+    gt_p999 = float(np.percentile(gt, 99.9))
+    rows = [
+        ["PSNR vs GT (dB)"] + [ms([psnr(r, gt, 255.0) for r in rs]) for rs in cols.values()],
+        ["mean vs GT mean (%)"]
+        + [signed([mean_change(r, gt) for r in rs]) for rs in cols.values()],
+        ["dark level − GT's (% of GT range)"]
+        + [signed([dark_offset(r, gt) for r in rs]) for rs in cols.values()],
+        [f"p99.9 (GT: {gt_p999:.1f})"]
+        + [ms([float(np.percentile(r, 99.9)) for r in rs], 1) for rs in cols.values()],
+        ["FRC resolution (px)"]
+        + [fmt_frc([metrics.frc(r, gt).resolution for r in rs]) for rs in cols.values()],
+    ]
+    return (
+        "## C. Simulated resolution enhancement (bench_sr.py data), FMD field 19 GT\n\n"
+        f"PSF `{psf_info['source']}` in-focus plane (FWHM {psf_info['fwhm']:.2f} px), "
+        f"FMD-calibrated Poisson noise, {len(lows)} noise realisations (bench_sr seeds); mean ± "
+        "std over them. PSNR data_range 255. FRC: debcr.metrics.frc(pred, gt).resolution "
+        "(≤ 2 px = no crossing, counted as 2). Fine-tuned model: confocal_SR fine-tuned "
+        f"{args.steps} steps with bench_fmd.train_one on bench_sr's training sets (batch "
+        f"{args.batch}, patch {args.patch}², lr {args.lr:g}, seed {args.seed}, best by val "
+        f"loss); {train_note}.\n\n" + table(["metric", *cols], rows)
+    )
+
+
+def block_d(frames: list[int]) -> str:
+    """TTA gain and cost, and how well the uncertainty map predicts the error."""
+    import debcr
+
+    model = debcr.model.init("2D_denoising")
+    gt = fmd_gt19()
+    gains, single_s, tta_s, corr, p_single, p_tta = [], [], [], [], [], []
+    check = None
+    with OtherLoad() as load:
+        for i in frames:
+            x = fmd_frame(i)
+            t0 = time.perf_counter()
+            single = restore(model, x)
+            t1 = time.perf_counter()
+            restored, std = restore(model, x, uncertainty=True)
+            t2 = time.perf_counter()
+            single_s.append(t1 - t0)
+            tta_s.append(t2 - t1)
+            p_single.append(psnr(single, gt, 255.0))
+            p_tta.append(psnr(restored, gt, 255.0))
+            gains.append(p_tta[-1] - p_single[-1])
+            err = np.abs(restored.astype(np.float64) - gt)
+            corr.append(float(np.corrcoef(std.astype(np.float64).ravel(), err.ravel())[0, 1]))
+            log(
+                f"D frame {i}: single {p_single[-1]:.2f} dB {single_s[-1]:.1f} s, tta "
+                f"{p_tta[-1]:.2f} dB {tta_s[-1]:.1f} s, corr {corr[-1]:.3f}"
+            )
+            if check is None:
+                # The uncertainty call's restored image must be the tta=True one.
+                check = float(np.abs(restore(model, x, tta=True) - restored).max())
+    rows = [
+        ["PSNR vs avg50 (dB)", ms(p_single), ms(p_tta), signed(gains, 2, " dB")],
+        [
+            "time per frame (s)",
+            ms(single_s),
+            ms(tta_s),
+            f"× {statistics.fmean(tta_s) / statistics.fmean(single_s):.1f}",
+        ],
+    ]
+    return (
+        f"## D. Test-time augmentation, FMD field 19 frames {frames[0]}–{frames[-1]}, "
+        "2D_denoising, units=calibrated\n\n"
+        "Single: `predict(model, x)`; TTA: `predict(model, x, uncertainty=True)` (8 rotations/"
+        "flips, also returns the std map; max |restored − predict(tta=True)| on frame "
+        f"{frames[0]}: {check:.2g}). Timed alternately in the same run, frame by frame; other "
+        f"processes' CPU share meanwhile {load}.\n\n"
+        + table(["metric (mean ± std over frames)", "single", "TTA", "TTA − single"], rows)
+        + f"\n\nPearson correlation between the uncertainty map and |restored − avg50|: "
+        f"{ms(corr, 3)} (mean ± std over {len(frames)} frames)."
+    )
+
+
+def block_e(crop: int | None) -> str:
+    """Dark level and mean of restored volumes against their input."""
+    import tifffile
+
+    import debcr
+
+    rows = []
+    for name, (path, model_name) in VOLUMES.items():
+        vol = tifffile.imread(path)
+        if crop is not None:
+            vol = vol[: min(crop, vol.shape[0])]
+        model = debcr.model.init(model_name)
+        cells = [name, f"{vol.shape} {vol.dtype}", model_name]
+        for u in UNITS_E:
+            r = restore(model, vol, units=u)
+            cells += [f"{dark_offset(r, vol):+.2f} %", f"{mean_change(r, vol):+.2f} %"]
+            log(f"E {name} {u}: {cells[-2]} dark, {cells[-1]} mean")
+        rows.append(cells)
+    head = ["volume", "shape", "model"]
+    head += [f"{u}: {m}" for u in UNITS_E for m in ("dark offset", "mean change")]
+    return (
+        "## E. Volumes: dark level and mean against the input\n\n"
+        "Dark offset: result's dark level − input's, in % of the input's p0.1–p99.9 range "
+        "(block means over Y-X of every plane); mean change: 100·(mean(result)/mean(input) − 1)."
+        + ("" if crop is None else f" (--quick: first {crop} planes only)")
+        + "\n\n"
+        + table(head, rows)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown CPU"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def header(started: datetime.datetime, note: str) -> str:
+    import torch
+
+    threads = os.environ.get("OMP_NUM_THREADS")
+    env = f"OMP_NUM_THREADS={threads} " if threads else ""
+    command = f"{env}.venv/bin/python benchmarks/bench_calibration.py {shlex.join(sys.argv[1:])}"
+    return (
+        "# Intensity units of `debcr.model.predict` and test-time augmentation\n\n"
+        f"* Command: `{command.rstrip()}`\n"
+        f"* Date: {started:%Y-%m-%d %H:%M %Z}; {note}\n"
+        f"* CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), numpy {np.__version__}\n"
+        "* Everything goes through `debcr.model.predict` with the units of its column, other "
+        "options at their defaults; see the script's docstring for the definitions.\n"
+        "* The machine was shared with other work while this ran (other processes' CPU share "
+        "per block below): timings are indicative only.\n"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a few frames per block; prints, writes nothing"
+    )
+    parser.add_argument("--sr-steps", type=int, default=200, help="fine-tuning steps (block C)")
+    parser.add_argument(
+        "--blocks", default="ABCDE", help="which blocks to run, in this order (default ABCDE)"
+    )
+    args = parser.parse_args()
+    quick = args.quick
+    save = not quick
+    started = datetime.datetime.now().astimezone()
+    CALIB_WORK.mkdir(parents=True, exist_ok=True)
+
+    jobs: dict[str, Callable[[], str]] = {
+        "A": lambda: block_a(list(range(3 if quick else 50))),
+        "B": block_b,
+        "C": lambda: block_c(2 if quick else 5, 4 if quick else args.sr_steps),
+        "D": lambda: block_d(list(range(2 if quick else 10))),
+        "E": lambda: block_e(4 if quick else None),
+    }
+    sections: dict[str, str] = {}
+    order = args.blocks.upper()
+    t_all = time.perf_counter()
+    for key in order:
+        log(f"block {key}")
+        with OtherLoad() as load:
+            t0 = time.perf_counter()
+            text = jobs[key]()
+            wall = time.perf_counter() - t0
+        sections[key] = (
+            f"{text}\n\n_Block {key}: {wall / 60:.1f} min; other processes' CPU share {load}._"
+        )
+        done = f"blocks {''.join(sorted(sections))} done"
+        if len(sections) < len(order):
+            done += " (run in progress)"
+        else:
+            done += f", total {(time.perf_counter() - t_all) / 60:.1f} min"
+        # Blocks may run in any order (--blocks); the report lists them alphabetically.
+        body = "\n\n".join(sections[k] for k in sorted(sections))
+        report = header(started, done) + "\n" + body + "\n"
+        if save:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(report)
+    print("\n" + report)
+    if save:
+        print(f"written to {RESULTS.relative_to(HERE.parent)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

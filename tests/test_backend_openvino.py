@@ -136,7 +136,7 @@ def test_the_conversion_is_cached(cache, denoiser, caplog) -> None:
     assert any("from the cache" in m for m in messages), messages
     # No leftovers of the atomic write.
     assert sorted(p.name for p in xml.parent.iterdir() if p.is_file()) == sorted(
-        [xml.name, weights.name]
+        [xml.name, weights.name, xml.with_suffix(".sha256").name]
     )
 
 

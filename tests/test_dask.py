@@ -21,17 +21,22 @@ def image() -> np.ndarray:
 def test_dask_input_gives_a_lazy_result_equal_to_memory(denoiser, image) -> None:
     chunked = da.from_array(image, chunks=(150, 250))
     # float32, the exact mode: tiles join exactly, whatever their geometry.
-    lazy = predict(denoiser, chunked, tile_size=256, precision="float32")
+    exact = {"tile_size": 256, "precision": "float32", "units": "normalized"}
+    lazy = predict(denoiser, chunked, **exact)
     assert isinstance(lazy, da.Array) and lazy.shape == image.shape and lazy.dtype == np.float32
-    expected = predict(denoiser, image, tile_size=256, precision="float32", progress=False)
-    got = lazy.compute(scheduler="threads")
-    # The network output is the same; the calibration's dark level is estimated from 8×8 block
-    # means, which the tiles (memory) and the chunks (dask) cut at different places.
-    assert np.abs(got - expected).max() / np.ptp(expected) <= 1e-3
+    expected = predict(denoiser, image, progress=False, **exact)
+    assert np.abs(lazy.compute(scheduler="threads") - expected).max() <= 1e-5
+    # The default units: the lazy calibration comes from a sample of about three 256² windows
+    # (here about half of the image), the in-memory one from every pixel; docs/concepts.md
+    # documents the difference (mean within 1 %, pixels within 3 % of the range).
+    calibrated = predict(denoiser, image, tile_size=256, precision="float32", progress=False)
+    got = predict(denoiser, chunked, tile_size=256, precision="float32").compute()
+    assert got.mean() == pytest.approx(calibrated.mean(), rel=0.01)
+    assert np.abs(got - calibrated).max() <= 0.03 * np.ptp(calibrated)
     # The default precision (bfloat16 on CPUs that compute it natively) rounds each tile
     # geometry differently: chunks and tiles then agree to bfloat16's own error (~1e-2).
-    fast = predict(denoiser, chunked, tile_size=256).compute(scheduler="threads")
-    assert np.abs(fast - expected).max() / np.ptp(expected) <= 2e-2
+    fast = predict(denoiser, chunked, tile_size=256, units="normalized").compute()
+    assert np.abs(fast - expected).max() <= 2e-2
 
 
 @pytest.mark.slow

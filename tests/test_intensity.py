@@ -49,6 +49,12 @@ def assert_invents_nothing(restored: np.ndarray, image: np.ndarray) -> None:
     below = float(restored.min() - image.min())
     assert abs(offset) <= 0.02, f"dark level moved by {100 * offset:+.2f} % of the range"
     assert below >= -sigma, f"minimum {below:+.1f} below the input's (noise {sigma:.2f})"
+    # the default map's own bounds (docs/concepts.md): the dark level of 8×8 block means within
+    # 0.5 % of the range, the mean within 1 %, nothing below the input's minimum
+    blocks = (dark_level(block_means(restored)) - dark_level(block_means(image))) / span
+    assert abs(blocks) <= 0.005, f"block dark level moved by {100 * blocks:+.2f} % of the range"
+    assert restored.mean() == pytest.approx(image.mean(), rel=0.01)
+    assert restored.min() >= image.min()
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +169,13 @@ def test_bead_background_is_not_lifted(volume_denoiser) -> None:
 
 @pytest.mark.slow
 def test_fmd_denoising_keeps_its_psnr(denoiser) -> None:
-    # The dark-level hold moves FMD's offset by under 1 % of its range: frames 0–3 lose about
-    # 0.15 dB against the plain fit (35.2–35.4 dB); the 50-frame mean stays above 35.5 dB.
+    # The monotone curve gives 36.05–36.06 dB on frames 0–2 (the affine map 35.13–35.16);
+    # benchmarks/results/calibration.md has all 50 frames.
     gt = fmd_gt(19).astype(np.float32)
     psnrs = [
         peak_signal_noise_ratio(
             gt, predict(denoiser, fmd_frame(19, i), progress=False), data_range=255
         )
-        for i in range(4)
+        for i in (5, 6)
     ]
-    assert np.mean(psnrs) >= 35.0
+    assert np.mean(psnrs) >= 35.8

@@ -279,7 +279,10 @@ def test_the_facade_takes_the_predict_options_with_their_defaults() -> None:
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ({"units": "photons"}, "units must be one of 'calibrated', 'percentile', 'normalized'"),
+        (
+            {"units": "photons"},
+            "units must be one of 'calibrated', 'affine', 'percentile', 'normalized'",
+        ),
         ({"backend": "tpu"}, r"backend must be one of 'auto', 'torch', 'openvino', got 'tpu'"),
         ({"precision": "int8"}, "unknown precision 'int8'; use one of 'auto'"),
         ({"batch_size": 0}, "batch_size must be at least 1, got 0"),

@@ -88,15 +88,15 @@ print(f"PSNR restored vs clean: {psnr(restored, clean):5.2f} dB   SSIM {ssim(res
 #
 # The network works on normalised values (the 0.1 and 99.9 percentiles of the input mapped to
 # 0 and 1), and its raw output is in those units. With the default `units="calibrated"`,
-# debcr returns it in the input's units: it fits the network output to the input with one
-# straight line for the whole image (least squares, `a · output + b`), then corrects the
-# offset so that the result's dark level (the median of the darkest 5 % of 8×8 block means,
-# where the noise is averaged out) stays at the input's, and returns nothing below the
-# input's minimum. Intensities stay comparable between images and
-# with the raw data. `units="percentile"` only undoes the percentile normalisation; use it for
-# deconvolution (`bright_SR`, `confocal_SR`), where the fit to a blurred input would shrink
-# the restored contrast. `units="normalized"` returns the network output as it is (about 0 to
-# 1). The dark level, median, mean and minimum of the three images:
+# debcr returns it in the input's units: it maps the network output through a monotone curve,
+# the mean of the input over all pixels the network restored to the same value (noise has
+# zero mean, so that is the clean intensity there), keeps the input's mean, holds the dark
+# level (the median of the darkest 5 % of 8×8 block means, where the noise is averaged out)
+# at the input's, and returns nothing below the input's minimum. Intensities stay comparable
+# between images and with the raw data, for denoising and resolution enhancement alike.
+# `units="percentile"` only undoes the percentile normalisation; `units="normalized"`
+# returns the network output as it is (about 0 to 1). The dark level, median, mean and
+# minimum of the three images:
 
 import numpy as np
 

@@ -40,3 +40,10 @@ class OutputError(DebcrError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """A file appeared at an output's path while the output was written; it was kept.
+
+    The finished output was saved beside it, under the name the message gives.
+    """

@@ -123,11 +123,16 @@ def export(
         What was written; ONNX and TorchScript exports report their largest difference to the
         PyTorch model on a real image (at most 1e-4, else nothing is written).
     """
+    from debcr.files import check_targets
     from debcr.interop import export as write
     from debcr.interop import export_format
 
-    # Checked before the model is loaded: a wrong suffix fails at once.
+    # Checked before the model is loaded: a wrong suffix fails at once. As predict does, an
+    # input is never replaced, even with overwrite=True; only a model file counts as one (a
+    # package written into a training run's folder is fine).
     fmt = export_format(path, format, package)
+    if not isinstance(model, MRBCR) and Path(model).is_file():
+        check_targets([Path(path)], [Path(model)], overwrite)
     return write(_as_model(model), path, format=fmt, overwrite=overwrite, **package)
 
 
@@ -154,6 +159,8 @@ def predict(
     progress: bool | Callable[[int, int], object] = True,
     axes: str | None = None,
     channels: Sequence[int | str] | None = None,
+    tta: bool = False,
+    uncertainty: bool = False,
 ) -> Any:
     """Restore an image, a stack, a time series or a multi-channel image with ``model``.
 
@@ -246,6 +253,16 @@ def predict(
     channels
         Restore only these channels (indices, or names from the file's metadata); the result
         then holds only them. Default: all.
+    tta
+        Test-time augmentation: every tile goes through the network in its 8 rotations and
+        flips, the outputs are turned back and averaged (in the network's units, before the
+        calibration). Costs 8 passes; +0.1–0.2 dB on FMD (``benchmarks/results/calibration.md``).
+    uncertainty
+        Also give the per-pixel standard deviation over the 8 transforms, in the result's
+        units (implies ``tta``): where it is high the model is unsure and may invent
+        structure. The result is then the pair ``(restored, uncertainty)``; with ``output``
+        the map is written beside it as ``NAME.uncertainty.SUFFIX`` (same axes and metadata)
+        and the pair of paths is returned.
 
     Returns
     -------
@@ -270,6 +287,8 @@ def predict(
         progress=progress,
         axes=axes,
         channels=channels,
+        tta=tta,
+        uncertainty=uncertainty,
     )
     if not isinstance(model, MRBCR):
         model = init(model, device=device or "auto")

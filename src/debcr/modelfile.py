@@ -106,7 +106,12 @@ def read_header(path: str | os.PathLike) -> dict[str, str]:
             if size <= 0 or size > min(path.stat().st_size - 8, 100_000_000):
                 raise ValueError("bad header length")
             header = json.loads(fh.read(size))
-        return dict(header.get("__metadata__") or {})
+        if not isinstance(header, dict):
+            raise ValueError(f"its header is a JSON {type(header).__name__}, not an object")
+        metadata = header.get("__metadata__") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError(f"its __metadata__ is a JSON {type(metadata).__name__}, not an object")
+        return dict(metadata)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(
             f"{path} is not a safetensors model file ({exc}); debcr model files are written by "
@@ -127,6 +132,73 @@ def _verify_checksum(path: Path, header: Mapping[str, str], tensors: Mapping) ->
             f"{path} is damaged: its weights do not match the checksum stored in the file; "
             "copy it again from where it came from"
         )
+
+
+def _format_version(path: Path, header: Mapping[str, str]) -> int:
+    try:
+        return int(header.get("format_version", -1))
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{path} has the format_version {header.get('format_version')!r}, not a number; "
+            "the file is damaged or was not written by debcr"
+        ) from exc
+
+
+def _metadata(path: Path, header: Mapping[str, str]) -> dict[str, Any]:
+    """The settings and provenance stored in the header: a JSON object."""
+    try:
+        metadata = json.loads(header.get("metadata", "{}"))
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{path}: its metadata is not valid JSON ({exc}); the file is damaged, copy it again"
+        ) from exc
+    if not isinstance(metadata, dict):
+        raise ModelFileError(
+            f"{path}: its metadata is a JSON {type(metadata).__name__}, not an object of "
+            "settings and provenance; the file is damaged or was not written by debcr"
+        )
+    return check_metadata(path, metadata)
+
+
+def check_metadata(path: str | os.PathLike, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Check the settings in a model's stored metadata that inference uses.
+
+    Parameters
+    ----------
+    path
+        The file it was read from (named in the message).
+    metadata
+        The stored settings and provenance.
+
+    Returns
+    -------
+    dict
+        ``metadata``, unchanged.
+
+    Raises
+    ------
+    ModelFileError
+        ``normalization`` is not an object of a method and numeric percentiles, or a ``halo``
+        is not a whole number of pixels (a damaged file: inference would fail far from it).
+    """
+    settings = metadata.get("normalization") or {}  # unset: the defaults
+    numeric = isinstance(settings, dict) and all(
+        isinstance(settings.get(key, 0), int | float) for key in ("pmin", "pmax")
+    )
+    if not numeric or not isinstance(settings.get("method", ""), str):
+        raise ModelFileError(
+            f"{path}: the normalization in its metadata is {settings!r:.80}, not an object of "
+            "a method and numeric pmin/pmax; the file is damaged or was not written by debcr"
+        )
+    for key, halo in metadata.items():
+        if key.startswith("halo") and (
+            isinstance(halo, bool) or not isinstance(halo, int) or halo < 0
+        ):
+            raise ModelFileError(
+                f"{path}: the {key} in its metadata is {halo!r:.40}, not a whole number of "
+                "pixels; the file is damaged or was not written by debcr"
+            )
+    return metadata
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> MRBCR:
@@ -151,7 +223,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
             f"{path} is a safetensors file but not a debcr model file "
             f"(format {header.get('format')!r}, expected {FORMAT!r})"
         )
-    if int(header.get("format_version", -1)) > FORMAT_VERSION:
+    if _format_version(path, header) > FORMAT_VERSION:
         raise ModelFileError(
             f"{path} was written by a newer debcr ({header.get('debcr_version')}); "
             f"upgrade debcr (`pip install -U debcr-torch`) to read it"
@@ -162,6 +234,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
             f"{path} holds architecture {arch[0]} v{arch[1]}, but this debcr builds "
             f"{ARCHITECTURE} v{ARCHITECTURE_VERSION}"
         )
+    metadata = _metadata(path, header)
     try:
         tensors = load_file(os.fspath(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -179,5 +252,5 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
             f"(e.g. {(missing + unexpected + wrong)[:3]})"
         )
     model.load_state_dict(tensors, strict=True)
-    model.metadata = json.loads(header.get("metadata", "{}"))
+    model.metadata = metadata
     return model.to(map_location).eval()

@@ -83,6 +83,16 @@ def block_means(image: Any, size: int = BLOCK) -> Any:
     return cut.reshape(*lead, h // size, size, w // size, size).mean(axis=(-3, -1))
 
 
+def _blocks(image: np.ndarray, size: int = BLOCK) -> np.ndarray:
+    """The ``size`` × ``size`` blocks of a 2-D image as ``(rows, cols, size, size)``; an image
+    smaller than a block is one partial block."""
+    h, w = (image.shape[0] // size) * size, (image.shape[1] // size) * size
+    if h == 0 or w == 0:
+        return image[None, None]
+    cut = image[:h, :w]
+    return cut.reshape(h // size, size, w // size, size).swapaxes(1, 2)
+
+
 def noise_from_differences(diffs: Any) -> float:
     """Noise level (standard deviation) from differences of neighbouring pixels.
 
@@ -212,18 +222,39 @@ class CalibrationSums:
         kept = (
             np.array(x[::s, ::s], dtype=np.float32),
             np.array(block_means(x.astype(np.float64))[::sb, ::sb], dtype=np.float32),
-            np.array(block_means(y.astype(np.float64))[::sb, ::sb], dtype=np.float32),
+            np.array(_blocks(y)[::sb, ::sb], dtype=np.float32),
         )
         self._kept.append(kept)
         self._count += kept[0].size
+        self._thin()
+
+    def merge(self, other: CalibrationSums) -> None:
+        """Add the statistics gathered by ``other`` (e.g. on another block)."""
+        self.sums += other.sums
+        self.x_min = min(self.x_min, other.x_min)
+        self._kept.extend(other._kept)
+        self._count += other._count
+        self._thin()
+
+    def _thin(self) -> None:
         while self._count > 2 * self.max_samples:
             self.step *= 2
             self._kept = [tuple(a[::2, ::2] for a in k) for k in self._kept]  # type: ignore[misc]
             self._count = sum(k[0].size for k in self._kept)
 
+    def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The kept subsamples: input pixels ``(n,)``, input block means ``(m,)``, and the
+        output's pixels in the same blocks ``(m, BLOCK²)`` (a non-linear map of the output
+        changes its block means, so they are kept whole)."""
+        if not self._kept:
+            return np.zeros(0), np.zeros(0), np.zeros((0, BLOCK * BLOCK))
+        x, xb = (np.concatenate([k[i].ravel() for k in self._kept]) for i in range(2))
+        yb = np.concatenate([k[2].reshape(-1, k[2].shape[-2] * k[2].shape[-1]) for k in self._kept])
+        return x, xb, yb
+
     def result(self) -> IntensityMap:
         """The calibrated mapping of everything added so far."""
         if not self._kept:
             return IntensityMap()
-        x, xb, yb = (np.concatenate([k[i].ravel() for k in self._kept]) for i in range(3))
-        return calibrate(self.sums, x, xb, yb, self.x_min)
+        x, xb, yb = self.samples()
+        return calibrate(self.sums, x, xb, yb.mean(axis=-1), self.x_min)

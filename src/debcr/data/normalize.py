@@ -9,8 +9,9 @@ by a small, JSON-serialisable :class:`NormStats` record.
 Memory: statistics are computed on the input as it is (``numpy.percentile`` partitions a copy in
 the input dtype, never a float64 copy) and the result is produced in one blockwise pass in the
 requested dtype, so only the output array is allocated in full. For arrays too large to read
-twice, :func:`compute_stats` takes ``sample=`` to estimate the statistics from a strided
-subsample (every k-th row and column), then :func:`apply_stats` does the single full pass.
+twice, :func:`compute_stats` takes ``sample=`` to estimate the statistics from a regular
+subsample (every k-th row and column of a numpy array or memmap, every k-th 256 × 256 window of
+a lazily stored one such as Zarr), then :func:`apply_stats` does the single full pass.
 """
 
 from __future__ import annotations
@@ -294,6 +295,18 @@ def check_percentiles(pmin: Any, pmax: Any, *, what: str = "(pmin, pmax)") -> tu
 # --------------------------------------------------------------------------------------------
 
 
+def _subsample(arr: Any, max_pixels: int, per_slice: bool) -> Any:
+    """At most ``max_pixels`` pixels of ``arr`` (per slice when ``per_slice``) for statistics:
+    strided from numpy arrays and memmaps, as windows from lazily stored images."""
+    if max_pixels < 1:
+        raise DataError(f"sample={max_pixels} must be a positive number of pixels (or None)")
+    if isinstance(arr, np.ndarray) or per_slice or len(arr.shape) < 2:
+        return _strided_sample(arr, max_pixels, per_slice)
+    if math.prod(arr.shape) <= max_pixels:
+        return arr
+    return _window_sample(arr, max_pixels)
+
+
 def _strided_sample(arr: Any, max_pixels: int, per_slice: bool) -> Any:
     """Every k-th element along the image axes so that at most ``max_pixels`` are read.
 
@@ -301,8 +314,6 @@ def _strided_sample(arr: Any, max_pixels: int, per_slice: bool) -> Any:
     Per slice, all slices are kept and the limit applies to each slice; otherwise the stride
     is shared by all axes.
     """
-    if max_pixels < 1:
-        raise DataError(f"sample={max_pixels} must be a positive number of pixels (or None)")
     ndim = len(arr.shape)
     axes = list(range(1, ndim)) if per_slice else list(range(ndim))
     count = math.prod(arr.shape[a] for a in axes)
@@ -313,6 +324,36 @@ def _strided_sample(arr: Any, max_pixels: int, per_slice: bool) -> Any:
         step += 1
     index = tuple(slice(None, None, step) if a in axes else slice(None) for a in range(ndim))
     return arr[index]
+
+
+#: Side of the windows :func:`_window_sample` reads from lazily stored images (a Zarr chunk
+#: or TIFF tile of 256 x 256 or more holds one whole window).
+_WINDOW_EDGE = 256
+
+
+def _window_sample(arr: Any, max_pixels: int) -> np.ndarray:
+    """At most ``max_pixels`` pixels of a lazily stored array, read as a regular grid of windows.
+
+    Every k-th row and column of a Zarr array touches every chunk: for a sparse 10⁶ × 10⁶ store
+    that lists millions of chunks, with memory growing all the while. Windows of
+    :data:`_WINDOW_EDGE` pixels, every k-th one along each axis, bound the number of reads to
+    ``max_pixels / 256²`` whatever the declared size (a chunk that was never written reads as
+    the fill value, without I/O), and are read one at a time.
+    """
+    shape = tuple(int(n) for n in arr.shape)
+    edges = [1] * (len(shape) - 2) + [min(_WINDOW_EDGE, n) for n in shape[-2:]]
+    grid = [math.ceil(n / e) for n, e in zip(shape, edges, strict=True)]
+    budget = max(1, max_pixels // math.prod(edges))
+    step = 1
+    while math.prod(math.ceil(g / step) for g in grid) > budget:
+        step += 1
+    picks = []
+    for corner in np.ndindex(*(math.ceil(g / step) for g in grid)):
+        key = tuple(
+            slice(c * step * e, c * step * e + e) for c, e in zip(corner, edges, strict=True)
+        )
+        picks.append(np.asarray(arr[key]).reshape(-1))
+    return np.concatenate(picks)
 
 
 def _bounds(
@@ -385,7 +426,7 @@ def compute_stats(
     ----------
     data
         Image (Y, X) or stack (Z, Y, X): numpy array or memmap (anything ``numpy.asarray``
-        accepts; a zarr array is read whole unless ``sample`` is used with a memmap).
+        accepts; a zarr array is read whole unless ``sample`` is given).
     pmin, pmax
         Percentiles mapped to 0 and 1 when ``by_perc`` is True.
     by_perc
@@ -397,10 +438,13 @@ def compute_stats(
     eps
         Stored in the statistics and added to ``hi - lo`` when normalising.
     sample
-        If given, estimate the bounds from a regular strided subsample of at most this many
-        pixels (per slice when ``per_slice``): every k-th row and column (and slice). Use
-        :data:`DEFAULT_SAMPLE_PIXELS` for arrays above ~50 Mpx; with a memmap only the sampled
-        pages are read. None computes exact statistics on all pixels.
+        If given, estimate the bounds from a regular subsample of at most this many pixels
+        (per slice when ``per_slice``): every k-th row and column (and slice) of a numpy array
+        or memmap, whose untouched pages are never read; of any other array (Zarr, dask,
+        views of them), every k-th window of 256 × 256 pixels, so that at most
+        ``sample / 65536`` windows are read however large the declared shape (per slice: the
+        strided subsample). Use :data:`DEFAULT_SAMPLE_PIXELS` for arrays above ~50 Mpx. None
+        computes exact statistics on all pixels.
 
     Returns
     -------
@@ -413,7 +457,7 @@ def compute_stats(
     """
     if sample is not None:
         # Subsample before converting, so a lazy array (memmap, zarr) is only partly read.
-        data = _strided_sample(data, int(sample), per_slice and len(data.shape) == 3)
+        data = _subsample(data, int(sample), per_slice and len(data.shape) == 3)
     arr = _numeric(data)
     _require_finite(arr)
     return _compute(arr, pmin, pmax, by_perc, vmin, vmax, per_slice, eps)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from debcr.backends import Runner, make_runner
+from debcr.data.calibration import CurveMap, CurveSums
 from debcr.data.intensity import CalibrationSums, IntensityMap
 from debcr.data.io import open_output
 from debcr.data.normalize import NormStats
@@ -23,7 +24,8 @@ from debcr.errors import DebcrError
 from debcr.inference.options import PredictOptions, Progress
 from debcr.inference.planes import as_stack, check_dtype, resolve_input
 from debcr.inference.scale import SliceScale, plane_stats, slice_scale
-from debcr.inference.tiles import plan_tiles, read_window, round_up
+from debcr.inference.tiles import check_halo, plan_tiles, read_window, round_up
+from debcr.inference.tta import restore_tta, uncertainty_path
 from debcr.nn.receptive import halo_for
 from debcr.runtime import release_memory, resolve_device, resolve_precision, tune_allocator
 
@@ -31,6 +33,18 @@ logger = logging.getLogger("debcr.inference")
 
 #: Smallest tile core the out-of-memory retry goes down to.
 MIN_TILE = 64
+
+#: What gathers a channel's calibration statistics, tile by tile.
+Calibrator = CurveSums | CalibrationSums
+
+
+def _calibrator(units: str) -> Calibrator:
+    """The statistics ``units`` needs (the affine ones are cheap enough to gather always)."""
+    return CurveSums() if units == "calibrated" else CalibrationSums()
+
+
+def _mapping(units: str, calib: Calibrator) -> CurveMap | IntensityMap:
+    return calib.result() if units in ("calibrated", "affine") else IntensityMap()
 
 
 def _batched(items: list, size: int) -> Iterator[list]:
@@ -45,14 +59,41 @@ class _Engine:
     batch: int
     tile: int
     halo: int
+    tta: bool = False
 
-    def forward(self, tiles: np.ndarray) -> np.ndarray:
-        return self.runner.run(tiles)
+    def forward(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The network output of a batch (and the spread over the 8 transforms with TTA)."""
+        if self.tta:
+            mean, spread = restore_tta(self.runner.run, tiles, self.batch)
+        else:
+            mean, spread = self.runner.run(tiles), None
+        if not np.isfinite(mean).all():
+            # Never written as a result: a NaN image would pass for a restoration.
+            advice = (
+                ""
+                if self.runner.backend == "torch"
+                else "; or try backend='torch', precision='float32' (--backend torch "
+                "--precision float32)"
+            )
+            raise DebcrError(
+                "the network's output holds non-finite values (NaN or infinity) with the "
+                f"{self.runner.backend} backend; nothing was written. Check the input and the "
+                f"model's weights for non-finite or extreme values{advice}"
+            )
+        return mean, spread
 
     def run_slice(
-        self, image: Any, out: Any, z: int, scale: SliceScale, calib: CalibrationSums, bar: Any
+        self,
+        image: Any,
+        out: Any,
+        z: int,
+        scale: SliceScale,
+        calib: Calibrator,
+        bar: Any,
+        spread_out: Any = None,
     ) -> None:
-        """Write the network output (normalised units) of slice ``z`` into ``out[z]``.
+        """Write the network output (normalised units) of slice ``z`` into ``out[z]`` (and the
+        spread over the 8 transforms into ``spread_out[z]`` when given).
 
         Reading (and normalising) the next batch of tiles and writing the previous one run in
         two helper threads while the network computes, so disk-to-disk restoration runs at
@@ -70,11 +111,14 @@ class _Engine:
                 ]
             )
 
-        def write(group: list, windows: np.ndarray, restored: np.ndarray) -> None:
-            for (y, x, ye, xe), window, tile in zip(group, windows, restored):
-                core = tile[h : h + ye - y, h : h + xe - x]
+        def write(group: list, windows: np.ndarray, restored: tuple) -> None:
+            means, spreads = restored
+            for i, ((y, x, ye, xe), window) in enumerate(zip(group, windows)):
+                core = means[i, h : h + ye - y, h : h + xe - x]
                 calib.add(window[h : h + ye - y, h : h + xe - x], core)
                 out[z, y:ye, x:xe] = core
+                if spread_out is not None and spreads is not None:
+                    spread_out[z, y:ye, x:xe] = spreads[i, h : h + ye - y, h : h + xe - x]
             bar.update(len(group))
 
         with (
@@ -128,29 +172,45 @@ def predict_array(
     source, inputs, metadata = resolve_input(image, opts.axes)
     check_dtype(source)
     layout = as_stack(source, metadata, opts.channels)
+    if opts.halo is not None:
+        check_halo(int(opts.halo), layout.stack.shape)
     stats = plane_stats(layout, opts.normalize, opts.pmin, opts.pmax)
     engine = _engine_for(model, image, opts)
     output = opts.output
-    target = (
-        open_output(
-            output,
+    spread_output = uncertainty_path(output) if output is not None and opts.uncertainty else None
+
+    def target(path: Path | None) -> Any:
+        if path is None:
+            return contextlib.nullcontext(np.empty(layout.out_shape, np.float32))
+        return open_output(
+            path,
             layout.out_shape,
             np.float32,
             overwrite=opts.overwrite,
             inputs=inputs,
             metadata=layout.metadata,
         )
-        if output is not None
-        else contextlib.nullcontext(np.empty(layout.out_shape, np.float32))
-    )
+
     try:
-        with target as out:
-            out_stack = layout.out_view(out)
-            _run(engine, layout.stack, out_stack, stats, opts, layout.channel_of_planes())
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(target(output))
+            spread = files.enter_context(target(spread_output)) if opts.uncertainty else None
+            _run(
+                engine,
+                layout.stack,
+                layout.out_view(out),
+                stats,
+                opts,
+                layout.channel_of_planes(),
+                layout.out_view(spread) if spread is not None else None,
+            )
     finally:
         # The tuned allocator keeps what the forwards freed; hand it back between calls.
         release_memory()
-    return Path(output) if output is not None else out
+    result = Path(output) if output is not None else out
+    if not opts.uncertainty:
+        return result
+    return result, (spread_output if spread_output is not None else spread)
 
 
 def _engine_for(model: torch.nn.Module, image: Any, opts: PredictOptions) -> _Engine:
@@ -166,15 +226,17 @@ def _engine_for(model: torch.nn.Module, image: Any, opts: PredictOptions) -> _En
         batch=batch_size_for(image, opts.batch_size, dev),
         tile=int(opts.tile_size if opts.tile_size is not None else TILE_SIZE[kind]),
         halo=int(opts.halo if opts.halo is not None else halo_for(model, precision)),
+        tta=opts.tta or opts.uncertainty,
     )
     logger.debug(
-        "restoring with %s (%s) on %s: tile %d, halo %d, batch %d",
+        "restoring with %s (%s) on %s: tile %d, halo %d, batch %d, tta %s",
         runner.backend,
         precision,
         dev,
         engine.tile,
         engine.halo,
         engine.batch,
+        engine.tta,
     )
     return engine
 
@@ -212,16 +274,17 @@ def _run(
     stats: NormStats | None,
     opts: PredictOptions,
     channel_of_plane: np.ndarray,
+    spread: Any = None,
 ) -> None:
     # Channels differ in brightness: each gets its own intensity calibration.
-    calibs = {int(c): CalibrationSums() for c in np.unique(channel_of_plane)}
+    calibs = {int(c): _calibrator(opts.units) for c in np.unique(channel_of_plane)}
     total = engine.total_tiles(tuple(stack.shape))
     with _progress_bar(opts.progress, total) as bar:
         for z in range(stack.shape[0]):
             calib = calibs[int(channel_of_plane[z])]
             while True:
                 try:
-                    engine.run_slice(stack[z], out, z, slice_scale(stats, z), calib, bar)
+                    engine.run_slice(stack[z], out, z, slice_scale(stats, z), calib, bar, spread)
                     break
                 except RuntimeError as exc:
                     if not _is_oom(exc):
@@ -234,23 +297,30 @@ def _run(
                         ) from exc
                     if engine.device.type == "cuda":
                         torch.cuda.empty_cache()
-    calibrated = opts.units == "calibrated"
-    mappings = {c: calib.result() if calibrated else IntensityMap() for c, calib in calibs.items()}
+    mappings = {c: _mapping(opts.units, calib) for c, calib in calibs.items()}
     planes = [mappings[int(c)] for c in channel_of_plane]
-    _finish(out, stats, planes, to_input_units=opts.units != "normalized")
+    _finish(out, stats, planes, to_input_units=opts.units != "normalized", spread=spread)
 
 
 def _finish(
-    out: Any, stats: NormStats | None, mappings: list[IntensityMap], to_input_units: bool
+    out: Any,
+    stats: NormStats | None,
+    mappings: list[CurveMap | IntensityMap],
+    to_input_units: bool,
+    spread: Any = None,
 ) -> None:
     """Second pass, in row blocks: calibrate (each plane with its channel's map) and map back
-    to the input's units."""
+    to the input's units; the spread is scaled by the map's gain into the same units."""
     rows = max(1, (1 << 22) // max(1, out.shape[-1]))
     for z in range(out.shape[0]):
         scale = slice_scale(stats, z)
+        width = max(scale.width, 0.0) if to_input_units else 1.0
         for r in range(0, out.shape[1], rows):
             block = mappings[z].apply(np.asarray(out[z, r : r + rows], dtype=np.float32))
             out[z, r : r + rows] = scale.inverse(block) if to_input_units else block
+            if spread is not None:
+                factor = np.float32(abs(mappings[z].gain) * width)
+                spread[z, r : r + rows] = np.asarray(spread[z, r : r + rows]) * factor
 
 
 def _shrink(engine: _Engine) -> bool:

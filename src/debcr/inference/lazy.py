@@ -9,15 +9,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from debcr.data.intensity import BLOCK, SAMPLE_PIXELS, calibrate
+from debcr.data.calibration import CurveMap, CurveSums
+from debcr.data.intensity import CalibrationSums, IntensityMap
 from debcr.data.normalize import DEFAULT_SAMPLE_PIXELS, NormStats, compute_stats
 from debcr.errors import DataError
 from debcr.inference.engine import predict_array
 from debcr.inference.options import PredictOptions
 from debcr.inference.scale import slice_scale
-from debcr.inference.tiles import round_up
+from debcr.inference.tiles import check_halo, round_up
 from debcr.nn.receptive import halo_for
 from debcr.runtime import resolve_device, resolve_precision
+
+#: Pixels of the sample the calibration of a lazy result is computed from (about three
+#: 256² planes: slicing two planes then costs about five).
+LAZY_SAMPLE_PIXELS = 3 * 256 * 256
+#: Largest side of a sampled window (larger planes contribute several windows).
+SAMPLE_WINDOW = 256
 
 
 def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | None = None) -> Any:
@@ -26,8 +33,10 @@ def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | N
     Normalisation statistics come from a strided sample of the whole array; each
     block is restored by :func:`~debcr.inference.predict_array` with ``map_overlap`` supplying
     the neighbouring pixels its halo needs (image borders are reflect-padded exactly as
-    in memory), and the intensity calibration is a lazy reduction over the whole
-    result. It runs on any dask scheduler, including ``dask.distributed``.
+    in memory). The intensity calibration comes from a bounded, evenly spread sample of the
+    input restored once when the lazy result is made (:func:`sampled_mapping`), so slicing a
+    few planes costs a few planes. It runs on any dask scheduler, including
+    ``dask.distributed``.
     """
     import dask.array as da
 
@@ -38,6 +47,13 @@ def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | N
         )
     if opts.output is not None:
         raise DataError("output= is not supported for dask inputs; call .to_zarr() on the result")
+    if opts.halo is not None:
+        check_halo(int(opts.halo), image.shape)
+    if opts.uncertainty:
+        raise DataError(
+            "uncertainty= is not supported for dask inputs; restore with tta=True lazily, or "
+            "pass the array in memory (np.asarray) or as a file to get the uncertainty map"
+        )
     normalize = opts.normalize
     if normalize is True:
         sample = np.asarray(_strided(image, DEFAULT_SAMPLE_PIXELS).compute())
@@ -69,12 +85,56 @@ def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | N
         return predict_array(model, block, block_options)
 
     y = da.map_overlap(restore_block, x, depth=depth, boundary="none", dtype=np.float32)
-    if opts.units == "calibrated":
-        gain, offset, floor = _lazy_calibration(x, y)
-        y = da.maximum(y * gain + offset, floor)
+    if opts.units in ("calibrated", "affine"):
+        y = sampled_mapping(model, x, halo, block_options, opts.units).apply(y)
     if opts.units != "normalized":
         y = y * width + lo
     return y.astype(np.float32)
+
+
+def sample_windows(shape: tuple[int, ...], budget: int = LAZY_SAMPLE_PIXELS) -> list[tuple]:
+    """Evenly spread windows ``(z, y0, y1, x0, x1)`` of a ``(Z, Y, X)`` shape holding about
+    ``budget`` pixels: planes spread over Z, positions spread over each plane's window grid."""
+    planes, height, width = shape
+    side_y, side_x = min(height, SAMPLE_WINDOW), min(width, SAMPLE_WINDOW)
+    # Whole windows only, spread from edge to edge (overlapping where the side does not
+    # divide the plane): a sliver at the border would stand for a window's share.
+    rows = np.linspace(0, height - side_y, -(-height // side_y)).round().astype(int)
+    cols = np.linspace(0, width - side_x, -(-width // side_x)).round().astype(int)
+    grid = [
+        (z, int(y), int(y) + side_y, int(x), int(x) + side_x)
+        for z in range(planes)
+        for y in rows
+        for x in cols
+    ]
+    count = max(1, min(len(grid), budget // (side_y * side_x)))
+    # The centres of ``count`` equal runs of the grid: no run's end (often a dark first or
+    # last plane) is favoured.
+    picks = ((np.arange(count) + 0.5) * len(grid) / count).astype(int)
+    return [grid[i] for i in picks]
+
+
+def sampled_mapping(
+    model: torch.nn.Module, x: Any, halo: int, block_options: PredictOptions, units: str
+) -> CurveMap | IntensityMap:
+    """The calibration of a lazy restoration from a bounded sample, computed once, now.
+
+    The windows of :func:`sample_windows` (about :data:`LAZY_SAMPLE_PIXELS` pixels, evenly
+    spread over the planes and over each plane) are restored with their halo of context,
+    exactly as the blocks of the result are, and their statistics make the map applied to
+    every block. Slicing a few planes of the result then costs a few planes (plus this sample
+    once), not a pass over the whole stack.
+    """
+    stack = x if x.ndim == 3 else x[None]
+    calib = CurveSums() if units == "calibrated" else CalibrationSums()
+    _, height, width = stack.shape
+    for z, y0, y1, x0, x1 in sample_windows(tuple(stack.shape)):
+        top, left = max(0, y0 - halo), max(0, x0 - halo)
+        window = np.asarray(stack[z, top : min(height, y1 + halo), left : min(width, x1 + halo)])
+        restored = predict_array(model, window, block_options)
+        core = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+        calib.add(window[core], restored[core])
+    return calib.result()
 
 
 def _lazy_scale(stats: NormStats | None, image: Any) -> tuple[Any, Any]:
@@ -87,41 +147,6 @@ def _lazy_scale(stats: NormStats | None, image: Any) -> tuple[Any, Any]:
     if stats.per_slice:
         return lo[:, None, None], width[:, None, None]
     return lo[0], width[0]
-
-
-def _lazy_calibration(x: Any, y: Any) -> tuple[Any, Any, Any]:
-    """Dask version of :meth:`debcr.data.intensity.CalibrationSums.result`: (gain, offset,
-    floor) as lazy scalars.
-
-    Sums run over all pixels; dark levels and the noise level come from a strided
-    subsample, so memory stays bounded whatever the size of the image.
-    """
-    import dask
-    import dask.array as da
-
-    x64, y64 = x.astype(np.float64), y.astype(np.float64)
-    n = float(np.prod(x.shape))
-    sums = [n, y64.sum(), (y64 * y64).sum(), (x64 * y64).sum(), x64.sum(), (x64 * x64).sum()]
-    step = max(1, math.ceil((math.prod(x.shape) / SAMPLE_PIXELS) ** (1 / x.ndim)))
-    every = (slice(None, None, step),) * x.ndim
-    axes = {x.ndim - 2: BLOCK, x.ndim - 1: BLOCK}
-    small = any(x.shape[a] < BLOCK for a in axes)
-
-    def blocks(a: Any) -> Any:
-        return _strided(
-            a if small else da.coarsen(np.mean, a, axes, trim_excess=True), SAMPLE_PIXELS
-        )
-
-    def solve(sums: list, xs: np.ndarray, xb: np.ndarray, yb: np.ndarray, x_min: float) -> Any:
-        m = calibrate(sums, xs, xb, yb, float(x_min))
-        return np.array([m.gain, m.offset, m.floor], dtype=np.float32)
-
-    coeffs = da.from_delayed(
-        dask.delayed(solve)(sums, x[every], blocks(x64), blocks(y64), x.min()),
-        (3,),
-        dtype=np.float32,
-    )
-    return coeffs[0], coeffs[1], coeffs[2]
 
 
 def _strided(image: Any, max_pixels: int) -> Any:

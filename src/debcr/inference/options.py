@@ -62,6 +62,11 @@ class PredictOptions:
     #: Channels to restore, by index or by name (default: all); the output keeps only these.
     #: Every channel is normalised with its own statistics, over all of its planes.
     channels: Sequence[int | str] | None = None
+    #: Average the network output over the 8 rotations and flips of every tile.
+    tta: bool = False
+    #: Also return (or write beside ``output``) the per-pixel standard deviation over the 8
+    #: transforms, in the result's units; implies ``tta``.
+    uncertainty: bool = False
 
     def __post_init__(self) -> None:
         check_backend(self.backend)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from debcr.data.io.memory import check_memory
+from debcr.data.io.zarr import settle_pending_io
 from debcr.defaults import SIZE_MULTIPLE
 from debcr.errors import DataError, DebcrError
 
@@ -58,9 +60,51 @@ class TilePlan:
 
 
 def plan_tiles(shape: tuple[int, int], tile: int, halo: int) -> TilePlan:
-    """Plan tiles for a slice of ``shape`` with cores of at most ``tile`` pixels."""
+    """Plan tiles for a slice of ``shape`` with cores of at most ``tile`` pixels.
+
+    Raises
+    ------
+    DataError
+        If one tile's window (core plus halo) does not fit in the free memory.
+    """
     core = tuple(min(round_up(tile), round_up(n)) for n in shape)
-    return TilePlan(shape=(int(shape[0]), int(shape[1])), core=core, halo=halo)
+    plan = TilePlan(shape=(int(shape[0]), int(shape[1])), core=core, halo=halo)
+    height, width = plan.input_size
+    check_memory(
+        height * width * np.dtype(np.float32).itemsize,
+        f"a tile window of {height}×{width} float32 pixels (core {core[0]}×{core[1]} plus a "
+        f"halo of {halo} on every side)",
+        "give a smaller halo (the default, the network's receptive field, is enough) or tile",
+    )
+    return plan
+
+
+def check_halo(halo: int, shape: tuple[int, ...]) -> None:
+    """Refuse a requested halo wider than the slices it surrounds.
+
+    Context beyond the image is only the image mirrored again, so such a halo adds nothing but
+    memory and time (``--halo 100000`` on a 64×64 image would read 149 GiB windows).
+
+    Parameters
+    ----------
+    halo
+        The halo the user asked for, in pixels.
+    shape
+        The input's shape; its last two entries are a slice's height and width.
+
+    Raises
+    ------
+    DataError
+        If ``halo`` exceeds the longer side of a slice (rounded up to the network's multiple).
+    """
+    height, width = (int(n) for n in shape[-2:])
+    limit = round_up(max(height, width))
+    if halo > limit:
+        raise DataError(
+            f"halo {halo} is wider than the image ({height}×{width} pixels), where context is "
+            f"only the image mirrored again; give a halo of at most {limit} (or none, for the "
+            "network's default)"
+        )
 
 
 @contextlib.contextmanager
@@ -77,6 +121,7 @@ def damaged_input(where: str) -> Iterator[None]:
     except (DebcrError, MemoryError):
         raise
     except Exception as exc:  # codecs and storage libraries raise many types for damaged data
+        settle_pending_io()
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise DataError(
             f"could not read {where} of the input ({reason}); the file is damaged or incomplete: "

@@ -177,8 +177,12 @@ def predict_data(
     device: str | None,
     report: Callable[[int, int], object],
     cancel: threading.Event,
-) -> np.ndarray:
-    """Restore a layer's data (2-D, stack, time series, T×Z) in its own units; cancellable."""
+    units: str = "calibrated",
+    tta: bool = False,
+    uncertainty: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Restore a layer's data (2-D, stack, time series, T×Z) in ``units``; cancellable. With
+    ``uncertainty`` the pair (restored, spread over the 8 transforms)."""
     from debcr.data.collect import image_array
     from debcr.model import predict
 
@@ -198,7 +202,12 @@ def predict_data(
         tile_size=tile_size,
         device=device,
         progress=progress,
+        units=units,
+        tta=tta,
+        uncertainty=uncertainty,
     )
+    if uncertainty:
+        return out[0].reshape(arr.shape), out[1].reshape(arr.shape)
     return out.reshape(arr.shape)
 
 

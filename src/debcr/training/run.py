@@ -15,13 +15,19 @@ A run directory (``config.weights_path``) holds:
     Training and validation loss/PSNR per step, and their plot, over the whole run: a resumed
     run keeps the rows of the steps before its checkpoint (see :mod:`debcr.training.history`).
 
-Ctrl-C (SIGINT) stops a run cleanly after the current step: the last model and the resume
-checkpoint are written for that step and :class:`TrainingInterrupted` (a
-:class:`KeyboardInterrupt`) says where to resume from; a second Ctrl-C stops at once, and the
+Ctrl-C (SIGINT) or SIGTERM stops a run cleanly after the current step: the last model and the
+resume checkpoint are written for that step and :class:`TrainingInterrupted` (a
+:class:`KeyboardInterrupt`) says where to resume from; a second signal stops at once, and the
 run then resumes from its last periodic checkpoint.
 
-:func:`fit` is a short pipeline: open the run folder, read the data for the training mode,
-choose the starting model, record provenance, build the trainer, train, finish.
+A full disk or read-only file system is one :class:`~debcr.errors.OutputError`: the space a
+run needs is checked when it starts, a write that fails later leaves no temporary file, and
+the folder stays usable: resumed from its last checkpoint, or, when the run failed before its
+first one, emptied of what the run wrote so that it can be started again.
+
+:func:`fit` is a short pipeline: read the data for the training mode, choose the starting
+model, open the run folder (checking its space), record provenance, build the trainer, train,
+finish.
 """
 
 from __future__ import annotations
@@ -49,8 +55,16 @@ from debcr.config import TrainConfig, load_dict
 from debcr.config import save as save_config
 from debcr.data.io import load
 from debcr.data.sets import SetInfo
-from debcr.defaults import BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, RUN_CONFIG
-from debcr.files import move_into_place
+from debcr.defaults import (
+    BEST_MODEL,
+    CURVES_PLOT,
+    LAST_MODEL,
+    METRICS_CSV,
+    RESUME_CHECKPOINT,
+    RUN_CONFIG,
+)
+from debcr.errors import ConfigError, OutputError
+from debcr.files import check_space, move_into_place, output_error, output_errors, remove
 from debcr.modelfile import load_model, read_header, save_model
 from debcr.nn import MRBCR
 from debcr.nn.receptive import store_halos
@@ -66,15 +80,16 @@ logger = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training was stopped with Ctrl-C; ``run_dir`` resumes from step ``step``.
+    """Training was stopped with Ctrl-C or SIGTERM; ``run_dir`` resumes from step ``step``.
 
     ``step`` is ``None`` when the run was stopped before its first checkpoint (there is then
-    nothing to resume: start it again).
+    nothing to resume: start it again). ``signal`` names the signal (``"SIGINT"`` for Ctrl-C).
     """
 
-    def __init__(self, run_dir: Path, step: int | None) -> None:
+    def __init__(self, run_dir: Path, step: int | None, signal: str = "SIGINT") -> None:
         self.run_dir = Path(run_dir)
         self.step = step
+        self.signal = signal
         if step is None:
             text = f"training interrupted before its first checkpoint in {run_dir}; start it again"
         else:
@@ -103,6 +118,7 @@ class RunFiles(Callback):
         self.best_step = -1
         self.saved_step: int | None = None  # the step of the resume checkpoint on disk
         self.stop_requested = False  # set by the Ctrl-C handler, acted on after the step
+        self.stop_signal = "SIGINT"  # the signal that asked for the stop
         self.stop_saved = False  # the step at which the stop was requested is saved
         self.exception: BaseException | None = None
 
@@ -123,9 +139,13 @@ class RunFiles(Callback):
         self.history.flush()
         # One name on every rank: under DDP the ranks agree on the file Lightning writes.
         tmp = self.run_dir / f".tmp-{RESUME_CHECKPOINT}"
-        trainer.save_checkpoint(tmp, weights_only=False)  # optimiser, loops, callbacks too
-        if trainer.is_global_zero:
-            move_into_place(tmp, self.run_dir / RESUME_CHECKPOINT)
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)  # optimiser, loops, callbacks too
+            if trainer.is_global_zero:
+                move_into_place(tmp, self.run_dir / RESUME_CHECKPOINT)
+        except BaseException:  # a full disk, a signal: no partial checkpoint is left
+            remove(tmp)
+            raise
         self.saved_step = trainer.global_step
 
     def on_train_start(self, trainer, module) -> None:
@@ -214,12 +234,13 @@ def fit(
     check_data_mode(mode, val_split, "validation data")
     train_arrays = mode.load(train_split, "training data")
     val_arrays = mode.load(val_split, "validation data")
-    # Only data that can be trained on opens (or creates) the run folder.
-    run_dir = _open_run(config, resume)
     if config.seed is not None:
         L.seed_everything(config.seed, workers=True, verbose=False)
     start = init_model if init_model is not None else config.init_model
     net, parent = _starting_model(start)
+    # Only data that can be trained on, and a model to start from, open (or create) the folder.
+    before = _run_files(Path(config.weights_path))
+    run_dir = _open_run(config, resume, _space_needed(net, resume))
     precision = trainer_precision(config)
     if rank_zero_only.rank == 0:
         logger.info("training precision: %s (config: %s)", precision, config.precision)
@@ -233,7 +254,7 @@ def fit(
     if resume:  # what an interruption before the first new checkpoint resumes from
         files.saved_step = _checkpoint_step(run_dir / RESUME_CHECKPOINT)
     trainer = _trainer(config, precision, history, files, callbacks)
-    with _interruptible(trainer, files, run_dir, history):
+    with _disk_errors(files, resume, before), _interruptible(trainer, files, run_dir, history):
         _fit(
             trainer,
             MRBCRModule(net, mode, learning_rate=config.learning_rate, adam_eps=config.adam_eps),
@@ -275,44 +296,140 @@ def _interruptible(
     """
 
     def request_stop(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
         if files.stop_requested:
-            raise KeyboardInterrupt
-        files.stop_requested = True
+            raise KeyboardInterrupt(name)
+        files.stop_requested, files.stop_signal = True, name
         logger.warning("stopping after the current step (press Ctrl-C again to stop at once)")
 
-    # Signal handlers can only be set from the main thread; elsewhere Ctrl-C cannot arrive.
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, request_stop)
+    previous = {sig: signal.signal(sig, request_stop) for sig in _stop_signals()}
     try:
         yield
-    except (_StopHere, KeyboardInterrupt):
-        raise _interrupted(trainer, run_dir, files.saved_step, history) from None
+    except (_StopHere, KeyboardInterrupt) as exc:
+        raise _interrupted(trainer, run_dir, files, history, exc) from None
     except SystemExit:
-        # Lightning answers a KeyboardInterrupt (the second Ctrl-C) with sys.exit(1).
-        if isinstance(files.exception, KeyboardInterrupt):
-            raise _interrupted(trainer, run_dir, files.saved_step, history) from None
+        # Lightning answers a KeyboardInterrupt (the second Ctrl-C) with sys.exit(1), and after
+        # SIGTERM it exits itself once the step (saved for the stop) is done.
+        if isinstance(files.exception, KeyboardInterrupt) or files.stop_requested:
+            raise _interrupted(trainer, run_dir, files, history, files.exception) from None
         raise
     finally:
-        if previous is not None:  # Lightning leaves SIGINT ignored after a KeyboardInterrupt
-            signal.signal(signal.SIGINT, previous)
+        # Lightning leaves SIGINT ignored after a KeyboardInterrupt.
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_signals() -> list[signal.Signals]:
+    """The signals that stop a run after its step: SIGINT, and SIGTERM unless it is ignored.
+
+    Signal handlers can only be set from the main thread; elsewhere no signal can arrive.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    wanted = [signal.SIGINT]
+    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        wanted.append(signal.SIGTERM)
+    return wanted
 
 
 def _interrupted(
-    trainer: L.Trainer, run_dir: Path, step: int | None, history: MetricsLog
+    trainer: L.Trainer,
+    run_dir: Path,
+    files: RunFiles,
+    history: MetricsLog,
+    cause: BaseException | None,
 ) -> TrainingInterrupted:
-    """Plot the curves so far; the exception that reports where to resume from."""
+    """Plot the curves so far; the exception that reports where to resume from.
+
+    The signal is the one a stop was requested with, unless ``cause`` names another: the
+    command line turns SIGTERM and SIGHUP into ``KeyboardInterrupt("SIGTERM")`` and so on.
+    """
     # Yet another Ctrl-C only leaves the curves of the last checkpoint.
     with contextlib.suppress(KeyboardInterrupt):
         history.flush()
         if trainer.is_global_zero and history.path.is_file():
             plot_curves(run_dir)
-    return TrainingInterrupted(run_dir, step)
+    name = files.stop_signal
+    if isinstance(cause, KeyboardInterrupt) and cause.args:
+        name = str(cause.args[0])
+    return TrainingInterrupted(run_dir, files.saved_step, name)
 
 
-def _open_run(config: TrainConfig, resume: bool) -> Path:
-    """Check that the run folder can be started (or resumed); record a new run's config."""
+#: What a new run writes in its folder (deleted again when it fails before its first checkpoint).
+_RUN_FILES = (BEST_MODEL, LAST_MODEL, RESUME_CHECKPOINT, METRICS_CSV, CURVES_PLOT, RUN_CONFIG)
+
+
+@contextlib.contextmanager
+def _disk_errors(files: RunFiles, resume: bool, before: set[str] | None) -> Iterator[None]:
+    """A full disk or read-only file system while training: one OutputError saying what to do.
+
+    A new run that fails before its first checkpoint is removed again (it cannot be resumed,
+    and its files would stop it from being started again): the files of :data:`_RUN_FILES` not
+    in ``before`` (see :func:`_run_files`).
+    """
+    try:
+        yield
+    except Exception as exc:  # OSError, or a library's error reporting one (see output_error)
+        cause = exc.__cause__ if isinstance(exc, OutputError) else exc
+        run_dir = files.run_dir
+        if files.saved_step is None:
+            advice = "free some space (or make it writable), then start the run again"
+        else:
+            advice = (
+                f"free some space (or make it writable), then resume from step {files.saved_step} "
+                f"with `debcr train --resume {run_dir}` (resume=True)"
+            )
+        error = None if cause is None else output_error(cause, run_dir, advice)
+        if error is None:
+            raise
+        if files.saved_step is None and not resume:
+            _remove_run(run_dir, before)
+        raise error from exc
+
+
+def _run_files(run_dir: Path) -> set[str] | None:
+    """Which of :data:`_RUN_FILES` are in ``run_dir``; None when there is no such folder."""
+    if not run_dir.is_dir():
+        return None
+    return {name for name in _RUN_FILES if (run_dir / name).exists()}
+
+
+def _remove_run(run_dir: Path, before: set[str] | None) -> None:
+    """Delete the run files that were not there ``before``, and the folder if it was not."""
+    for name in set(_RUN_FILES) - (before or set()):
+        remove(run_dir / name)
+    if before is None:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
+
+
+def _space_needed(net: MRBCR, resume: bool) -> int:
+    """Bytes a run may need on disk at once beyond what its folder holds already.
+
+    A model file holds the weights; the resume checkpoint the weights and Adam's two moments.
+    Each is replaced atomically (the new file is written before the old one goes). A new run
+    writes best, last and the checkpoint, and at times a second last or checkpoint; a resumed
+    run only the new copy of one of them. Plus 1 MiB for the metrics, curves and headers.
+    """
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    checkpoint = 3 * weights
+    if resume:
+        return checkpoint + 2**20
+    return 3 * weights + 2 * checkpoint + 2**20
+
+
+def _open_run(config: TrainConfig, resume: bool, space: int) -> Path:
+    """Check that the run folder can be started (or resumed), with ``space`` bytes free.
+
+    A new run's config is recorded in it. A full or read-only disk is an OutputError here,
+    before any training, and a folder created for the run is removed again then.
+    """
     run_dir = Path(config.weights_path)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(
+            f"weights_path {run_dir} is a file, but a training run is a folder; give the run's "
+            "folder (a new one to start a run)"
+        )
     resume_ckpt = run_dir / RESUME_CHECKPOINT
     if resume and not resume_ckpt.is_file():
         raise FileNotFoundError(
@@ -323,9 +440,18 @@ def _open_run(config: TrainConfig, resume: bool) -> Path:
             f"{run_dir} already holds a training run; resume it (`debcr train --resume "
             f"{run_dir}` or resume=True) or choose another weights_path"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        save_config(config, run_dir / RUN_CONFIG)
+    created = not run_dir.exists()
+    with output_errors(run_dir):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            check_space(run_dir, space)
+            if not resume:
+                save_config(config, run_dir / RUN_CONFIG)
+        except BaseException:
+            if created:  # nothing was written in it (the config is written atomically)
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
+            raise
     return run_dir
 
 

@@ -127,6 +127,7 @@ def load(
     except (DataError, MemoryError):
         raise
     except Exception as exc:  # any library error here means the file is unusable
+        zarr.settle_pending_io()
         raise DataError(
             f"could not read {path} as {fmt.name}: {_short_reason(exc)}; check that the file is "
             "complete and really is this format (re-copy or re-export it)"
@@ -223,7 +224,7 @@ def _write_checked(
         data = fmt.prepare(data, opts, str(path))
     with output_errors(path):  # a full disk, read-only folder: one message, nothing left
         path.parent.mkdir(parents=True, exist_ok=True)
-        with staged(targets) as tmps:
+        with staged(targets, overwrite=overwrite) as tmps:
             if len(targets) == 1:
                 fmt.writer(tmps[0], data, opts)
             else:
@@ -359,8 +360,14 @@ def open_output(
     # memory-mapped outputs reserve their space when created, so they fail here, not by SIGBUS.
     with output_errors(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        with staged([path]) as (tmp,):
-            out = fmt.create(tmp, shape, dtype, opts)
-            yield out
+        with staged([path], overwrite=overwrite) as (tmp,):
+            try:
+                out = fmt.create(tmp, shape, dtype, opts)
+                yield out
+            except BaseException:
+                # zarr writes on its own event loop: a write still pending when a signal or an
+                # error stops the caller would re-create the temporary folder after its removal.
+                zarr.settle_pending_io()
+                raise
             if isinstance(out, np.memmap):
                 out.flush()

@@ -94,6 +94,11 @@ class ImageMetadata:
     extra
         Small JSON-serialisable values (e.g. normalisation statistics) stored alongside the data
         where the format allows (ImageJ properties, shaped-TIFF JSON, Zarr attributes).
+    uncalibrated
+        Letters of the axes whose ``scale`` entry is a placeholder (1.0) rather than a size
+        the file gave, e.g. ``'Z'`` for a stack calibrated only in Y and X; writers store no
+        size for them (no OME ``PhysicalSizeZ``, no ImageJ ``spacing``). Empty: every entry of
+        ``scale`` is known.
     """
 
     axes: str | None = None
@@ -102,6 +107,7 @@ class ImageMetadata:
     extra: Mapping[str, Any] = field(default_factory=dict)
     time_unit: str | None = None
     channel_names: tuple[str, ...] | None = None
+    uncalibrated: str = ""
 
     def __post_init__(self) -> None:
         # Normalise here so that every constructor path (readers, from_dict) yields equal objects.
@@ -130,6 +136,20 @@ class ImageMetadata:
                 )
             object.__setattr__(self, "channel_names", tuple(names) or None)
         object.__setattr__(self, "extra", dict(self.extra))
+        object.__setattr__(self, "uncalibrated", self._placeholders(self.uncalibrated))
+
+    def _placeholders(self, letters: Any) -> str:
+        """``letters`` as upper-case axes of this metadata's scale, each once, in axes order."""
+        if letters in ("", None):
+            return ""
+        if not isinstance(letters, str) or not letters.isalpha():
+            raise DataError(
+                f"metadata uncalibrated {letters!r} must be a string of axis letters such as 'Z'"
+            )
+        if self.scale is None:
+            return ""
+        wanted = set(letters.upper())
+        return "".join(a for a in self.axes or "" if a in wanted)
 
     @property
     def time_interval(self) -> float | None:
@@ -166,6 +186,7 @@ class ImageMetadata:
             "time_unit": self.time_unit,
             "channel_names": None if self.channel_names is None else list(self.channel_names),
             "extra": dict(self.extra),
+            "uncalibrated": self.uncalibrated,
         }
 
     @classmethod
@@ -178,6 +199,7 @@ class ImageMetadata:
             extra=values.get("extra") or {},
             time_unit=values.get("time_unit"),
             channel_names=values.get("channel_names"),
+            uncalibrated=values.get("uncalibrated") or "",
         )
 
 
@@ -232,17 +254,22 @@ def _fit_metadata(
     meta = metadata or ImageMetadata()
     scale = meta.scale if meta.scale is not None and len(meta.scale) == ndim else None
     axes = _axes_for_write(ndim, meta, allowed)
+    placeholders = meta.uncalibrated
+    if axes is not None and meta.axes is not None and len(meta.axes) == len(axes):
+        placeholders = "".join(new for old, new in zip(meta.axes, axes) if old in placeholders)
     return replace(
         meta,
         axes=axes,
         scale=scale,
+        uncalibrated=placeholders,
         channel_names=meta.channel_names if axes is not None and "C" in axes else None,
         time_unit=meta.time_unit if axes is not None and "T" in axes else None,
     )
 
 
 def _sizes(meta: ImageMetadata) -> dict[str, float]:
-    """Known (positive) pixel sizes by axis letter."""
+    """Known (positive, not placeholder) pixel sizes by axis letter."""
     if meta.axes is None or meta.scale is None:
         return {}
-    return {a: s for a, s in zip(meta.axes, meta.scale, strict=True) if s > 0}
+    pairs = zip(meta.axes, meta.scale, strict=True)
+    return {a: s for a, s in pairs if s > 0 and a not in meta.uncalibrated}

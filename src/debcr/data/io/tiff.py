@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import struct
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from debcr.data.io.memory import check_memory, format_bytes
 from debcr.data.io.metadata import (
     ImageMetadata,
     _canonical_time_unit,
@@ -41,6 +44,13 @@ _OME_TIME_UNITS.update(minute="min", hour="h")
 
 # Pixel sizes in TIFF resolution tags are per resolution unit; we report micrometres.
 _RESUNIT_TO_MICROMETER = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}
+# Dots per inch that image programs write when they know no size (72: the TIFF/Photoshop/
+# Pillow default, 96: the screen default); read as calibration, 72 dpi would be 352.8 µm/px.
+_DEFAULT_DPI = (72.0, 96.0)
+# How many of a length unit make a centimetre: written tags count pixels per centimetre, the
+# one metric ResolutionUnit of baseline TIFF that every tag reader knows.
+_PER_CENTIMETER = {"nanometer": 1e7, "micrometer": 1e4, "millimeter": 10.0, "centimeter": 1.0}
+_PER_CENTIMETER["meter"] = 0.01
 
 
 def _check_complete(tif: tifffile.TiffFile) -> None:
@@ -65,14 +75,109 @@ def _check_complete(tif: tifffile.TiffFile) -> None:
         )
 
 
+def _check_declared_size(series: Any, path: Path, lazy: bool) -> None:
+    """Refuse a TIFF whose declared pixels are not in the file or cannot fit in memory.
+
+    A few hundred bytes can declare 10⁶ × 10⁶ pixels; believed, that becomes a 1.8 TiB
+    allocation. Checked before any pixel is read: pixel data beyond the end of the file (cut
+    off), uncompressed data shorter than its declared size, and, against the free memory, one
+    decoded strip or tile (every read decodes at least one) and, read eagerly, the whole image.
+    """
+    size = path.stat().st_size
+    key = series.keyframe
+    if series.dataoffset is not None:  # one uncompressed block: O(1), however many planes
+        _check_held(path, series.shape, series.dtype, series.nbytes, size - series.dataoffset)
+    else:
+        for page in series.pages:
+            _check_page_data(page, path, size)
+    check_memory(
+        math.prod(key.chunks) * key.dtype.itemsize,
+        f"one piece (strip or tile) of {path}, {_describe(key.chunks, key.dtype)} pixels,",
+        "re-save it in tiles (e.g. tifffile.imwrite(..., tile=(512, 512))) or check that "
+        "the file is not damaged",
+    )
+    if not lazy:
+        check_memory(
+            int(series.nbytes),
+            f"the {_describe(series.shape, series.dtype)} pixels that {path} declares",
+            "read it with load(path, lazy=True), which keeps it on disk, or check that the "
+            "file is not damaged",
+        )
+
+
+def _check_page_data(page: Any, path: Path, size: int) -> None:
+    """Refuse a plane whose pixel data reach past the end of the file or, uncompressed, are
+    shorter than declared."""
+    if page is None:
+        return
+    counts, offsets = page.databytecounts, page.dataoffsets
+    end = max((o + c for o, c in zip(offsets, counts, strict=True) if c), default=0)
+    if end > size:
+        raise DataError(
+            f"could not read {path} as TIFF: it is incomplete (truncated?), its pixel data "
+            f"reach byte {end}, beyond its end ({size} bytes); re-copy or re-export it"
+        )
+    key = page.keyframe
+    if key.compression == 1 and all(counts):
+        _check_held(path, key.shape, key.dtype, key.nbytes, sum(counts))
+
+
+def _check_held(path: Path, shape: tuple[int, ...], dtype: Any, nbytes: int, held: int) -> None:
+    """Refuse uncompressed pixels of ``nbytes`` of which the file holds only ``held`` bytes."""
+    if nbytes > held:
+        raise DataError(
+            f"could not read {path} as TIFF: it declares {_describe(shape, dtype)} pixels "
+            f"({format_bytes(nbytes)}) but holds only {format_bytes(max(held, 0))} of them; the "
+            "file is damaged or incomplete: re-copy or re-export it"
+        )
+
+
+def _describe(shape: tuple[int, ...], dtype: Any) -> str:
+    """``'1000000×1000000 uint16'``."""
+    return f"{'×'.join(str(int(n)) for n in shape)} {np.dtype(dtype)}"
+
+
+@contextlib.contextmanager
+def _tifffile_messages(path: Path) -> Iterator[None]:
+    """Hold back what tifffile logs while ``path`` is opened: when opening then fails, the
+    error says what is wrong and tifffile's lines (``ERROR: … invalid page offset``) are only
+    noise before it; when it succeeds, they are passed on as warnings naming the file."""
+    records: list[logging.LogRecord] = []
+    source = logging.getLogger("tifffile")
+    handler = _Collect(records)
+    propagate = source.propagate
+    source.addHandler(handler)
+    source.propagate = False
+    try:
+        yield
+    finally:
+        source.removeHandler(handler)
+        source.propagate = propagate
+    for record in records:
+        log.warning("%s: %s", path.name, record.getMessage())
+
+
+class _Collect(logging.Handler):
+    """A logging handler that keeps the records in a list."""
+
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def _read_tiff(path: Path, opts: ReadOptions) -> tuple[Any, ImageMetadata]:
-    with tifffile.TiffFile(path) as tif:
+    with _tifffile_messages(path), tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         _check_complete(tif)
+        _check_declared_size(series, path, opts.lazy)
         metadata = _tiff_metadata(tif, series)
         data = None if opts.lazy else series.asarray()
     if data is None:
-        data = _open_tiff_lazy(path)
+        with _tifffile_messages(path):
+            data = _open_tiff_lazy(path)
     elif metadata.axes and "S" in metadata.axes and data.shape[metadata.axes.index("S")] > 1:
         data, metadata = _grey_from_samples(data, metadata, str(path))
     return data, metadata
@@ -121,18 +226,22 @@ def _tiff_metadata(tif: tifffile.TiffFile, series: Any) -> ImageMetadata:
         shaped = (tif.shaped_metadata or ({},))[0] if tif.is_shaped else {}
         scale = shaped.get("scale")
         if isinstance(scale, list) and len(scale) == len(axes):
-            sizes = {a: float(s) for a, s in zip(axes, scale, strict=True)}
+            placeholders = shaped.get("uncalibrated")
+            placeholders = placeholders if isinstance(placeholders, str) else ""
+            sizes = {a: float(s) for a, s in zip(axes, scale, strict=True) if a not in placeholders}
             unit = shaped.get("unit")
         else:
             sizes, unit = _resolution_tags(page)
         extra = shaped.get("debcr") if isinstance(shaped.get("debcr"), dict) else {}
         time_unit, channels = shaped.get("time_unit"), shaped.get("channel_names")
+    # Sizes the file does not give are placeholders (1.0), marked so that no writer stores them.
     scale = tuple(sizes.get(a, 1.0) for a in axes) if sizes else None
     if "T" not in axes or "T" not in sizes:
         time_unit = None
     return ImageMetadata(
         axes=axes,
         scale=scale,
+        uncalibrated="".join(a for a in axes if a not in sizes),
         unit=unit,
         extra=extra,
         time_unit=time_unit if isinstance(time_unit, str) else None,
@@ -170,9 +279,13 @@ def _resolution_sizes(page: Any, factor: float) -> dict[str, float]:
 
 
 def _resolution_tags(page: Any) -> tuple[dict[str, float], str | None]:
-    """Pixel size from plain TIFF tags; the default (1, 1) without a unit is no calibration."""
-    factor = _RESUNIT_TO_MICROMETER.get(int(getattr(page, "resolutionunit", 1) or 1))
+    """Pixel size from plain TIFF tags; the default (1, 1) without a unit is no calibration,
+    and neither is a print or screen default (72 or 96 dots per inch)."""
+    resunit = int(getattr(page, "resolutionunit", 1) or 1)
+    factor = _RESUNIT_TO_MICROMETER.get(resunit)
     sizes = _resolution_sizes(page, factor or 1.0)
+    if resunit == 2 and set(_resolution_sizes(page, 1.0).values()) <= {1 / d for d in _DEFAULT_DPI}:
+        return {}, None
     if factor is None:
         if sizes.get("X", 1.0) == 1.0 and sizes.get("Y", 1.0) == 1.0:
             return {}, None
@@ -251,12 +364,15 @@ def _tiff_write_kwargs(
     sizes = _sizes(meta)
     names = _channel_names(meta.channel_names, meta.axes or "", shape)
     kwargs: dict[str, Any] = {"photometric": "minisblack", "bigtiff": bigtiff}
-    if "X" in sizes and "Y" in sizes:
+    if imagej and "X" in sizes and "Y" in sizes:
+        # ImageJ's convention: pixels per the description's unit, ResolutionUnit NONE.
         kwargs["resolution"] = (1.0 / sizes["X"], 1.0 / sizes["Y"])
+    elif not imagej:
+        kwargs.update(_centimeter_resolution(sizes, meta.unit))
     if ome:
         md: dict[str, Any] = {"axes": meta.axes}
         unit = _OME_TIFF_UNITS.get(meta.unit or "", meta.unit)
-        for axis in "XYZ":
+        for axis in "XYZ" if unit else "":  # without a unit, OME would read micrometres
             if axis in sizes:
                 md[f"PhysicalSize{axis}"] = sizes[axis]
                 if unit:
@@ -287,8 +403,8 @@ def _tiff_write_kwargs(
         md = {} if meta.axes is None else {"axes": meta.axes}
         if meta.scale is not None:
             md.update(scale=list(meta.scale), unit=meta.unit)
-            if meta.unit == "micrometer":
-                kwargs["resolutionunit"] = "MICROMETER"
+            if meta.uncalibrated:
+                md["uncalibrated"] = meta.uncalibrated
         if meta.time_unit:
             md["time_unit"] = meta.time_unit
         if names:
@@ -297,6 +413,18 @@ def _tiff_write_kwargs(
             md["debcr"] = dict(meta.extra)
         kwargs["metadata"] = md
     return kwargs
+
+
+def _centimeter_resolution(sizes: dict[str, float], unit: str | None) -> dict[str, Any]:
+    """Resolution tags for tag readers: pixels per centimetre when the pixel size and its
+    length unit are known, else none (tifffile then writes 1 pixel per no unit: uncalibrated)."""
+    per_cm = _PER_CENTIMETER.get(unit or "")
+    if per_cm is None or "X" not in sizes or "Y" not in sizes:
+        return {}
+    return {
+        "resolution": (per_cm / sizes["X"], per_cm / sizes["Y"]),
+        "resolutionunit": "CENTIMETER",
+    }
 
 
 def _ome_fallback(axes: str | None) -> bool:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -231,6 +234,37 @@ def _copy_blockwise(src: Any, dst: Any) -> None:
     step = int(dst.chunks[0]) if getattr(dst, "chunks", None) else src.shape[0]
     for start in range(0, src.shape[0], step):
         dst[start : start + step] = np.asarray(src[start : start + step])
+
+
+def settle_pending_io(timeout: float = 30.0) -> None:
+    """Wait for the chunk reads (and writes) that zarr still runs after one of them failed or
+    the caller was stopped.
+
+    zarr reads the chunks of one request concurrently on its own event loop; when one chunk
+    cannot be decoded (a damaged TIFF tile), the request raises at once while the other reads
+    run on. Left pending when the program exits, each one prints asyncio's "Task was destroyed
+    but it is pending!" after debcr's own one-line message. Call this where such a failure is
+    turned into a :class:`~debcr.errors.DataError`; it does nothing if zarr was never used.
+    """
+    if "zarr" not in sys.modules:
+        return
+    from zarr.core import sync
+
+    running = sync.loop[0]
+    if running is None or not running.is_running():
+        return
+    settled = asyncio.run_coroutine_threadsafe(_gather_others(), running)
+    # A read that hangs must not hang the error message too: after the timeout it is left.
+    with contextlib.suppress(Exception):
+        settled.result(timeout)
+
+
+async def _gather_others() -> None:
+    """Await every other task of the running loop, keeping (and so silencing) their errors."""
+    current = asyncio.current_task()
+    await asyncio.gather(
+        *(t for t in asyncio.all_tasks() if t is not current), return_exceptions=True
+    )
 
 
 register_format(

@@ -9,11 +9,12 @@ written to its ``.zip``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from debcr._version import __version__
 from debcr.data.normalize import normalize, percentiles_of
 from debcr.defaults import SIZE_MULTIPLE
 from debcr.errors import ExportError
-from debcr.files import atomic_output
+from debcr.files import atomic_output, check_space, output_errors
 from debcr.interop.bmz.architecture import (
     ARCHITECTURE_CALLABLE,
     ARCHITECTURE_FILE,
@@ -351,6 +352,39 @@ def _write_files(
     return diffs
 
 
+def _space_needed(model: MRBCR) -> int:
+    """Bytes the package's files take in the temporary folder, with room to spare.
+
+    Three copies of the weights (state dict, TorchScript, ONNX), a fourth for what the Zoo's
+    model test writes, and 4 MiB for the test tensors, cover, README and description.
+    """
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return 4 * weights + 4 * 2**20
+
+
+@contextlib.contextmanager
+def _temporary_folder(space: int) -> Iterator[Path]:
+    """A temporary folder (under TMPDIR) with ``space`` bytes free, deleted afterwards.
+
+    A full or read-only temporary folder is one :class:`~debcr.errors.OutputError` naming it,
+    before any file of the package is written.
+    """
+    root = Path(tempfile.gettempdir())
+    with output_errors(root, advice=_TEMP_ADVICE):
+        holder = tempfile.TemporaryDirectory(prefix="debcr-bmz-")
+    with holder as tmp:
+        with output_errors(root, advice=_TEMP_ADVICE):
+            check_space(Path(tmp), space)
+        yield Path(tmp)
+
+
+#: What to do when the temporary folder has no room for the package's files.
+_TEMP_ADVICE = (
+    "it is the temporary folder the package is put together in: set TMPDIR to a writable "
+    "folder with room (or free some space there)"
+)
+
+
 def _validate(core: Any, spec: Any, rdf_path: Path) -> tuple[Any, Any]:
     """Static validation and ``bioimageio.core``'s model test; raise unless both pass."""
     descr = spec.load_model_description(rdf_path, perform_io_checks=True)
@@ -442,10 +476,9 @@ def export_bmz(
     tensors = tensor_settings(model)
     check_description(package_description(card, tensors, getattr(model, "metadata", {})))
     with (
-        tempfile.TemporaryDirectory(prefix="debcr-bmz-") as tmp,
+        _temporary_folder(_space_needed(model)) as folder,
         atomic_output(path, overwrite=overwrite) as target,
     ):
-        folder = Path(tmp)
         diffs = _write_files(folder, model, card, tensors)
         descr, summary = _validate(core, spec, folder / "rdf.yaml")
         spec.save_bioimageio_package(descr, output_path=target)

@@ -6,8 +6,17 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLineEdit, QProgressBar, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
 
+from debcr.defaults import UNITS
 from debcr.napari import jobs
 from debcr.napari.parts import (
     MODEL_FILE,
@@ -55,6 +64,15 @@ class PredictTab(JobTab):
         self.batch.setSpecialValueText("auto")
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.units = QComboBox()
+        self.units.addItems(list(UNITS))
+        self.units.setToolTip(
+            "Intensities of the result: calibrated (default) keeps the input's mean and dark "
+            "level; affine is the previous default; percentile only undoes the normalisation; "
+            "normalized is the network's own output"
+        )
+        self.tta = QCheckBox("average the 8 rotations and flips (8× slower)")
+        self.uncertainty = QCheckBox("add an uncertainty layer (spread of the 8)")
         self.output = QLineEdit()
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
@@ -73,6 +91,9 @@ class PredictTab(JobTab):
         form.addRow("tile size (px):", self.tile)
         form.addRow("tiles per batch:", self.batch)
         form.addRow("device:", self.device)
+        form.addRow("units:", self.units)
+        form.addRow("test-time augmentation:", self.tta)
+        form.addRow("", self.uncertainty)
         form.addRow("output layer:", self.output)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -152,10 +173,21 @@ class PredictTab(JobTab):
             layer.data,
             self.tile.value() or None,
             self.batch.value() or None,
+            {
+                "units": self.units.currentText(),
+                "tta": self.tta.isChecked(),
+                "uncertainty": self.uncertainty.isChecked(),
+            },
         )
 
     def _predict_job(
-        self, spec: str, device: str, data: Any, tile: int | None, batch: int | None
+        self,
+        spec: str,
+        device: str,
+        data: Any,
+        tile: int | None,
+        batch: int | None,
+        choices: dict[str, Any],
     ) -> Any:
         # Runs in the worker thread; touches no widget (only the model cache and signals).
         key = (spec, device)
@@ -171,6 +203,7 @@ class PredictTab(JobTab):
             device=None if device == "auto" else device,
             report=lambda done, total: self.relay.event.emit((done, total)),
             cancel=self.cancel_event,
+            **choices,
         )
 
     def _on_progress(self, value: tuple[int, int]) -> None:
@@ -181,15 +214,23 @@ class PredictTab(JobTab):
 
     def _predicted(self, layer: Any, name: str, result: Any) -> None:
         meta = {k: v for k, v in layer.metadata.items() if k == jobs.GRID_KEY}
-        self.viewer.add_image(
-            result,
-            name=name,
-            scale=layer.scale,
-            translate=layer.translate,
-            units=layer.units,
-            axis_labels=layer.axis_labels,
-            metadata=meta,
-        )
+        place = {
+            "scale": layer.scale,
+            "translate": layer.translate,
+            "units": layer.units,
+            "axis_labels": layer.axis_labels,
+        }
+        if isinstance(result, tuple):
+            # Beneath the restoration, so the restoration stays in view.
+            result, spread = result
+            self.viewer.add_image(
+                spread, name=f"{name}.uncertainty", colormap="magma", metadata=meta, **place
+            )
+            self.log(
+                f"'{name}.uncertainty': the spread of the 8 rotations/flips, in the result's "
+                "units; where it is high the model is unsure."
+            )
+        self.viewer.add_image(result, name=name, metadata=meta, **place)
         self.progress.setFormat("done")
         self.log(f"Prediction is finished: '{name}', shape {tuple(result.shape)}.")
 
