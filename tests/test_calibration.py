@@ -11,7 +11,7 @@ import pytest
 import tifffile
 import torch
 
-from conftest import DATA, fmd_frame, fmd_gt
+from conftest import fmd_frame, fmd_gt
 from debcr.data.calibration import (
     CurveMap,
     CurveSums,
@@ -22,6 +22,7 @@ from debcr.data.intensity import IntensityMap, block_means, dark_level
 from debcr.data.io import load
 from debcr.errors import DataError, DebcrError
 from debcr.inference.lazy import LAZY_SAMPLE_PIXELS, sample_windows
+from debcr.inference.options import PredictOptions, units_for_task
 from debcr.inference.tta import uncertainty_path
 from debcr.metrics import psnr
 from debcr.model import init, predict
@@ -178,17 +179,6 @@ def test_lazy_refuses_uncertainty(denoiser) -> None:
         predict(denoiser, da.zeros((64, 64)), uncertainty=True)
 
 
-@pytest.mark.slow
-def test_lazy_calibration_from_a_sample_matches_memory(denoiser) -> None:
-    stack = tifffile.imread(DATA / "cells3d_nuclei" / "nuclei.tif")[20:40]
-    expected = predict(denoiser, stack, progress=False)
-    lazy = predict(denoiser, da.from_array(stack, chunks=(1, 256, 256)))
-    got = lazy[8:10].compute(scheduler="threads")
-    # the sampling error documented in docs/concepts.md: mean within 1 %, pixels within 3 %
-    assert got.mean() == pytest.approx(expected[8:10].mean(), rel=0.01)
-    assert np.abs(got - expected[8:10]).max() <= 0.03 * np.ptp(expected)
-
-
 def test_a_packages_normalised_output_comes_back_in_the_inputs_units(denoiser) -> None:
     image = fmd_frame(19, 7)
     normalised = predict(denoiser, image, units="normalized", precision="float32", progress=False)
@@ -197,3 +187,11 @@ def test_a_packages_normalised_output_comes_back_in_the_inputs_units(denoiser) -
     assert np.abs(got - expected).max() <= 1e-3 * np.ptp(expected)
     with pytest.raises(ValueError, match="same shape"):
         calibrate_output(image, normalised[:10])
+
+
+def test_auto_units_follow_the_models_task(denoiser) -> None:
+    assert PredictOptions().for_model(denoiser).units == "calibrated"
+    assert PredictOptions().for_model(init("confocal_SR")).units == "affine"
+    assert PredictOptions(units="percentile").for_model(init("bright_SR")).units == "percentile"
+    # a model fine-tuned from an SR model keeps its parent's task, and so its units
+    assert units_for_task("bright_SR") == "affine" and units_for_task("") == "calibrated"

@@ -156,9 +156,21 @@ def test_nuclei_background_is_not_lifted(denoiser) -> None:
 
 
 @pytest.mark.slow
-def test_neuron_background_is_not_lifted(volume_denoiser) -> None:
-    image = tifffile.imread(DATA / "flowdec" / "neuron-25pct_data.tif")[20:30]
-    assert_invents_nothing(predict(volume_denoiser, image, progress=False), image)
+def test_neuron_background_is_not_lifted(volume_denoiser, caplog) -> None:
+    image = tifffile.imread(DATA / "flowdec" / "neuron-25pct_data.tif")
+    with caplog.at_level(logging.WARNING, logger="debcr.data.calibration"):
+        restored = predict(volume_denoiser, image[20:30], progress=False)
+    assert_invents_nothing(restored, image[20:30])
+    assert "dark level" not in caplog.text
+    # The whole volume: the network flattens the widefield haze, so the curve keeps the mean
+    # but cannot hold the dark level within 0.5 % (docs/concepts.md): measured +1.41 %, and
+    # the user is told so, with the alternative.
+    restored = predict(volume_denoiser, image, progress=False)
+    span = float(np.subtract(*np.percentile(image, [99.9, 0.1])))
+    moved = (dark_level(block_means(restored)) - dark_level(block_means(image))) / span
+    assert 0.005 < moved < 0.02
+    assert restored.mean() == pytest.approx(image.mean(), rel=0.01)
+    assert "units='affine' holds the dark level" in caplog.text
 
 
 @pytest.mark.slow

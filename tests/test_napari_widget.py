@@ -122,7 +122,7 @@ def test_built_in_model_restores_the_sample_in_the_inputs_units(widget, qtbot) -
     pt.input.setCurrentText("nuclei (noisy)")
     assert pt.model.currentText() == "2D_denoising"
     assert [pt.units.itemText(i) for i in range(pt.units.count())] == list(UNITS)
-    assert pt.units.currentText() == "calibrated" and not pt.tta.isChecked()
+    assert pt.units.currentText() == "auto" and not pt.tta.isChecked()
     pt.tile.setValue(128)
     pt.uncertainty.setChecked(True)
     _click_and_wait(qtbot, pt, pt.run_button)

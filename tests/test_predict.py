@@ -281,7 +281,7 @@ def test_the_facade_takes_the_predict_options_with_their_defaults() -> None:
     [
         (
             {"units": "photons"},
-            "units must be one of 'calibrated', 'affine', 'percentile', 'normalized'",
+            "units must be one of 'auto', 'calibrated', 'affine', 'percentile', 'normalized'",
         ),
         ({"backend": "tpu"}, r"backend must be one of 'auto', 'torch', 'openvino', got 'tpu'"),
         ({"precision": "int8"}, "unknown precision 'int8'; use one of 'auto'"),

@@ -82,7 +82,7 @@ print("files written:", ", ".join(path.name for path in report["files"].values()
 #   methods that return different scales.
 # - **`raw`**: the intensities as they are, with the ground truth's range as the data range.
 #   Meaningful when prediction and ground truth are in the same units, as debcr's default
-#   `units="calibrated"` gives when the ground truth is in the units of the input.
+#   units give when the ground truth is in the units of the input.
 #
 # Always say which convention a number was computed with; the same restoration gets quite
 # different PSNRs, and the conventions need not even agree on which image is better. The

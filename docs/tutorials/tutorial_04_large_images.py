@@ -119,13 +119,11 @@ lazy_restored = debcr.model.predict(model, lazy_movie, progress=False)
 print("result:", lazy_restored)
 
 # %%
-# Nothing has been restored yet. Asking for a region computes it. With the default
-# `units="calibrated"`, the intensity calibration is computed from the whole image (a
-# least-squares fit, the dark level and the minimum; tutorial 1), so dask restores every
-# block even for a small region; with
-# `units="percentile"` only the blocks under the region are restored, which makes quick
-# previews of a huge image cheap. To restore everything and keep it, write the lazy result
-# to a file: `lazy_restored.to_zarr("restored.zarr")`.
+# Nothing has been restored yet (apart from a small sample: with the default units the
+# intensity curve is fitted once, when the lazy result is made, on about three 256² windows
+# spread over the movie; tutorial 1). Asking for a region restores only the blocks under it,
+# which makes quick previews of a huge image cheap. To restore everything and keep it, write
+# the lazy result to a file: `lazy_restored.to_zarr("restored.zarr")`.
 
 start = time.perf_counter()
 region = (0, slice(128, 384), slice(256, 768))  # frame 0, 256 × 512 pixels in the middle

@@ -87,9 +87,10 @@ print(
 # ## Compare with debcr
 #
 # `units="percentile"` makes `debcr.model.predict` undo only the percentile normalisation,
-# exactly the mapping used above. (Its default, `units="calibrated"`, fits the output to the
-# input by least squares and holds its dark level, which an exported file cannot do on its
-# own; see [Concepts › Units](../../concepts.md#units-of-the-result-units).)
+# exactly the mapping used above. (Its default units map the output through a monotone curve
+# fitted to the input, which an exported file cannot do on its own; see
+# [Concepts › Units](../../concepts.md#units-of-the-result-units) and
+# `debcr.data.calibration.calibrate_output`.)
 
 restored_debcr = debcr.model.predict(model, noisy, units="percentile", progress=False)
 difference = np.abs(restored_onnx - restored_debcr)

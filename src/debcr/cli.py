@@ -390,9 +390,10 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--units",
         choices=UNITS,
         default=UNITS[0],
-        help="intensities of the result: the input's units through a monotone curve that "
-        "keeps the mean (calibrated, default), the previous straight-line fit (affine), only "
-        "the percentile normalisation inverted (percentile), or the network output as is "
+        help="intensities of the result: auto (default: calibrated for denoising models, "
+        "affine for resolution enhancement), the input's units through a monotone curve that "
+        "keeps the mean (calibrated), a straight line fitted to the input (affine), only the "
+        "percentile normalisation inverted (percentile), or the network output as is "
         "(normalized)",
     )
     pred.add_argument(

@@ -26,7 +26,7 @@ BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
 #: How restored intensities are reported (``units=`` of predict, ``--units``; the first is the
 #: default): see debcr.model.predict.
-UNITS: tuple[str, ...] = ("calibrated", "affine", "percentile", "normalized")
+UNITS: tuple[str, ...] = ("auto", "calibrated", "affine", "percentile", "normalized")
 #: Default number of tiles per forward pass on CPU and on accelerators.
 BATCH_SIZE: dict[str, int] = {"cpu": 1, "accelerator": 4}
 #: Stacks of patches no larger than this (the paper's workflow) are batched PATCH_BATCH at a time.

@@ -150,7 +150,7 @@ def predict(
     normalize: bool | NormStats = True,
     pmin: float | None = None,
     pmax: float | None = None,
-    units: str = "calibrated",
+    units: str = "auto",
     device: str | torch.device | None = None,
     precision: str = "auto",
     backend: str = "auto",
@@ -210,17 +210,16 @@ def predict(
         (``model.metadata["normalization"]``, e.g. from a training run or a BMZ package),
         else 0.1 and 99.9 (the published models').
     units
-        Intensities of the result. ``"calibrated"`` (default): in the input's units, without
-        invented intensities. The network output is fitted (least squares, one affine map
-        for the whole input) to the input, which is unbiased for zero-mean noise; the offset
-        is then corrected so that the result's dark level (median of the darkest 5 % of 8×8
-        block means, where noise is averaged out) stays within 0.4 % of the input's
-        0.1–99.9th-percentile range of the input's; and nothing is returned below the
-        input's minimum. Backgrounds stay where
-        they were (the fit alone lifted a zero background to ~700 DN and undershot below
-        zero); see :mod:`debcr.data.intensity`. For deconvolution (blurred input) the fit to
-        the blurred input shrinks the restored contrast; use ``"percentile"`` there.
-        ``"percentile"``: only the percentile normalisation is inverted.
+        Intensities of the result. ``"auto"`` (default): ``"calibrated"`` for denoising models,
+        ``"affine"`` for resolution-enhancement models (``bright_SR``, ``confocal_SR`` and
+        models fine-tuned from them; ``model.metadata["task"]`` says which), as measured in
+        ``benchmarks/results/calibration.md``. ``"calibrated"``: in the input's units through a
+        monotone curve, the mean of the input over the pixels restored alike (unbiased for
+        zero-mean noise), which keeps the input's mean, holds its dark level (median of the
+        darkest 5 % of 8×8 block means) and returns nothing below its minimum (see
+        :mod:`debcr.data.calibration`). ``"affine"``: one least-squares line fitted to the
+        input, its offset moved to hold the dark level, the same floor (the default before
+        this release). ``"percentile"``: only the percentile normalisation is inverted.
         ``"normalized"``: the network output as is.
     device
         ``"cpu"``, ``"cuda"``, ``"mps"``; default: the best available.
@@ -256,7 +255,7 @@ def predict(
     tta
         Test-time augmentation: every tile goes through the network in its 8 rotations and
         flips, the outputs are turned back and averaged (in the network's units, before the
-        calibration). Costs 8 passes; +0.1–0.2 dB on FMD (``benchmarks/results/calibration.md``).
+        calibration). Costs 8 passes; +0.25 dB on FMD (``benchmarks/results/calibration.md``).
     uncertainty
         Also give the per-pixel standard deviation over the 8 transforms, in the result's
         units (implies ``tta``): where it is high the model is unsure and may invent

@@ -65,6 +65,9 @@ PIXELS_PER_BIN = 200
 MIN_CURVE_BINS = 8
 #: Rounds of the (linearised) dark-level correction.
 DARK_ROUNDS = 4
+#: Beyond this distance from the input's dark level (a fraction of its range) a warning says
+#: the dark level could not be held.
+DARK_LEVEL_BOUND = 0.005
 
 
 def pool_adjacent_violators(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -190,6 +193,7 @@ class CurveSums:
             if lower is None:
                 break
             curve = curve_with(pool_adjacent_violators(curve.xs - lower, g_counts))
+        _warn_if_dark_level_moved(curve, *samples)
         return curve
 
 
@@ -254,6 +258,26 @@ def _dark_correction(
     mean_taper = float(counts @ taper) / float(counts.sum())
     excess = moved - math.copysign(aim, moved)
     return taper * (excess / (1.0 - mean_taper))
+
+
+def _warn_if_dark_level_moved(
+    curve: CurveMap, x: np.ndarray, x_blocks: np.ndarray, y_blocks: np.ndarray
+) -> None:
+    """Say so when the dark level could not be held within :data:`DARK_LEVEL_BOUND`."""
+    if x.size == 0 or x_blocks.size == 0:
+        return
+    lo, hi = np.percentile(x, [0.1, 99.9])
+    span = float(hi - lo)
+    moved = dark_level(curve.apply(y_blocks).mean(axis=-1)) - dark_level(x_blocks)
+    if span > 0 and abs(moved) > DARK_LEVEL_BOUND * span:
+        logger.warning(
+            "The restored dark level lies %.1f %% of the input's range %s the input's: the "
+            "network gives the darkest places and the average background the same values "
+            "(e.g. it flattened out-of-focus haze), and the mean is kept. units='affine' holds "
+            "the dark level instead, at the cost of the mean",
+            100 * abs(moved) / span,
+            "above" if moved > 0 else "below",
+        )
 
 
 def _weighted_slope(ys: np.ndarray, xs: np.ndarray, weights: np.ndarray) -> float:

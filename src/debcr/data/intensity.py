@@ -1,7 +1,9 @@
 """Intensity units of restored images: noise level, dark level and the map back to the input.
 
 The network works in normalised units; :func:`debcr.model.predict` maps its output back to
-the input's units. The default mapping (``units="calibrated"``) is built here from statistics
+the input's units. The straight-line mapping (``units="affine"``, the default for
+resolution-enhancement models; denoising models use :mod:`debcr.data.calibration`, which
+falls back to this one) is built here from statistics
 that can be accumulated tile by tile or computed lazily on a dask array:
 
 1. **Least-squares fit** ``gain * output + offset`` to the input. Restoration removes zero-mean
@@ -206,6 +208,10 @@ class CalibrationSums:
         self.sums = np.zeros(6)  # n, Σy, Σy², Σxy, Σx, Σx²
         self.max_samples = max(1, int(max_samples))
         self.step = max(1, math.ceil(math.sqrt(max(1, total or 0) / self.max_samples)))
+        # Block means are BLOCK² times fewer than pixels; they are thinned with the pixels, and
+        # new tiles are sampled at the same stride as what was kept, so no tile (plane) weighs
+        # more than another in the dark level.
+        self.block_step = max(1, self.step // BLOCK)
         self.x_min = math.inf
         self._kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._count = 0
@@ -217,8 +223,7 @@ class CalibrationSums:
         x64, y64 = x.astype(np.float64).ravel(), y.astype(np.float64).ravel()
         self.sums += (x64.size, y64.sum(), y64 @ y64, x64 @ y64, x64.sum(), x64 @ x64)
         self.x_min = min(self.x_min, float(x.min()))
-        s = self.step
-        sb = max(1, s // BLOCK)  # block means are already BLOCK² times fewer than pixels
+        s, sb = self.step, self.block_step
         kept = (
             np.array(x[::s, ::s], dtype=np.float32),
             np.array(block_means(x.astype(np.float64))[::sb, ::sb], dtype=np.float32),
@@ -239,6 +244,7 @@ class CalibrationSums:
     def _thin(self) -> None:
         while self._count > 2 * self.max_samples:
             self.step *= 2
+            self.block_step *= 2
             self._kept = [tuple(a[::2, ::2] for a in k) for k in self._kept]  # type: ignore[misc]
             self._count = sum(k[0].size for k in self._kept)
 

@@ -177,7 +177,7 @@ def predict_data(
     device: str | None,
     report: Callable[[int, int], object],
     cancel: threading.Event,
-    units: str = "calibrated",
+    units: str = "auto",
     tta: bool = False,
     uncertainty: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:

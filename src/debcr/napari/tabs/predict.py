@@ -67,8 +67,9 @@ class PredictTab(JobTab):
         self.units = QComboBox()
         self.units.addItems(list(UNITS))
         self.units.setToolTip(
-            "Intensities of the result: calibrated (default) keeps the input's mean and dark "
-            "level; affine is the previous default; percentile only undoes the normalisation; "
+            "Intensities of the result: auto (default) is calibrated for denoising models and "
+            "affine for resolution enhancement; calibrated keeps the input's mean and dark "
+            "level; affine fits a straight line; percentile only undoes the normalisation; "
             "normalized is the network's own output"
         )
         self.tta = QCheckBox("average the 8 rotations and flips (8× slower)")
