@@ -188,4 +188,4 @@ def test_bad_inputs_each_end_in_exactly_one_line(tmp_path: Path) -> None:
     for name, line in zip(names, lines, strict=False):
         assert line.startswith(f"debcr predict: error: {name}: "), result.stderr
     assert "damaged or incomplete" in lines[0] and "incomplete (truncated?)" in lines[1]
-    assert "holds only 16 bytes" in lines[2] and "halo of 400000" in lines[3]
+    assert "holds only 16 bytes" in lines[2] and "halo 400000 is wider than the image" in lines[3]

@@ -38,7 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from debcr.data.intensity import DARK_RANGE_TOLERANCE, CalibrationSums, IntensityMap, dark_level
+from debcr.data.intensity import (
+    DARK_RANGE_TOLERANCE,
+    CalibrationSums,
+    IntensityMap,
+    block_means_of,
+    dark_level,
+)
 from debcr.errors import DataError
 
 __all__ = [
@@ -235,7 +241,11 @@ def calibrate_output(image: Any, output: Any, pmin: float = 0.1, pmax: float = 9
 
 
 def _dark_correction(
-    curve: CurveMap, counts: np.ndarray, x: np.ndarray, x_blocks: np.ndarray, y_blocks: np.ndarray
+    curve: CurveMap,
+    counts: np.ndarray,
+    x: np.ndarray,
+    x_blocks: np.ndarray,
+    y_blocks: list[np.ndarray],
 ) -> np.ndarray | None:
     """How much to lower each curve point so that the result's dark level (of block means)
     lies within `debcr.data.intensity.DARK_RANGE_TOLERANCE` of the input's range of
@@ -250,7 +260,7 @@ def _dark_correction(
     lo, hi = np.percentile(x, [0.1, 99.9])
     # Aim a little inside the bound: the blocks are a sample, and the floor moves them too.
     aim = 0.9 * DARK_RANGE_TOLERANCE * float(hi - lo)
-    moved = dark_level(curve.apply(y_blocks).mean(axis=-1)) - dark_level(x_blocks)
+    moved = dark_level(block_means_of(y_blocks, curve.apply)) - dark_level(x_blocks)
     if abs(moved) <= aim:
         return None
     quantile = (np.cumsum(counts) - counts / 2) / counts.sum()
@@ -261,14 +271,14 @@ def _dark_correction(
 
 
 def _warn_if_dark_level_moved(
-    curve: CurveMap, x: np.ndarray, x_blocks: np.ndarray, y_blocks: np.ndarray
+    curve: CurveMap, x: np.ndarray, x_blocks: np.ndarray, y_blocks: list[np.ndarray]
 ) -> None:
     """Say so when the dark level could not be held within :data:`DARK_LEVEL_BOUND`."""
     if x.size == 0 or x_blocks.size == 0:
         return
     lo, hi = np.percentile(x, [0.1, 99.9])
     span = float(hi - lo)
-    moved = dark_level(curve.apply(y_blocks).mean(axis=-1)) - dark_level(x_blocks)
+    moved = dark_level(block_means_of(y_blocks, curve.apply)) - dark_level(x_blocks)
     if span > 0 and abs(moved) > DARK_LEVEL_BOUND * span:
         logger.warning(
             "The restored dark level lies %.1f %% of the input's range %s the input's: the "

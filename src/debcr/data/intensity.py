@@ -42,6 +42,7 @@ __all__ = [
     "CalibrationSums",
     "IntensityMap",
     "block_means",
+    "block_means_of",
     "calibrate",
     "dark_level",
     "difference_sample",
@@ -86,13 +87,21 @@ def block_means(image: Any, size: int = BLOCK) -> Any:
 
 
 def _blocks(image: np.ndarray, size: int = BLOCK) -> np.ndarray:
-    """The ``size`` × ``size`` blocks of a 2-D image as ``(rows, cols, size, size)``; an image
-    smaller than a block is one partial block."""
+    """The ``size`` × ``size`` blocks of a 2-D image as ``(rows, cols, size, size)``; in an image
+    smaller than a block every pixel is a block (as :func:`block_means` returns it whole)."""
     h, w = (image.shape[0] // size) * size, (image.shape[1] // size) * size
     if h == 0 or w == 0:
-        return image[None, None]
+        return image[:, :, None, None]
     cut = image[:h, :w]
     return cut.reshape(h // size, size, w // size, size).swapaxes(1, 2)
+
+
+def block_means_of(blocks: list[np.ndarray], mapping: Any = None) -> np.ndarray:
+    """The means of kept output blocks (:meth:`CalibrationSums.samples`), each block mapped
+    pixel by pixel through ``mapping`` (a callable) first when given."""
+    if not blocks:
+        return np.zeros(0)
+    return np.concatenate([(b if mapping is None else mapping(b)).mean(axis=-1) for b in blocks])
 
 
 def noise_from_differences(diffs: Any) -> float:
@@ -248,14 +257,14 @@ class CalibrationSums:
             self._kept = [tuple(a[::2, ::2] for a in k) for k in self._kept]  # type: ignore[misc]
             self._count = sum(k[0].size for k in self._kept)
 
-    def samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def samples(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """The kept subsamples: input pixels ``(n,)``, input block means ``(m,)``, and the
-        output's pixels in the same blocks ``(m, BLOCK²)`` (a non-linear map of the output
-        changes its block means, so they are kept whole)."""
+        output's pixels in the same blocks, one ``(blocks, pixels per block)`` array per tile
+        (a non-linear map of the output changes its block means, so they are kept whole)."""
         if not self._kept:
-            return np.zeros(0), np.zeros(0), np.zeros((0, BLOCK * BLOCK))
+            return np.zeros(0), np.zeros(0), []
         x, xb = (np.concatenate([k[i].ravel() for k in self._kept]) for i in range(2))
-        yb = np.concatenate([k[2].reshape(-1, k[2].shape[-2] * k[2].shape[-1]) for k in self._kept])
+        yb = [k[2].reshape(-1, k[2].shape[-2] * k[2].shape[-1]) for k in self._kept]
         return x, xb, yb
 
     def result(self) -> IntensityMap:
@@ -263,4 +272,4 @@ class CalibrationSums:
         if not self._kept:
             return IntensityMap()
         x, xb, yb = self.samples()
-        return calibrate(self.sums, x, xb, yb.mean(axis=-1), self.x_min)
+        return calibrate(self.sums, x, xb, block_means_of(yb), self.x_min)

@@ -172,9 +172,10 @@ def predict_array(
     source, inputs, metadata = resolve_input(image, opts.axes)
     check_dtype(source)
     layout = as_stack(source, metadata, opts.channels)
+    # Statistics first: a damaged input is named as such before any option is judged on it.
+    stats = plane_stats(layout, opts.normalize, opts.pmin, opts.pmax)
     if opts.halo is not None:
         check_halo(int(opts.halo), layout.stack.shape)
-    stats = plane_stats(layout, opts.normalize, opts.pmin, opts.pmax)
     engine = _engine_for(model, image, opts)
     output = opts.output
     spread_output = uncertainty_path(output) if output is not None and opts.uncertainty else None
