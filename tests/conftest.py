@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 # One thread per process: the suite starts subprocesses (CLI runs, DDP ranks, dask workers) on a
@@ -92,3 +96,26 @@ def bmz_package(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("bmz") / "denoise2d.zip"
     return path, jobs.export_package("2D_denoising", path, description="", authors="")
+
+
+@contextlib.contextmanager
+def small_disk(mount: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` (e.g. ``"2m"``) mounted at ``mount`` (created), unmounted after.
+
+    Skips the test where it cannot be mounted (not Linux, not root).
+    """
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs Linux and root (CI runs as root)")
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -29,6 +29,7 @@ import tifffile
 import torch
 import yaml
 
+from conftest import small_disk
 from debcr.backends.openvino_runner import OpenVINORunner, cache_dir, cache_key
 from debcr.data.normalize import normalize
 from debcr.errors import ModelFileError
@@ -135,15 +136,10 @@ def test_weights_swapped_in_from_another_model_are_caught_and_rebuilt(
 @pytest.fixture
 def read_only_cache(ov_cache, monkeypatch) -> Iterator[Path]:
     """``ov_cache`` on its own tmpfs, remounted read-only by the test (unmounted after)."""
-    mount = ov_cache.parent / "mount"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", mount], check=True)
-    try:
+    with small_disk(ov_cache.parent / "mount", "16m") as mount:
         shutil.copytree(ov_cache, mount, dirs_exist_ok=True)
         monkeypatch.setenv("DEBCR_CACHE_DIR", str(mount))
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", mount], check=True)
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ import tifffile
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from conftest import DATA, ROOT, fmd_frame, fmd_gt
+from conftest import DATA, ROOT, fmd_frame, fmd_gt, small_disk
 from debcr import cli, files
 from debcr import config as cfg
 from debcr import model as api
@@ -184,18 +184,8 @@ def _sh(*cmd: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs (too small for a training run's files), unmounted afterwards."""
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs Linux and root (CI runs as root)")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = _sh("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount))
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "disk", "2m") as mount:
         yield mount
-    finally:
-        if _sh("umount", str(mount)).returncode != 0:
-            _sh("umount", "-l", str(mount))
 
 
 def _resize(mount: Path, size: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, small_disk
 from debcr.data import io
 from debcr.errors import OutputError
 
@@ -45,16 +45,8 @@ def _sh(*cmd: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """A 256 KiB tmpfs, unmounted afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = _sh("mount", "-t", "tmpfs", "-o", f"size={DISK_KIB}k", "tmpfs", str(mount))
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_disk(tmp_path / "disk", f"{DISK_KIB}k") as mount:
         yield mount
-    finally:
-        if _sh("umount", str(mount)).returncode != 0:
-            _sh("umount", "-l", str(mount))
 
 
 @pytest.fixture
