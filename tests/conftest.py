@@ -92,10 +92,26 @@ def bmz_package(tmp_path_factory):
     the napari job (``jobs.export_package``, as the Export… button does, with empty fields left
     out), which calls ``debcr.model.export_bmz``, which calls ``debcr.interop.export``.
     """
+    import pickle
+
+    from filelock import FileLock
+
     from debcr.napari import jobs
 
-    path = tmp_path_factory.mktemp("bmz") / "denoise2d.zip"
-    return path, jobs.export_package("2D_denoising", path, description="", authors="")
+    # Under pytest-xdist the workers share one package (in the run's folder, above the workers'
+    # own): the first writes it, the others wait for it.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "bmz"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("bmz")
+    path, record = folder / "denoise2d.zip", folder / "denoise2d.pickle"
+    with FileLock(str(folder / "lock")):
+        if record.is_file():
+            return path, pickle.loads(record.read_bytes())
+        result = jobs.export_package("2D_denoising", path, description="", authors="")
+        record.write_bytes(pickle.dumps(result))
+    return path, result
 
 
 @contextlib.contextmanager

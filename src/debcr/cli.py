@@ -49,8 +49,8 @@ def _channel_list(values: Sequence[str] | None) -> list[int | str] | None:
 
 
 def _predict_options(args: argparse.Namespace) -> dict[str, object]:
-    """Keyword arguments of :func:`debcr.model.predict` from the options, checked up front
-    (by :class:`~debcr.inference.options.PredictOptions`, before any model is loaded)."""
+    """Keyword arguments of `debcr.model.predict` from the options, checked up front
+    (by `PredictOptions`, before any model is loaded)."""
     from debcr.data.normalize import check_percentiles
     from debcr.defaults import PMAX, PMIN
     from debcr.inference.options import PredictOptions
@@ -576,7 +576,7 @@ def _stop_on_signals() -> None:
     """Make SIGTERM and SIGHUP stop debcr as Ctrl-C (SIGINT) does.
 
     The handler raises KeyboardInterrupt in the main thread, so the cleanup of unfinished
-    outputs (:func:`debcr.files.staged`) runs and ``main`` reports the interruption. Further
+    outputs (`debcr.files.staged`) runs and ``main`` reports the interruption. Further
     signals are ignored while that cleanup runs. Only from the main thread (signal.signal
     refuses others), and not where a signal was set to be ignored (``nohup``).
     """

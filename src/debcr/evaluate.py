@@ -1,7 +1,7 @@
 """Evaluate restorations against ground truth and write a report (the paper's Fig. 3 and 7).
 
-:func:`evaluate` scores a prediction (and optionally the raw input, as the baseline) image by
-image against the ground truth with :mod:`debcr.metrics` — PSNR, SSIM and NRMSE under each
+`evaluate` scores a prediction (and optionally the raw input, as the baseline) image by
+image against the ground truth with `debcr.metrics` — PSNR, SSIM and NRMSE under each
 intensity convention, the GT entropy, and the FRC resolution against the GT — and writes
 
 ``metrics.csv``
@@ -15,8 +15,8 @@ intensity convention, the GT entropy, and the FRC resolution against the GT — 
 ``comparison.png``
     Input / prediction / GT side by side, full view and a zoom on the image centre.
 
-Every file is written atomically (:func:`debcr.data.io.atomic_output`). Only numpy,
-scikit-image (through :mod:`debcr.metrics`), matplotlib (``Figure``, no pyplot) and numpy-only
+Every file is written atomically (`debcr.data.io.atomic_output`). Only numpy,
+scikit-image (through `debcr.metrics`), matplotlib (``Figure``, no pyplot) and numpy-only
 debcr modules are imported.
 """
 
@@ -605,7 +605,7 @@ def evaluate(
     ----------
     pred, gt, input
         Prediction, ground truth and (optionally) the raw input it was restored from: arrays
-        or image files read with :func:`debcr.data.load` (TIFF, PNG, NPY, Zarr, ...). Each is
+        or image files read with `debcr.data.load` (TIFF, PNG, NPY, Zarr, ...). Each is
         a 2-D image or an ``(N, H, W)`` stack of images (length-1 axes are dropped); all must
         have the same shape. Each image (slice) is scored separately.
     out_dir
@@ -613,7 +613,7 @@ def evaluate(
         (created if missing). None computes the numbers without writing files.
     normalization
         Conventions to report, one or several of ``"minmax"``, ``"affine"``, ``"raw"`` (see
-        :func:`debcr.metrics.normalize_pair`). Images are normalised one by one.
+        `debcr.metrics.normalize_pair`). Images are normalised one by one.
     names
         One name per image for the CSV; default ``<gt file stem>_0000, ...`` (``image_0000``
         for arrays), or just the stem for a single 2-D image.
@@ -626,7 +626,7 @@ def evaluate(
     pixel_size
         Physical pixel size, to report FRC resolutions in physical units instead of pixels.
     frc_threshold
-        ``"1/7"``, ``"half-bit"`` or a number in (0, 1) (see :func:`debcr.metrics.frc`).
+        ``"1/7"``, ``"half-bit"`` or a number in (0, 1) (see `debcr.metrics.frc`).
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """The one place that writes outputs safely (standard library only).
 
-Every output of debcr goes through :func:`atomic_output` (or :func:`write_bytes`, built on
+Every output of debcr goes through `atomic_output` (or `write_bytes`, built on
 it): data are written to a hidden temporary sibling (``.tmp-<id>.<name>``) that is renamed
 onto the target only when complete, so a crash never leaves a half-written output and never
 destroys the previous file; an input is never replaced (compared after resolving links, and
@@ -8,12 +8,12 @@ even with ``overwrite=True``); an existing output is replaced only with ``overwr
 The final rename replaces nothing it was not allowed to: a file that appears at the target
 while the output is written (another program, a second run) is kept, and the finished output
 is saved beside it under a free name (``out.debcr-1.tif``) that the error names
-(:class:`~debcr.errors.OutputExistsError`).
+(`OutputExistsError`).
 
 A full disk, a read-only file system or a denied write raises one
-:class:`~debcr.errors.OutputError` naming the output (:func:`output_errors`), with the
+`OutputError` naming the output (`output_errors`), with the
 temporary file removed; memory-mapped outputs reserve their space when created
-(:func:`reserve`), so a full disk is an error there rather than a SIGBUS later.
+(`reserve`), so a full disk is an error there rather than a SIGBUS later.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ PathLike = str | os.PathLike
 
 
 def as_path_list(inputs: PathLike | Iterable[PathLike] | None) -> list[Path]:
-    """``None``, one path or several paths as a list of :class:`~pathlib.Path`."""
+    """``None``, one path or several paths as a list of `Path`."""
     if inputs is None:
         return []
     if isinstance(inputs, (str, os.PathLike)):
@@ -270,7 +270,7 @@ def _concerns(exc: BaseException, target: Path) -> bool:
 
 
 def output_error(exc: BaseException, target: Path, advice: str | None = None) -> OutputError | None:
-    """The one-sentence :class:`~debcr.errors.OutputError` that ``exc`` means for ``target``.
+    """The one-sentence `OutputError` that ``exc`` means for ``target``.
 
     Parameters
     ----------
@@ -305,7 +305,7 @@ def output_errors(target: Path, advice: str | None = None) -> Iterator[None]:
 
     The message names ``target`` and the cause: ``cannot write out.tif: no space left on the
     device ([Errno 28] No space left on device); no partial output was left behind; ...``,
-    ending with ``advice`` if given (see :func:`output_error`). Used around :func:`staged`,
+    ending with ``advice`` if given (see `output_error`). Used around `staged`,
     whose cleanup has run by then. Other errors pass unchanged.
     """
     try:
@@ -322,7 +322,7 @@ def output_errors(target: Path, advice: str | None = None) -> Iterator[None]:
 def check_space(folder: Path, nbytes: int) -> None:
     """Make sure ``nbytes`` can be written in ``folder`` now (OSError ENOSPC if not).
 
-    The space is allocated in a hidden file that is deleted again (see :func:`reserve`; where
+    The space is allocated in a hidden file that is deleted again (see `reserve`; where
     space cannot be allocated up front this checks nothing).
     """
     probe = temp_sibling(folder / "space")
@@ -340,10 +340,10 @@ def staged(targets: Sequence[Path], *, overwrite: bool | None = None) -> Iterato
     Parameters
     ----------
     targets
-        The outputs, already checked with :func:`check_targets`.
+        The outputs, already checked with `check_targets`.
     overwrite
         Whether a target may be replaced. ``None``: only a target that was there when staging
-        began (which :func:`check_targets` let through, so with overwrite) may be.
+        began (which `check_targets` let through, so with overwrite) may be.
 
     Raises
     ------

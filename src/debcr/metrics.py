@@ -1,7 +1,7 @@
 """Image-quality metrics of the DeBCR paper: PSNR, SSIM, (N)RMSE, entropy and FRC (Eq. 4–9).
 
 Every pixel-wise score compares a prediction with its ground truth (GT) after one of three
-intensity conventions, chosen with ``normalization=`` (see :func:`normalize_pair`):
+intensity conventions, chosen with ``normalization=`` (see `normalize_pair`):
 
 ``"minmax"``
     The original DeBCR tester: prediction and GT are each min-max rescaled to [0, 1] on their
@@ -17,11 +17,11 @@ intensity conventions, chosen with ``normalization=`` (see :func:`normalize_pair
 The scores themselves come from scikit-image (``peak_signal_noise_ratio``,
 ``structural_similarity``, ``normalized_root_mse``, ``shannon_entropy``), applied to the
 normalised pair; only the conventions, the edge cases (identical or constant images) and the
-Fourier ring correlation (:func:`frc`), which scikit-image lacks, are implemented here.
+Fourier ring correlation (`frc`), which scikit-image lacks, are implemented here.
 
 Arrays are 2-D images ``(Y, X)`` or 3-D stacks ``(Z, Y, X)``. A stack is treated as one
 volume: it is normalised as a whole and PSNR/RMSE use one mean squared error over all voxels;
-SSIM is the mean of the 2-D SSIM of its slices. :func:`debcr.evaluate.evaluate` instead scores
+SSIM is the mean of the 2-D SSIM of its slices. `debcr.evaluate.evaluate` instead scores
 each image (slice) of a stack separately, as the paper reports per-image values.
 
 Only numpy, scipy, scikit-image and numpy-only debcr modules are imported here.
@@ -77,7 +77,7 @@ NORMALIZATIONS: tuple[str, ...] = ("minmax", "affine", "raw")
 #: GT percentiles mapped to 0 and 1 by the ``"affine"`` convention (CARE's evaluation).
 AFFINE_PERCENTILES: tuple[float, float] = PERCENTILES
 
-#: Fraction of each image side tapered by the Tukey apodisation window of :func:`frc`
+#: Fraction of each image side tapered by the Tukey apodisation window of `frc`
 #: (half of it at each edge; 0 is a box, 1 a Hann window).
 FRC_TUKEY_ALPHA = 0.25
 
@@ -211,7 +211,7 @@ def normalize_pair(
 
 
 def _data_range(gt_n: np.ndarray, normalization: str, data_range: float | None) -> float:
-    """The peak value of PSNR/SSIM under a convention (see :func:`psnr`)."""
+    """The peak value of PSNR/SSIM under a convention (see `psnr`)."""
     if normalization != "raw":
         if data_range is not None:
             raise DataError(
@@ -268,14 +268,14 @@ def psnr(
         actually present in the GT, not the dtype's range: an 8-bit GT spanning 3..231 gives
         228). Must be left unset for the other conventions, which use 1.
     normalization
-        ``"minmax"``, ``"affine"`` or ``"raw"`` (see :func:`normalize_pair`).
+        ``"minmax"``, ``"affine"`` or ``"raw"`` (see `normalize_pair`).
 
     Returns
     -------
     float
         PSNR in dB; ``math.inf`` when the (normalised) arrays are identical (MSE 0), as
         scikit-image's ``peak_signal_noise_ratio`` but without its divide-by-zero warning.
-        An RMSE below :data:`ROUNDING_TOLERANCE` × ``data_range`` counts as identical, so an
+        An RMSE below `ROUNDING_TOLERANCE` × ``data_range`` counts as identical, so an
         exact affine copy scores inf under ``"affine"``/``"minmax"`` despite rounding; finite
         values therefore stay below 240 dB.
 
@@ -308,7 +308,7 @@ def ssim(
         2-D images, or 3-D stacks scored as the mean of the 2-D SSIM of their slices (the
         stack is normalised as a whole first).
     data_range, normalization
-        As for :func:`psnr`.
+        As for `psnr`.
     **kwargs
         Passed to ``structural_similarity`` (e.g. ``gaussian_weights=True, sigma=1.5,
         use_sample_covariance=False`` for Wang et al.'s variant). The default is
@@ -322,7 +322,7 @@ def ssim(
     Raises
     ------
     DataError
-        As for :func:`psnr`, or an image smaller than the SSIM window.
+        As for `psnr`, or an image smaller than the SSIM window.
     """
     p, g = normalize_pair(pred, gt, normalization)
     peak = _data_range(g, normalization, data_range)
@@ -338,13 +338,13 @@ def ssim(
 
 
 def rmse(pred: ArrayLike, gt: ArrayLike, *, normalization: Normalization = "raw") -> float:
-    """Root mean squared error after the chosen convention (see :func:`normalize_pair`).
+    """Root mean squared error after the chosen convention (see `normalize_pair`).
 
     Returns
     -------
     float
         ``sqrt(mean((pred_n - gt_n)²))`` in GT units for ``"raw"``, else in normalised units;
-        0 when below :data:`ROUNDING_TOLERANCE` × the range of the normalised GT.
+        0 when below `ROUNDING_TOLERANCE` × the range of the normalised GT.
     """
     p, g = normalize_pair(pred, gt, normalization)
     return _rmse(p, g, float(g.max() - g.min()))
@@ -354,13 +354,13 @@ def nrmse(pred: ArrayLike, gt: ArrayLike, *, normalization: Normalization = "raw
     """Range-normalised RMSE (paper Eq. 6): ``RMSE / (max(gt_n) - min(gt_n))``.
 
     Computed with ``skimage.metrics.normalized_root_mse(..., normalization="min-max")`` on the
-    normalised pair, so under ``"minmax"`` it equals :func:`rmse`, and under ``"raw"`` it is
+    normalised pair, so under ``"minmax"`` it equals `rmse`, and under ``"raw"`` it is
     independent of the units of the data.
 
     Returns
     -------
     float
-        NRMSE; 0 for identical arrays (and below :data:`ROUNDING_TOLERANCE`); ``nan`` (with a
+        NRMSE; 0 for identical arrays (and below `ROUNDING_TOLERANCE`); ``nan`` (with a
         logged warning) when the normalised GT is constant, since the measure is then
         undefined.
     """
@@ -531,7 +531,7 @@ def frc(
 
     ``FRC(r) = Re sum_{k in r} F1(k) F2*(k) / sqrt(sum |F1(k)|² · sum |F2(k)|²)`` over rings
     ``r`` of the 2-D FFT. Before the FFT each image has its mean removed and is multiplied by
-    a separable Tukey window (:data:`FRC_TUKEY_ALPHA`), which suppresses the cross-shaped
+    a separable Tukey window (`FRC_TUKEY_ALPHA`), which suppresses the cross-shaped
     artefacts that the image edges (a non-periodic image) put into the spectrum. Rings are 1
     frequency pixel wide on the grid of the shorter image side ``L``: ring ``k`` holds the
     samples with ``round(|f| · L) = k`` for ``f`` in cycles per pixel, so its centre is

@@ -1,4 +1,4 @@
-"""The paper's model API: :func:`init`, :func:`predict` (and :func:`save`, :func:`export`).
+"""The paper's model API: `init`, `predict` (and `save`, `export`).
 
 >>> import debcr
 >>> model = debcr.model.init("2D_denoising")          # a built-in pretrained model
@@ -45,7 +45,7 @@ def init(
         ``"bright_SR"``, ``"confocal_SR"``); or the path of a debcr model file
         (``.safetensors``), of a training run folder (its best model) or of an original
         DeBCR TensorFlow checkpoint (prefix ``…/ckpt-best``, converted on the fly); see
-        :func:`debcr.sources.resolve`.
+        `debcr.sources.resolve`.
     device
         Where to put the model (``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``).
     seed
@@ -78,10 +78,10 @@ def export_bmz(
     The package holds PyTorch state-dict, TorchScript and ONNX weights, so Fiji/deepImageJ,
     ilastik, QuPath and the Zoo can run it; it is written only if the Zoo's model test passes
     on all three. Needs the export extra (``pip install 'debcr-torch[export]'``). See
-    :func:`debcr.interop.bmz.export_bmz` for the parameters (``name``, ``description``,
+    `debcr.interop.bmz.export_bmz` for the parameters (``name``, ``description``,
     ``authors``, ``cite``, ``license``, ``tags``, ``overwrite``); built-in models have default
     ``name``, ``description``, ``authors`` (the original's) and licence (CC-BY-4.0), your own
-    models need ``name`` and ``authors``. The same as :func:`export` with ``format="bmz"``.
+    models need ``name`` and ``authors``. The same as `export` with ``format="bmz"``.
 
     Examples
     --------
@@ -105,7 +105,7 @@ def export(
     Parameters
     ----------
     model
-        A model from :func:`init`, or anything :func:`init` accepts.
+        A model from `init`, or anything `init` accepts.
     path
         Output file; its suffix picks the format unless ``format`` is given:
         ``.zip`` → BioImage Model Zoo package, ``.onnx`` → ONNX, ``.pt``/``.pth``/``.ts`` →
@@ -115,7 +115,7 @@ def export(
     overwrite
         Replace an existing file.
     **package
-        For ``"bmz"``: ``name``, ``description``, ``authors``… (see :func:`export_bmz`).
+        For ``"bmz"``: ``name``, ``description``, ``authors``… (see `export_bmz`).
 
     Returns
     -------
@@ -181,7 +181,7 @@ def predict(
     Parameters
     ----------
     model
-        A model from :func:`init`, or anything :func:`init` accepts.
+        A model from `init`, or anything `init` accepts.
     image
         ``(H, W)`` image, ``(N/Z/T, H, W)`` stack or stack of patches (length-1
         axes are squeezed): a numpy array or memmap, a zarr array, a torch
@@ -199,12 +199,12 @@ def predict(
         receptive field at the precision used: in float32 the radius holding all but 1e-4
         of the input's influence (72–88 px for the published models), so tiles join exactly;
         in bfloat16 a smaller one whose seams stay below bfloat16's own rounding error (see
-        :data:`debcr.nn.receptive.HALO_TOLERANCES`).
+        `debcr.nn.receptive.HALO_TOLERANCES`).
     normalize
         ``True``: percentile-normalise with statistics of the *whole* input
         (``pmin``, ``pmax``; never per tile). ``False``: feed the values as they
         are (data normalised beforehand, as in the original). A
-        :class:`~debcr.data.NormStats` uses those statistics.
+        `NormStats` uses those statistics.
     pmin, pmax
         Percentiles for ``normalize=True``; default: those the model was trained with
         (``model.metadata["normalization"]``, e.g. from a training run or a BMZ package),
@@ -217,7 +217,7 @@ def predict(
         monotone curve, the mean of the input over the pixels restored alike (unbiased for
         zero-mean noise), which keeps the input's mean, holds its dark level (median of the
         darkest 5 % of 8×8 block means) and returns nothing below its minimum (see
-        :mod:`debcr.data.calibration`). ``"affine"``: one least-squares line fitted to the
+        `debcr.data.calibration`). ``"affine"``: one least-squares line fitted to the
         input, its offset moved to hold the dark level, the same floor (the default before
         this release). ``"percentile"``: only the percentile normalisation is inverted.
         ``"normalized"``: the network output as is.
@@ -232,7 +232,7 @@ def predict(
     backend
         What runs the network: ``"auto"`` (default; OpenVINO on a CPU when it is installed,
         ``pip install 'debcr-torch[fast]'``, else PyTorch), ``"torch"`` or ``"openvino"``.
-        Both run the inference-only form of the network (:mod:`debcr.nn.fast`).
+        Both run the inference-only form of the network (`debcr.nn.fast`).
     output
         If given, the result is written there (``.tif``, ``.npy``, ``.zarr``…) as
         tiles finish, so images larger than memory work; the path is returned.
@@ -308,15 +308,15 @@ def train(
     What the network learns from is ``config["mode"]``:
 
     - ``"supervised"`` (default): arrays ``low`` (input) and ``gt`` (ground truth), each
-      ``(N, P, P)``, as written by :func:`debcr.data.prepare` / ``debcr prepare LOW GT``.
+      ``(N, P, P)``, as written by `debcr.data.prepare` / ``debcr prepare LOW GT``.
     - ``"noise2noise"``: ``repeats`` ``(N, F, P, P)``, ``F >= 2`` independent noisy frames of
-      every patch location (:func:`debcr.data.prepare_noise2noise`); pairs of different
+      every patch location (`debcr.data.prepare_noise2noise`); pairs of different
       frames are drawn anew every epoch.
     - ``"noise2void"``: ``low`` ``(N, P, P)`` noisy patches only
-      (:func:`debcr.data.prepare_noise2void`); masked pixels (N2V2 median replacement) are
+      (`debcr.data.prepare_noise2void`); masked pixels (N2V2 median replacement) are
       the only ones scored.
 
-    See :mod:`debcr.training.modes` for the details and the papers.
+    See `debcr.training.modes` for the details and the papers.
 
     Parameters
     ----------
@@ -325,11 +325,11 @@ def train(
         for another mode is refused. The whole validation set is evaluated every
         ``val_freq`` steps.
     config
-        A :class:`debcr.config.TrainConfig`, a dict of its fields (the original's
+        A `debcr.config.TrainConfig`, a dict of its fields (the original's
         keys work), or ``None`` for the paper's recipe.
     init_model
         Start from this model: a built-in name (fine-tuning, e.g. ``"2D_denoising"``),
-        a model file, or an :class:`MRBCR`; ``None`` uses ``config.init_model``
+        a model file, or an `MRBCR`; ``None`` uses ``config.init_model``
         (a new model if that is unset too).
     resume
         Continue the run in ``config.weights_path`` from its last checkpoint

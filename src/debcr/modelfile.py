@@ -29,7 +29,7 @@ from debcr.nn import ARCHITECTURE, ARCHITECTURE_VERSION, MRBCR
 
 FORMAT = "debcr-model"
 FORMAT_VERSION = 1
-#: Header key of the tensors' checksum (see :func:`tensor_checksum`).
+#: Header key of the tensors' checksum (see `tensor_checksum`).
 CHECKSUM_KEY = "tensors_sha256"
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def model_file_path(path: str | os.PathLike) -> Path:
-    """Where :func:`save_model` writes ``path``: ``.safetensors`` appended to another suffix."""
+    """Where `save_model` writes ``path``: ``.safetensors`` appended to another suffix."""
     path = Path(path)
     return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
 
@@ -202,9 +202,9 @@ def check_metadata(path: str | os.PathLike, metadata: dict[str, Any]) -> dict[st
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> MRBCR:
-    """Load a model file written by :func:`save_model`.
+    """Load a model file written by `save_model`.
 
-    Returns an :class:`~debcr.nn.MRBCR` in eval mode whose ``metadata`` attribute
+    Returns an `MRBCR` in eval mode whose ``metadata`` attribute
     holds the stored provenance and normalisation settings.
 
     Raises

@@ -1,14 +1,14 @@
 """The catalogue of training modes: every fact about a mode, registered in one place.
 
-A mode is one :class:`ModeSpec`: its name (used by the configuration, the CLI, napari and the
+A mode is one `ModeSpec`: its name (used by the configuration, the CLI, napari and the
 model files), what its training sets hold, how the GUI and ``debcr prepare`` show it, its set
 builders, the papers a model trained with it must cite and the tags of its BioImage Model Zoo
 card. The torch side of a mode (how a batch is built and scored) is named by ``strategy`` and
-lives in :mod:`debcr.training.modes`; this module stays free of torch (and imports its
+lives in `debcr.training.modes`; this module stays free of torch (and imports its
 builders only when they are called) so the configuration and the model card can read it.
 
-A new mode is one entry here, a set builder pair in :mod:`debcr.data` and a strategy class
-in :mod:`debcr.training.modes`.
+A new mode is one entry here, a set builder pair in `debcr.data` and a strategy class
+in `debcr.training.modes`.
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ class ModeSpec:
     builder
         ``module:function`` of its set builder from the paths ``debcr prepare`` is given,
         called as ``builder(paths, name, out_dir, split=..., patch_size=..., overlap=...,
-        seed=..., overwrite=..., **options)``; see :meth:`prepare`.
+        seed=..., overwrite=..., **options)``; see `prepare`.
     layer_builder
         ``module:function`` of its set builder from napari layer data, called as
-        ``layer_builder(data, what, patch_size=..., split=...)``; see :meth:`layer_sets`.
+        ``layer_builder(data, what, patch_size=..., split=...)``; see `layer_sets`.
     strategy
         ``module:Class`` of its training strategy (torch), loaded by the training run.
     options
@@ -109,7 +109,7 @@ class ModeSpec:
             The dataset name and output folder (``<out_dir>/<name>_train.npz`` ...).
         **options
             ``split``, ``patch_size``, ``overlap``, ``seed``, ``overwrite`` and the mode's own
-            :attr:`options`.
+            `options`.
 
         Returns
         -------
@@ -124,7 +124,7 @@ class ModeSpec:
         Parameters
         ----------
         data
-            One layer's data, or ``(input, target)`` for a :attr:`paired` mode.
+            One layer's data, or ``(input, target)`` for a `paired` mode.
         what
             Which set it is for ("training", "validation"), for messages.
         patch_size
@@ -135,7 +135,7 @@ class ModeSpec:
         Returns
         -------
         dict
-            The mode's :attr:`arrays` of every non-empty set.
+            The mode's `arrays` of every non-empty set.
         """
         return load_reference(self.layer_builder)(data, what, patch_size=patch_size, split=split)
 

@@ -23,10 +23,10 @@ logger = logging.getLogger(__name__)
 ORIGINAL = "debcr"
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-#: The precisions :func:`resolve_precision` accepts besides ``"auto"``.
+#: The precisions `resolve_precision` accepts besides ``"auto"``.
 PRECISIONS: tuple[str, ...] = tuple(_DTYPES)
 
-#: Set to ``1`` to leave glibc's allocator as it is (see :func:`tune_allocator`).
+#: Set to ``1`` to leave glibc's allocator as it is (see `tune_allocator`).
 NO_MALLOC_TUNING = "DEBCR_NO_MALLOC_TUNING"
 # glibc's mallopt parameters (malloc.h) and the values tune_allocator sets.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -122,7 +122,7 @@ def tune_allocator() -> bool:
 def release_memory() -> bool:
     """Give the memory freed in the heap back to the OS (glibc ``malloc_trim``).
 
-    With :func:`tune_allocator` applied, the process keeps what a forward freed, up to the
+    With `tune_allocator` applied, the process keeps what a forward freed, up to the
     heap extent of the largest forward (measured: 1.3 GB after a 1024×1024 tile, 5.7 GB after
     a 2048×2048 one, against 0.3 GB untuned). Call this when a batch of work is done (the end
     of a prediction) to return it; the next forward then page-faults its buffers once more.
@@ -181,7 +181,7 @@ def _glibc_mallopt():
 
 
 def _malloc_tuning_state() -> str:
-    """Whether :func:`tune_allocator` applies (it is called: ``debcr info`` says what runs get)."""
+    """Whether `tune_allocator` applies (it is called: ``debcr info`` says what runs get)."""
     if tune_allocator():
         return "applied"
     if _malloc_tuning_off():
@@ -233,7 +233,7 @@ def native_bf16() -> bool:
 def default_precision(device: torch.device) -> str:
     """The fastest precision that computes well on ``device``: ``bfloat16`` or ``float32``.
 
-    ``bfloat16`` on a CPU that computes it natively (:func:`native_bf16`) and on a CUDA GPU
+    ``bfloat16`` on a CPU that computes it natively (`native_bf16`) and on a CUDA GPU
     that does (compute capability 8.0, Ampere, or later; ROCm GPUs); ``float32`` elsewhere:
     Apple MPS, and older GPUs, which only emulate bfloat16 (the T4 and V100, for instance).
     """
@@ -249,7 +249,7 @@ def default_precision(device: torch.device) -> str:
 
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
-    """``precision`` checked; for ``None`` or ``"auto"``, :func:`default_precision` of ``device``.
+    """``precision`` checked; for ``None`` or ``"auto"``, `default_precision` of ``device``.
 
     Raises
     ------

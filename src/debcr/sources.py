@@ -5,10 +5,10 @@ A model *source* is a built-in model's name (``"2D_denoising"``…), a debcr mod
 ``last.safetensors``), a BioImage Model Zoo package of an m-rBCR model (``.zip``, or a folder
 holding its ``rdf.yaml``), or a checkpoint of the original TensorFlow DeBCR (a prefix such as
 ``…/ckpt-best``, its ``.index``/``.data-…`` file, or a folder holding one). The Python API,
-the CLI, training (``init_model``) and the napari plugin all go through :func:`resolve`, so
+the CLI, training (``init_model``) and the napari plugin all go through `resolve`, so
 they accept the same things and say the same thing when a source is wrong.
 
-:func:`resolve` only looks at names and files (no torch); :func:`load` builds the model.
+`resolve` only looks at names and files (no torch); `load` builds the model.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def load(source: Any, device: torch.device | str = "cpu", *, seed: int | None = 
     Parameters
     ----------
     source
-        Anything :func:`resolve` accepts; an :class:`~debcr.nn.MRBCR` passes through as it is;
+        Anything `resolve` accepts; an `MRBCR` passes through as it is;
         ``None`` makes a new, untrained model (Glorot-uniform weights, as the original).
     device
         Where to put a loaded or new model.

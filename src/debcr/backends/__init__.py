@@ -1,8 +1,8 @@
 """Inference backends: what runs the network on batches of tiles.
 
-Every backend runs the inference-only form of m-rBCR (:func:`debcr.nn.fast.inference_network`)
+Every backend runs the inference-only form of m-rBCR (`debcr.nn.fast.inference_network`)
 and offers one method, ``run(tiles) -> restored`` on float32 arrays shaped ``(N, H, W)`` in
-the network's normalised units. :func:`make_runner` picks one:
+the network's normalised units. `make_runner` picks one:
 
 * ``"torch"``: PyTorch, on any device (CPU, CUDA, Apple MPS);
 * ``"openvino"``: OpenVINO on the CPU (extra ``debcr-torch[fast]``), usually the fastest there;
@@ -45,7 +45,7 @@ class Runner(Protocol):
 
 
 def check_backend(backend: str) -> None:
-    """Check that ``backend`` names a backend (one of :data:`BACKENDS`).
+    """Check that ``backend`` names a backend (one of `BACKENDS`).
 
     Raises
     ------
@@ -66,7 +66,7 @@ def make_runner(
     Raises
     ------
     DataError
-        If ``backend`` is unknown (:func:`check_backend`).
+        If ``backend`` is unknown (`check_backend`).
     DebcrError
         If ``backend`` needs an extra that is not installed, or cannot run on ``device``.
     """

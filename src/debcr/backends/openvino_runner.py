@@ -1,9 +1,9 @@
 """The OpenVINO backend: the inference-only network, compiled for the CPU.
 
-The network (:func:`debcr.nn.fast.inference_network`) is converted to an OpenVINO model once
+The network (`debcr.nn.fast.inference_network`) is converted to an OpenVINO model once
 per model (a few seconds) with dynamic batch and spatial sizes, and the converted model is
-kept on disk in the user cache folder (see :func:`cache_dir`), named by the model's weights
-checksum, :data:`FORM_VERSION` and the OpenVINO version, so a changed model or an upgrade
+kept on disk in the user cache folder (see `cache_dir`), named by the model's weights
+checksum, `FORM_VERSION` and the OpenVINO version, so a changed model or an upgrade
 converts again. Beside the ``.xml`` and ``.bin`` of each conversion, a ``.sha256`` file (in
 ``sha256sum`` format, written last) holds their checksums: an entry whose files do not match
 it is converted again, so a damaged or swapped cache file never reaches inference. For every
@@ -12,7 +12,7 @@ OpenVINO's own compiled-model cache is not used: its blobs carry no checksum, an
 bytes in one gave output off by 7 normalised units without an error; it saved ~0.45 s per
 tile geometry and process (0.9 s against 0.45 s on a loaded 2-core CPU).
 
-OpenVINO is imported lazily: importing this module does not need it; see :func:`available`.
+OpenVINO is imported lazily: importing this module does not need it; see `available`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = ["FORM_VERSION", "OpenVINORunner", "available", "cache_dir"]
 
 logger = logging.getLogger(__name__)
 
-#: Version of the inference-only network form (:mod:`debcr.nn.fast`) as converted here; raise
+#: Version of the inference-only network form (`debcr.nn.fast`) as converted here; raise
 #: it whenever that form, its conversion or the cache entry's files change, so cached
 #: conversions are rebuilt (2: entries carry a ``.sha256`` file).
 FORM_VERSION = 2
@@ -224,15 +224,15 @@ class OpenVINORunner:
     Parameters
     ----------
     model
-        An m-rBCR model (:class:`debcr.nn.MRBCR`); its inference-only form is converted.
+        An m-rBCR model (`debcr.nn.MRBCR`); its inference-only form is converted.
     precision
         ``"float32"``, ``"bfloat16"`` or ``"float16"`` (OpenVINO's inference precision hint;
         the CPU may substitute a precision it supports).
     threads
-        CPU threads for inference; default :func:`torch.get_num_threads`.
+        CPU threads for inference; default `torch.get_num_threads`.
     streams
         Tiles run at once (at most one per thread), each with its own activations in memory;
-        see :data:`STREAMS`.
+        see `STREAMS`.
     """
 
     backend = "openvino"

@@ -14,7 +14,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class TorchRunner:
     """Run a network with PyTorch on ``device`` at ``precision``.
 
-    m-rBCR models run in their inference-only form (:func:`debcr.nn.fast.inference_network`),
+    m-rBCR models run in their inference-only form (`debcr.nn.fast.inference_network`),
     cast wholly to ``precision``; other networks (the CARE baseline, subclasses with their own
     ``restore``) run their ``restore`` under autocast. On the CPU, tensors are channels-last,
     which oneDNN convolves fastest.

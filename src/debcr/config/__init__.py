@@ -2,7 +2,7 @@
 
 The original DeBCR (0.1.0) kept its training settings in a flat YAML file of seven keys
 (``weights_path``, ``batch_size``, ``NUM_STEPS``, ``patience``, ``learning_rate``,
-``save_freq``, ``val_freq``) and handed them around as a plain dict. :class:`TrainConfig`
+``save_freq``, ``val_freq``) and handed them around as a plain dict. `TrainConfig`
 keeps that shape and that file format, adds the settings the PyTorch trainer needs, and
 checks every value, so a typo or an impossible value is reported when the file is read, not
 hours into a run. Notebooks written for the original keep working::
@@ -15,7 +15,7 @@ Files of the original load unchanged, and files written here put the original's 
 first, with the original's spelling (``NUM_STEPS``), so the original can read them (it
 ignores keys it does not know).
 
-The package holds the schema (``schema``: :class:`TrainConfig` and its checks), the
+The package holds the schema (``schema``: `TrainConfig` and its checks), the
 error messages (``messages``) and the files (``yaml_io``: YAML and command-line overrides).
 It imports only pydantic, PyYAML and the standard library, never torch, because
 command-line tools and GUIs import it at start-up.

@@ -19,7 +19,7 @@ __all__ = ["Messages", "UnknownKeyError", "report", "show"]
 
 
 class UnknownKeyError(ConfigError, KeyError):
-    """An unknown configuration key: a :class:`ConfigError` and a :class:`KeyError`.
+    """An unknown configuration key: a `ConfigError` and a `KeyError`.
 
     Being a ``KeyError`` keeps ``config["key"]`` behaving like the original's dict.
     """
@@ -35,7 +35,7 @@ def show(value: Any, limit: int = 60) -> str:
 
 
 def report(problems: list[str], source: str) -> ConfigError:
-    """One :class:`ConfigError` listing ``problems`` (one line each) found in ``source``."""
+    """One `ConfigError` listing ``problems`` (one line each) found in ``source``."""
     count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
     error = ConfigError(f"invalid {source} ({count}):\n" + "\n".join(f"  {p}" for p in problems))
     # The lines, for callers (GUIs) that show each problem beside its key.
@@ -102,7 +102,7 @@ class Messages:
         return f"{key}: unknown key; {self.suggest(key)}valid keys: {', '.join(self.fields)}{got}"
 
     def field_name(self, key: str) -> str:
-        """The field a key spelling refers to; :class:`UnknownKeyError` if none."""
+        """The field a key spelling refers to; `UnknownKeyError` if none."""
         if isinstance(key, str) and key in self.field_by_key:
             return self.field_by_key[key]
         raise UnknownKeyError(self.unknown_key(key, show_value=False))
@@ -142,5 +142,5 @@ class Messages:
     def invalid(
         self, exc: ValidationError, data: Mapping[str, Any] | None, source: str
     ) -> ConfigError:
-        """``exc`` (raised validating ``data`` from ``source``) as a :class:`ConfigError`."""
+        """``exc`` (raised validating ``data`` from ``source``) as a `ConfigError`."""
         return report(self.problems(exc, data), source)

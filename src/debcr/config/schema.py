@@ -1,4 +1,4 @@
-"""The training configuration's schema: :class:`TrainConfig`, its checks and its defaults.
+"""The training configuration's schema: `TrainConfig`, its checks and its defaults.
 
 The model is flat (one level of keys), validated on creation and on every assignment, and
 behaves like the original DeBCR's dict; bad values become one-line messages (``messages``).
@@ -39,8 +39,8 @@ __all__ = [
     "validate",
 ]
 
-#: The original DeBCR's keys, in the order (and spelling) :func:`~debcr.config.save` writes
-#: them first (:meth:`TrainConfig.to_dict` with ``original_names=True``).
+#: The original DeBCR's keys, in the order (and spelling) `save` writes
+#: them first (`TrainConfig.to_dict` with ``original_names=True``).
 ORIGINAL_KEYS = (
     "weights_path",
     "batch_size",
@@ -52,14 +52,14 @@ ORIGINAL_KEYS = (
 )
 
 Strategy = Literal["auto", "ddp", "ddp_spawn", "ddp_notebook", "ddp_find_unused_parameters_true"]
-#: The distributed strategies accepted for :attr:`TrainConfig.strategy`.
+#: The distributed strategies accepted for `TrainConfig.strategy`.
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
-#: The training modes of the catalogue (:data:`debcr.modes.MODES`).
+#: The training modes of the catalogue (`debcr.modes.MODES`).
 ModeName = Literal[tuple(MODES)]
 
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
-#: Spellings accepted for :attr:`TrainConfig.precision`, and the name each is stored under.
+#: Spellings accepted for `TrainConfig.precision`, and the name each is stored under.
 PRECISION_ALIASES: dict[str, str] = {
     "auto": "auto",
     "32-true": "32-true",
@@ -99,7 +99,7 @@ class TrainConfig(BaseModel):
 
     Every field is described in its ``description`` (``TrainConfig.model_fields``); the
     allowed values are checked on creation and on every assignment, and a bad value raises
-    :class:`debcr.errors.ConfigError` naming the key, the value and what is allowed.
+    `debcr.errors.ConfigError` naming the key, the value and what is allowed.
 
     The object also behaves like the original's dict: ``config["batch_size"]`` reads,
     ``config["batch_size"] = 16`` assigns (validated), ``"NUM_STEPS" in config``,
@@ -306,7 +306,7 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> TrainConfig:
-        """Validate a mapping into a :class:`TrainConfig` (raises :class:`ConfigError`)."""
+        """Validate a mapping into a `TrainConfig` (raises `ConfigError`)."""
         obj = _str_keys(obj)
         try:
             return super().model_validate(obj, *args, **kwargs)
@@ -435,7 +435,7 @@ class TrainConfig(BaseModel):
         Parameters
         ----------
         original_names : bool
-            If true, the order and spelling :func:`save` writes: the original's seven keys
+            If true, the order and spelling `save` writes: the original's seven keys
             first (with ``NUM_STEPS``), then the others.
 
         Returns
@@ -464,7 +464,7 @@ class TrainConfig(BaseModel):
     def with_overrides(
         self, overrides: Mapping[str, Any] | None = None, /, **kwargs: Any
     ) -> TrainConfig:
-        """A copy with some keys changed, validated together; see :func:`merge`.
+        """A copy with some keys changed, validated together; see `merge`.
 
         Examples
         --------
@@ -491,7 +491,7 @@ _ALLOWED = {
     "n2v_roi_size": "an odd integer from 3 to 21",
 }
 
-#: The key spellings of :class:`TrainConfig` and the messages about their values.
+#: The key spellings of `TrainConfig` and the messages about their values.
 MESSAGES = Messages(TrainConfig, _ALLOWED)
 
 
@@ -504,7 +504,7 @@ def _str_keys(data: Any) -> Any:
 
 
 def validate(data: Any, source: str) -> TrainConfig:
-    """``data`` as a :class:`TrainConfig`; :class:`ConfigError` naming ``source`` if invalid."""
+    """``data`` as a `TrainConfig`; `ConfigError` naming ``source`` if invalid."""
     data = _str_keys(data)
     try:
         return TrainConfig.__pydantic_validator__.validate_python(data)
@@ -513,7 +513,7 @@ def validate(data: Any, source: str) -> TrainConfig:
 
 
 def as_config(config: Any) -> TrainConfig:
-    """``config`` itself if a :class:`TrainConfig`, else the mapping validated into one."""
+    """``config`` itself if a `TrainConfig`, else the mapping validated into one."""
     if isinstance(config, TrainConfig):
         return config
     if isinstance(config, Mapping):

@@ -1,8 +1,8 @@
-"""Configuration files: :func:`load` / :func:`save` of YAML, :func:`load_dict` and overrides.
+"""Configuration files: `load` / `save` of YAML, `load_dict` and overrides.
 
 Files are the original DeBCR's flat YAML (read unchanged; written with its seven keys first,
 spelled as it spells them), read with a safe loader that takes ``1e-3`` as a float and
-refuses duplicate keys; :func:`parse_overrides` reads ``key=value`` items of a command line.
+refuses duplicate keys; `parse_overrides` reads ``key=value`` items of a command line.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class _Loader(yaml.SafeLoader):
 
 
 class _Dumper(yaml.SafeDumper):
-    """Safe YAML dumper that quotes strings :class:`_Loader` would read as floats."""
+    """Safe YAML dumper that quotes strings `_Loader` would read as floats."""
 
 
 for _cls in (_Loader, _Dumper):
@@ -186,7 +186,7 @@ def save(
 
 
 def load_dict(config: Mapping[str, Any]) -> TrainConfig:
-    """Validate a plain dict (such as the original's) into a :class:`TrainConfig`.
+    """Validate a plain dict (such as the original's) into a `TrainConfig`.
 
     Unlike the original, unknown keys are errors, not silently dropped.
 
@@ -215,7 +215,7 @@ def parse_overrides(items: Iterable[str] | str) -> dict[str, Any]:
 
     Each item is ``key=value``; the value is read as a YAML scalar or flow list, so
     ``16`` is an int, ``5e-4`` a float, ``false`` a bool, ``null`` None, ``[0, 1]`` a list
-    and anything else a string. Values are checked when applied (:func:`merge`).
+    and anything else a string. Values are checked when applied (`merge`).
 
     Parameters
     ----------

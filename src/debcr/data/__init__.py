@@ -1,10 +1,10 @@
 """Loading, writing, normalising and tiling microscopy images (numpy only, no torch).
 
-The paper's data API: :func:`load`, :func:`write`, :func:`normalize`, :func:`crop`,
-:func:`stitch` and :func:`show`, plus :func:`denormalize` to return restored
-images to the units they were measured in, and the training-set builders :func:`prepare`
-(low/gt pairs), :func:`prepare_noise2noise` (repeated noisy frames) and
-:func:`prepare_noise2void` (single noisy images).
+The paper's data API: `load`, `write`, `normalize`, `crop`,
+`stitch` and `show`, plus `denormalize` to return restored
+images to the units they were measured in, and the training-set builders `prepare`
+(low/gt pairs), `prepare_noise2noise` (repeated noisy frames) and
+`prepare_noise2void` (single noisy images).
 
 The training sets: images are found and paired in ``collect``, split by group in ``split``,
 cut by ``prepare`` (supervised) and ``selfsup`` (Noise2Noise, Noise2Void), and written and

@@ -273,7 +273,7 @@ def _dark_correction(
 def _warn_if_dark_level_moved(
     curve: CurveMap, x: np.ndarray, x_blocks: np.ndarray, y_blocks: list[np.ndarray]
 ) -> None:
-    """Say so when the dark level could not be held within :data:`DARK_LEVEL_BOUND`."""
+    """Say so when the dark level could not be held within `DARK_LEVEL_BOUND`."""
     if x.size == 0 or x_blocks.size == 0:
         return
     lo, hi = np.percentile(x, [0.1, 99.9])

@@ -1,9 +1,9 @@
 """Finding and pairing the images of a training set, and naming their groups.
 
 Images are given as files, folders, arrays or lists of these; they are expanded here into
-:class:`ImageRef` records (one 2-D image each, read only when needed), paired
-(:class:`Pair`, :func:`pairs_from_folders`, :func:`as_pairs`) or grouped by field of view
-(:func:`fields_of`, :func:`images_of`). Folders list their image files in natural order
+`ImageRef` records (one 2-D image each, read only when needed), paired
+(`Pair`, `pairs_from_folders`, `as_pairs`) or grouped by field of view
+(`fields_of`, `images_of`). Folders list their image files in natural order
 ('2' before '10'). Only numpy and the debcr data modules are used (no torch).
 """
 
@@ -164,7 +164,7 @@ def pairs_from_folders(low_root: str | os.PathLike, gt_root: str | os.PathLike) 
         One pair per field (subfolder layout) or per file (flat layout), in natural order
         ('2' before '10'). ``Pair.low``/``Pair.gt`` are tuples of file paths (a single path for
         a shared ground truth), so they can be filtered or shortened before
-        :func:`debcr.data.prepare`.
+        `debcr.data.prepare`.
 
     Raises
     ------
@@ -218,7 +218,7 @@ def fields_of(source: Any) -> list[tuple[str, Any]]:
     Returns
     -------
     list of (str, frames)
-        ``frames`` is anything :func:`debcr.data.prepare` accepts as images.
+        ``frames`` is anything `debcr.data.prepare` accepts as images.
     """
     if isinstance(source, Mapping):
         return [(group_id(k), v) for k, v in source.items()]
@@ -337,7 +337,7 @@ def image_refs(source: Any, label: str) -> list[ImageRef]:
     Parameters
     ----------
     source
-        An :class:`ImageRef`, a file or folder path, an array or a list of these.
+        An `ImageRef`, a file or folder path, an array or a list of these.
     label
         How messages name the source.
 
@@ -435,13 +435,13 @@ def describe(source: Any) -> str:
 
 
 def as_pairs(low: Any, gt: Any) -> list[Pair]:
-    """The pairs of either calling form of :func:`debcr.data.prepare`.
+    """The pairs of either calling form of `debcr.data.prepare`.
 
     Parameters
     ----------
     low, gt
         Images paired in order (each pair its own group, named by its index), or a list of
-        :class:`Pair` (or ``(low, gt, group)`` tuples) with ``gt`` None.
+        `Pair` (or ``(low, gt, group)`` tuples) with ``gt`` None.
 
     Raises
     ------

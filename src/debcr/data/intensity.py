@@ -1,8 +1,8 @@
 """Intensity units of restored images: noise level, dark level and the map back to the input.
 
-The network works in normalised units; :func:`debcr.model.predict` maps its output back to
+The network works in normalised units; `debcr.model.predict` maps its output back to
 the input's units. The straight-line mapping (``units="affine"``, the default for
-resolution-enhancement models; denoising models use :mod:`debcr.data.calibration`, which
+resolution-enhancement models; denoising models use `debcr.data.calibration`, which
 falls back to this one) is built here from statistics
 that can be accumulated tile by tile or computed lazily on a dask array:
 
@@ -12,15 +12,15 @@ that can be accumulated tile by tile or computed lazily on a dask array:
 2. **Dark level held.** One affine map for a whole image cannot follow a network whose output
    is not affine in its input; the fit then lifts the background (a zero background came back
    at 650–730 DN). The offset is corrected so that the *dark level* (the median of the darkest
-   5 %) of the result lies within :data:`DARK_RANGE_TOLERANCE` of the input's range (0.1th to
-   99.9th percentile) of the input's, both measured on :data:`BLOCK` × :data:`BLOCK` block
+   5 %) of the result lies within `DARK_RANGE_TOLERANCE` of the input's range (0.1th to
+   99.9th percentile) of the input's, both measured on `BLOCK` × `BLOCK` block
    means. Averaging removes the noise that makes an input's darkest pixels darker than its
    background (by about two noise levels), so a restoration that removes noise is held to the
    background the input really has, neither lifted above it nor pushed down into the noise.
 3. **Floor.** Nothing is returned below the input's minimum: undershoot (ringing around
    bright objects) is an artefact, never a measured intensity.
 
-Quantiles come from a regular strided subsample of at most :data:`SAMPLE_PIXELS` pixels (and
+Quantiles come from a regular strided subsample of at most `SAMPLE_PIXELS` pixels (and
 of the block means), so memory stays bounded for images of any size. Everything here is numpy
 only. ``benchmarks/bench_calibration.py`` compares this mapping with the alternatives.
 """
@@ -88,7 +88,7 @@ def block_means(image: Any, size: int = BLOCK) -> Any:
 
 def _blocks(image: np.ndarray, size: int = BLOCK) -> np.ndarray:
     """The ``size`` × ``size`` blocks of a 2-D image as ``(rows, cols, size, size)``; in an image
-    smaller than a block every pixel is a block (as :func:`block_means` returns it whole)."""
+    smaller than a block every pixel is a block (as `block_means` returns it whole)."""
     h, w = (image.shape[0] // size) * size, (image.shape[1] // size) * size
     if h == 0 or w == 0:
         return image[:, :, None, None]
@@ -97,7 +97,7 @@ def _blocks(image: np.ndarray, size: int = BLOCK) -> np.ndarray:
 
 
 def block_means_of(blocks: list[np.ndarray], mapping: Any = None) -> np.ndarray:
-    """The means of kept output blocks (:meth:`CalibrationSums.samples`), each block mapped
+    """The means of kept output blocks (`CalibrationSums.samples`), each block mapped
     pixel by pixel through ``mapping`` (a callable) first when given."""
     if not blocks:
         return np.zeros(0)
@@ -173,7 +173,7 @@ def calibrate(
     x_sample
         The input, a regular subsample (for its range).
     x_blocks, y_blocks
-        Block means (:func:`block_means`) of input and output at the same places, a regular
+        Block means (`block_means`) of input and output at the same places, a regular
         subsample: their dark levels are compared with the noise averaged out in both.
     x_min
         The input's minimum over all pixels.
@@ -205,7 +205,7 @@ def calibrate(
 
 
 class CalibrationSums:
-    """Statistics for :func:`calibrate`, accumulated tile by tile in bounded memory.
+    """Statistics for `calibrate`, accumulated tile by tile in bounded memory.
 
     Sums run over every pixel; one pixel in ``step²`` (every ``step``-th row and column of
     each tile) is kept for the quantiles and the noise level. ``step`` starts from ``total``

@@ -3,15 +3,15 @@
 ``normalize(x) = (x - lo) / (hi - lo + eps)``, optionally clipped to [0, 1], where ``lo``/``hi``
 are percentiles (default 0.1 / 99.9), the minimum/maximum, or fixed values, computed over the
 whole array or per slice along axis 0. This is the normalisation of the original DeBCR, with
-``dtype`` always honoured, an optional clip, and an exact inverse (:func:`denormalize`) driven
-by a small, JSON-serialisable :class:`NormStats` record.
+``dtype`` always honoured, an optional clip, and an exact inverse (`denormalize`) driven
+by a small, JSON-serialisable `NormStats` record.
 
 Memory: statistics are computed on the input as it is (``numpy.percentile`` partitions a copy in
 the input dtype, never a float64 copy) and the result is produced in one blockwise pass in the
 requested dtype, so only the output array is allocated in full. For arrays too large to read
-twice, :func:`compute_stats` takes ``sample=`` to estimate the statistics from a regular
+twice, `compute_stats` takes ``sample=`` to estimate the statistics from a regular
 subsample (every k-th row and column of a numpy array or memmap, every k-th 256 × 256 window of
-a lazily stored one such as Zarr), then :func:`apply_stats` does the single full pass.
+a lazily stored one such as Zarr), then `apply_stats` does the single full pass.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = [
     "percentiles_of",
 ]
 
-#: A good ``sample`` for :func:`compute_stats` on huge arrays: percentiles of a regular
+#: A good ``sample`` for `compute_stats` on huge arrays: percentiles of a regular
 #: subsample of 16 Mpx differ from the exact ones by far less than a grey level in practice.
 DEFAULT_SAMPLE_PIXELS = 16_000_000
 
@@ -56,7 +56,7 @@ class NormStats:
     lo, hi
         Input values mapped to 0 and 1: floats, or read-only 1-D float64 arrays with one entry
         per slice (axis 0) when ``per_slice`` is True. Where ``hi <= lo`` (a constant image)
-        everything maps to 0 and :func:`denormalize` returns ``lo``.
+        everything maps to 0 and `denormalize` returns ``lo``.
     per_slice
         Whether ``lo``/``hi`` are per slice.
     method
@@ -112,7 +112,7 @@ class NormStats:
         return _replace_range(self, float(self.lo[index]), float(self.hi[index]), per_slice=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict (floats and lists only), inverse of :meth:`from_dict`."""
+        """JSON-serialisable dict (floats and lists only), inverse of `from_dict`."""
 
         def plain(v: float | np.ndarray) -> float | list[float]:
             return [float(x) for x in v] if isinstance(v, np.ndarray) else float(v)
@@ -129,7 +129,7 @@ class NormStats:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> NormStats:
-        """Rebuild statistics saved with :meth:`to_dict` (e.g. read from file metadata)."""
+        """Rebuild statistics saved with `to_dict` (e.g. read from file metadata)."""
         missing = [k for k in ("lo", "hi") if k not in values]
         if missing:
             raise DataError(
@@ -239,7 +239,7 @@ def _finite_number(value: Any) -> float | None:
 def percentiles_of(settings: Mapping[str, Any] | None) -> tuple[float, float] | None:
     """The percentiles a model's normalisation settings (``metadata["normalization"]``) mean.
 
-    ``"percentile"`` (also when unset): its ``pmin``/``pmax``, default :data:`PMIN`/:data:`PMAX`;
+    ``"percentile"`` (also when unset): its ``pmin``/``pmax``, default `PMIN`/`PMAX`;
     ``"minmax"``: 0 and 100; any other method (fixed values): None.
     """
     settings = dict(settings or {})
@@ -326,7 +326,7 @@ def _strided_sample(arr: Any, max_pixels: int, per_slice: bool) -> Any:
     return arr[index]
 
 
-#: Side of the windows :func:`_window_sample` reads from lazily stored images (a Zarr chunk
+#: Side of the windows `_window_sample` reads from lazily stored images (a Zarr chunk
 #: or TIFF tile of 256 x 256 or more holds one whole window).
 _WINDOW_EDGE = 256
 
@@ -336,7 +336,7 @@ def _window_sample(arr: Any, max_pixels: int) -> np.ndarray:
 
     Every k-th row and column of a Zarr array touches every chunk: for a sparse 10⁶ × 10⁶ store
     that lists millions of chunks, with memory growing all the while. Windows of
-    :data:`_WINDOW_EDGE` pixels, every k-th one along each axis, bound the number of reads to
+    `_WINDOW_EDGE` pixels, every k-th one along each axis, bound the number of reads to
     ``max_pixels / 256²`` whatever the declared size (a chunk that was never written reads as
     the fill value, without I/O), and are read one at a time.
     """
@@ -443,7 +443,7 @@ def compute_stats(
         or memmap, whose untouched pages are never read; of any other array (Zarr, dask,
         views of them), every k-th window of 256 × 256 pixels, so that at most
         ``sample / 65536`` windows are read however large the declared shape (per slice: the
-        strided subsample). Use :data:`DEFAULT_SAMPLE_PIXELS` for arrays above ~50 Mpx. None
+        strided subsample). Use `DEFAULT_SAMPLE_PIXELS` for arrays above ~50 Mpx. None
         computes exact statistics on all pixels.
 
     Returns
@@ -554,9 +554,9 @@ def apply_stats(
     ----------
     data
         Array to normalise (numpy array or memmap; other array-likes are read whole). With
-        per-slice statistics it must be (Z, Y, X) with the same Z (see :meth:`NormStats.select`).
+        per-slice statistics it must be (Z, Y, X) with the same Z (see `NormStats.select`).
     stats
-        From :func:`compute_stats` or :func:`normalize` (``return_stats=True``).
+        From `compute_stats` or `normalize` (``return_stats=True``).
     dtype
         Float dtype of the result.
     clip
@@ -613,9 +613,9 @@ def normalize(
         Float dtype of the result (always honoured).
     clip
         Clip the result to [0, 1] (the original behaviour). Use False for an exact round trip
-        through :func:`denormalize`.
+        through `denormalize`.
     return_stats
-        Also return the :class:`NormStats` used.
+        Also return the `NormStats` used.
 
     Returns
     -------

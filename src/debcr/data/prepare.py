@@ -1,23 +1,23 @@
 """Turn paired images into DeBCR training sets: normalise, cut into patches, split, save.
 
-:func:`prepare` reads pairs of degraded (``low``) and ground-truth (``gt``) images one image at
+`prepare` reads pairs of degraded (``low``) and ground-truth (``gt``) images one image at
 a time, normalises each image on its own with whole-image percentiles, cuts both into aligned
-patches with :func:`debcr.data.tiling.crop`, optionally drops background patches, and writes
+patches with `debcr.data.tiling.crop`, optionally drops background patches, and writes
 ``<name>_train.npz``, ``<name>_val.npz`` and ``<name>_test.npz`` with the keys ``low`` and
 ``gt`` (``(N, P, P)`` float32) that the original DeBCR trains on (the files are described in
-:mod:`debcr.data.sets`).
+`debcr.data.sets`).
 
-Split by group, never by patch (:mod:`debcr.data.split`): every image belongs to a *group* (a
+Split by group, never by patch (`debcr.data.split`): every image belongs to a *group* (a
 field of view, e.g. the FMD field folder, or one image in the simple 1:1 case) and whole
 groups are assigned to the sets, so no pixel of a validation or test image is ever seen in
 training.
 
 Several noisy frames may share one ground truth (the FMD layout: many frames per field, one
-average per field): describe the data as :class:`~debcr.data.collect.Pair` records, e.g. with
-:func:`~debcr.data.collect.pairs_from_folders`.
+average per field): describe the data as `Pair` records, e.g. with
+`pairs_from_folders`.
 
-:func:`supervised_sets` and :func:`supervised_layer_sets` are the supervised mode's set
-builders for the command line and for napari (see :mod:`debcr.modes`).
+`supervised_sets` and `supervised_layer_sets` are the supervised mode's set
+builders for the command line and for napari (see `debcr.modes`).
 
 Only numpy and the debcr data modules are used (no torch), so GUIs and CLIs can import this
 module quickly.
@@ -83,7 +83,7 @@ BACKGROUND_PERCENTILE = 99.9
 
 @dataclass(frozen=True)
 class _Plan:
-    """Everything :func:`prepare` decided before reading any image.
+    """Everything `prepare` decided before reading any image.
 
     ``groups`` holds the group ids per set; ``targets`` the file per set, empty when nothing is
     written; ``patch_shape`` the validated ``(ph, pw)`` of ``patch_size``.
@@ -377,15 +377,15 @@ def prepare(
       single file/array whose slices are the images. Every pair is its own group, named by
       its index (``"0"``, ``"1"``, ...). A list entry that is itself a stack pairs slice by
       slice with its gt entry (or with a single gt image), and stays one group.
-    - ``prepare(pairs, name=..., out_dir=...)``: a list of :class:`Pair` (or ``(low, gt,
-      group)`` tuples), e.g. from :func:`pairs_from_folders`; several frames may share one
+    - ``prepare(pairs, name=..., out_dir=...)``: a list of `Pair` (or ``(low, gt,
+      group)`` tuples), e.g. from `pairs_from_folders`; several frames may share one
       ground truth, and pairs with the same group always go to the same set.
 
     Each image is processed on its own, one at a time: ``(x - p_lo) / (p_hi - p_lo)`` with the
     ``pmin``/``pmax`` percentiles of that whole image (low and gt separately), without
-    clipping and as float32, which is how :func:`debcr.model.predict` normalises its input, so
+    clipping and as float32, which is how `debcr.model.predict` normalises its input, so
     the model is trained on the value range it will see. Both images are then cut with
-    :func:`debcr.data.tiling.crop` (the bottom/right border is completed by mirroring).
+    `debcr.data.tiling.crop` (the bottom/right border is completed by mirroring).
 
     Parameters
     ----------
@@ -405,14 +405,14 @@ def prepare(
     split
         Fractions ``(train, val, test)`` of the groups, or an explicit assignment such as
         ``{"train": range(1, 19), "val": [20], "test": [19]}``; see
-        :func:`debcr.data.split.split_groups`.
+        `debcr.data.split.split_groups`.
     seed
         Seed of the shuffle for a fractional split.
     pmin, pmax
         Percentiles mapped to 0 and 1 (per image).
     background_filter
         None keeps all patches. A number drops every patch pair whose normalised ground-truth
-        patch has its :data:`BACKGROUND_PERCENTILE` (99.9th) percentile below it: after
+        patch has its `BACKGROUND_PERCENTILE` (99.9th) percentile below it: after
         normalisation the image's ``pmax`` level is 1, so e.g. 0.1 drops patches with nothing
         brighter than a tenth of the image's bright structures (CSBDeep's
         ``no_background_patches`` uses 0.4 of the 99.9th percentile, on the patch's max).
@@ -421,7 +421,7 @@ def prepare(
         ``<name>_{train,val,test}.npz`` raises FileExistsError before work starts. With it, an
         old file of a set that is now empty is deleted, so sets of two runs never mix.
     return_arrays
-        Also return the saved arrays in :attr:`PrepareResult.arrays`.
+        Also return the saved arrays in `PrepareResult.arrays`.
 
     Returns
     -------
@@ -491,7 +491,7 @@ def supervised_sets(
     """Prepare supervised sets from the paths ``debcr prepare`` was given: LOW and GT.
 
     Two folders with one subfolder per field (or files paired by name) are paired by
-    :func:`~debcr.data.collect.pairs_from_folders`; two files are paired slice by slice.
+    `pairs_from_folders`; two files are paired slice by slice.
     With an explicit ``split``, fields it does not name are left out (not an error).
 
     Parameters
@@ -499,14 +499,14 @@ def supervised_sets(
     paths
         The degraded images and the ground truth.
     name, out_dir, split, background_filter
-        As :func:`prepare`.
+        As `prepare`.
     **options
-        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of :func:`prepare`.
+        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of `prepare`.
 
     Raises
     ------
     DataError
-        Unless there are exactly two paths, and as :func:`prepare`.
+        Unless there are exactly two paths, and as `prepare`.
     """
     if len(paths) != 2:
         raise DataError(

@@ -1,27 +1,27 @@
 """Training sets without ground truth: repeated frames (Noise2Noise), noisy images (Noise2Void).
 
-:func:`prepare_noise2noise` reads *fields*: noisy acquisitions of the same field of view
+`prepare_noise2noise` reads *fields*: noisy acquisitions of the same field of view
 repeated in time (the FMD layout ``raw/<field>/*.png``, or one ``TYX`` stack per field). All
 frames of a field are normalised **together**, with percentiles of the whole field, so two
 frames of it differ only by their noise; every frame is cut into the same patches, giving
 ``repeats`` ``(N locations, F frames, P, P)``.
 
-:func:`prepare_noise2void` reads single noisy images or stacks (any format
-:func:`debcr.data.load` reads); each 2-D image is normalised on its own, as
-:func:`debcr.model.predict` normalises the slices it restores, and cut into ``low`` patches
+`prepare_noise2void` reads single noisy images or stacks (any format
+`debcr.data.load` reads); each 2-D image is normalised on its own, as
+`debcr.model.predict` normalises the slices it restores, and cut into ``low`` patches
 ``(N, P, P)``.
 
-Both split by group (field, image or file), never by patch, like :func:`debcr.data.prepare`.
+Both split by group (field, image or file), never by patch, like `debcr.data.prepare`.
 A single group (one stack, one image) is split by patch position instead: the first patches
 (in slice, row, column order) train, the next validate, the last test, so the sets are
 contiguous blocks — slabs of a volume, bands of an image — and a warning says that their
-borders touch (:func:`debcr.data.split.split_patches`). The NPZ files record their mode in
-``info`` (:class:`debcr.data.sets.SetInfo`); ``debcr train`` refuses a file prepared for
+borders touch (`debcr.data.split.split_patches`). The NPZ files record their mode in
+``info`` (`debcr.data.sets.SetInfo`); ``debcr train`` refuses a file prepared for
 another mode.
 
-:func:`noise2noise_sets`, :func:`noise2void_sets`, :func:`noise2noise_layer_sets` and
-:func:`noise2void_layer_sets` are the two modes' set builders for the command line and for
-napari (see :mod:`debcr.modes`).
+`noise2noise_sets`, `noise2void_sets`, `noise2noise_layer_sets` and
+`noise2void_layer_sets` are the two modes' set builders for the command line and for
+napari (see `debcr.modes`).
 
 Only numpy and the debcr data modules are used (no torch).
 """
@@ -99,7 +99,7 @@ def repeat_patches(
     frames
         ``(F, H, W)``: ``F >= 2`` noisy acquisitions of the same field.
     patch_size, overlap
-        As :func:`debcr.data.crop`.
+        As `debcr.data.crop`.
     pmin, pmax
         Percentiles of *all* frames together mapped to 0 and 1 (no clipping).
     """
@@ -249,7 +249,7 @@ def prepare_noise2noise(
     Parameters
     ----------
     source
-        The fields (see :func:`debcr.data.collect.fields_of`): e.g. FMD's ``raw`` folder
+        The fields (see `debcr.data.collect.fields_of`): e.g. FMD's ``raw`` folder
         (``raw/<field>/*.png``), a folder of ``TYX`` stacks, one stack, or ``{field: frames}``.
     name, out_dir
         Files ``<out_dir>/<name>_train.npz`` ... ; ``out_dir=None`` writes nothing.
@@ -257,7 +257,7 @@ def prepare_noise2noise(
         Patch side (a multiple of 4) and overlap fraction within a frame.
     split
         Fractions ``(train, val, test)`` of the fields or ``{"train": [...], ...}`` (see
-        :func:`debcr.data.split.split_groups`); a single field is split by patch position.
+        `debcr.data.split.split_groups`); a single field is split by patch position.
     seed
         Seed of a fractional split.
     pmin, pmax
@@ -267,7 +267,7 @@ def prepare_noise2noise(
         with more frames than the field with the fewest are cut to that number, so all
         locations have the same number of frames (logged).
     overwrite, return_arrays
-        As :func:`debcr.data.prepare`.
+        As `debcr.data.prepare`.
 
     Returns
     -------
@@ -328,11 +328,11 @@ def prepare_noise2void(
     ----------
     images
         A folder of images, an image or stack file (TIFF, OME-Zarr, PNG ... anything
-        :func:`debcr.data.load` reads), an array, a list of these, or ``{group: images}``.
+        `debcr.data.load` reads), an array, a list of these, or ``{group: images}``.
         Every file, array or list entry is one group; a single one is split by patch
         position (see the module notes).
     name, out_dir, patch_size, overlap, split, seed, overwrite, return_arrays
-        As :func:`prepare_noise2noise`.
+        As `prepare_noise2noise`.
     pmin, pmax
         Percentiles of each 2-D image (slice) mapped to 0 and 1, as prediction does.
 
@@ -400,13 +400,13 @@ def noise2noise_sets(
     Parameters
     ----------
     paths
-        Folders of fields, or stack files (see :func:`debcr.data.collect.fields_of`); every
+        Folders of fields, or stack files (see `debcr.data.collect.fields_of`); every
         field is a group, and its name must be unique over all paths.
     name, out_dir, split, max_frames
-        As :func:`prepare_noise2noise`; with an explicit ``split`` the fields it does not
+        As `prepare_noise2noise`; with an explicit ``split`` the fields it does not
         name are left out.
     **options
-        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of :func:`prepare_noise2noise`.
+        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of `prepare_noise2noise`.
     """
     groups = _groups_of_paths(paths, fields_of, split)
     return prepare_noise2noise(groups, name, out_dir, split=split, max_frames=max_frames, **options)
@@ -425,13 +425,13 @@ def noise2void_sets(
     Parameters
     ----------
     paths
-        Image files or folders (see :func:`debcr.data.collect.images_of`); every image is a
+        Image files or folders (see `debcr.data.collect.images_of`); every image is a
         group, and its name must be unique over all paths.
     name, out_dir, split
-        As :func:`prepare_noise2void`; with an explicit ``split`` the images it does not
+        As `prepare_noise2void`; with an explicit ``split`` the images it does not
         name are left out.
     **options
-        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of :func:`prepare_noise2void`.
+        ``patch_size``, ``overlap``, ``seed``, ``overwrite`` of `prepare_noise2void`.
     """
     groups = _groups_of_paths(paths, images_of, split)
     return prepare_noise2void(groups, name, out_dir, split=split, **options)
@@ -442,7 +442,7 @@ def noise2noise_layer_sets(
 ) -> dict[str, dict[str, np.ndarray]]:
     """The Noise2Noise sets of one layer's data: a stack of repeated frames ``(T, Y, X)``.
 
-    The frames are normalised together and cut like :func:`prepare_noise2noise` does, with
+    The frames are normalised together and cut like `prepare_noise2noise` does, with
     ``patch_size`` or, for a smaller image, the largest multiple of 4 that fits; ``split``
     divides the patch locations in order. Returns ``{set: {"repeats": ...}}`` of the
     non-empty sets.
@@ -463,7 +463,7 @@ def noise2void_layer_sets(
 ) -> dict[str, dict[str, np.ndarray]]:
     """The Noise2Void sets of one layer's data: a noisy image or stack.
 
-    Every 2-D image is normalised on its own and cut like :func:`prepare_noise2void` does,
+    Every 2-D image is normalised on its own and cut like `prepare_noise2void` does,
     with ``patch_size`` or, for a smaller image, the largest multiple of 4 that fits;
     ``split`` divides the patches in order. Returns ``{set: {"low": ...}}`` of the
     non-empty sets.

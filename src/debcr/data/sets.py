@@ -3,11 +3,11 @@
 A prepared dataset is one file per non-empty set, ``<name>_train.npz``, ``<name>_val.npz``
 and ``<name>_test.npz``. Each holds the arrays of its training mode (``low`` and ``gt`` for
 supervised training, ``repeats`` for Noise2Noise, ``low`` for Noise2Void; see
-:data:`debcr.modes.MODES`), ``groups`` (the group of every patch, strings) and ``info``: a
-0-d string array holding the JSON of a :class:`SetInfo` (mode, patch size, overlap,
+`debcr.modes.MODES`), ``groups`` (the group of every patch, strings) and ``info``: a
+0-d string array holding the JSON of a `SetInfo` (mode, patch size, overlap,
 normalisation, split, seed, the groups and patch counts of all sets, and the sources of this
-set). :func:`write_sets` is the one writer (atomic, all sets or none), :func:`read_info` and
-:meth:`SetInfo.from_split` the readers. Sets written before the record named its mode hold
+set). `write_sets` is the one writer (atomic, all sets or none), `read_info` and
+`SetInfo.from_split` the readers. Sets written before the record named its mode hold
 supervised pairs.
 
 Only numpy and the debcr data modules are used (no torch).
@@ -94,7 +94,7 @@ class SetInfo:
     extra
         What the mode's builder adds (e.g. ``background_filter``, ``frames``).
     version
-        Version of the record (:data:`INFO_VERSION` for new sets).
+        Version of the record (`INFO_VERSION` for new sets).
     """
 
     mode: str = UNNAMED_MODE
@@ -128,7 +128,7 @@ class SetInfo:
         patches: Mapping[str, int],
         extra: Mapping[str, Any] | None = None,
     ) -> SetInfo:
-        """The record shared by the sets of one dataset (:meth:`for_set` completes it).
+        """The record shared by the sets of one dataset (`for_set` completes it).
 
         ``overlap`` is a fraction or ``(oy, ox)``; ``pmin``/``pmax`` are the percentiles
         mapped to 0 and 1 (without clipping) over ``scope`` (e.g. "each image separately").
@@ -245,7 +245,7 @@ def read_info(path: str | os.PathLike) -> SetInfo | None:
 
 @dataclass(frozen=True)
 class PrepareResult:
-    """What a set builder (:func:`debcr.data.prepare` ...) produced.
+    """What a set builder (`debcr.data.prepare` ...) produced.
 
     Attributes
     ----------
@@ -291,7 +291,7 @@ def check_patch_shape(shape: Sequence[int], what: str = "patch_size") -> tuple[i
     Raises
     ------
     DataError
-        If a side is not a multiple of :data:`~debcr.defaults.SIZE_MULTIPLE`; the message
+        If a side is not a multiple of `SIZE_MULTIPLE`; the message
         proposes the nearest sides that are.
     """
     h, w = (int(s) for s in shape[-2:])
@@ -311,8 +311,8 @@ def training_patch_shape(patch_size: Any, overlap: Any) -> tuple[int, int]:
     Raises
     ------
     DataError
-        For a bad patch size or overlap (see :func:`debcr.data.crop`), or sides m-rBCR cannot
-        be trained on (:func:`check_patch_shape`).
+        For a bad patch size or overlap (see `debcr.data.crop`), or sides m-rBCR cannot
+        be trained on (`check_patch_shape`).
     """
     return check_patch_shape(patch_grid((1, 1), patch_size, overlap).patch_size)
 
@@ -370,9 +370,9 @@ def write_sets(
     Parameters
     ----------
     targets
-        The file of every set (:func:`set_targets`); empty writes nothing.
+        The file of every set (`set_targets`); empty writes nothing.
     payloads
-        The arrays of every non-empty set (:func:`set_payload`).
+        The arrays of every non-empty set (`set_payload`).
     overwrite
         Replace existing files.
     inputs

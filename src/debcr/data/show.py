@@ -1,12 +1,12 @@
 """Show slices of several image stacks side by side in one matplotlib figure.
 
-:func:`show` is the DeBCR ``debcr.data.show`` preview grid: one column per dataset
+`show` is the DeBCR ``debcr.data.show`` preview grid: one column per dataset
 (e.g. input, prediction, ground truth) and one row per requested slice. It builds a
-:class:`matplotlib.figure.Figure` directly, without pyplot, so it works headless, selects
+`matplotlib.figure.Figure` directly, without pyplot, so it works headless, selects
 no backend and leaves no figure open in a global registry; save the result with
 ``fig.savefig(path)``.
 
-Only numpy, matplotlib and the numpy-only :mod:`debcr.data.normalize` are used.
+Only numpy, matplotlib and the numpy-only `debcr.data.normalize` are used.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from debcr.errors import DataError
 
 __all__ = ["RANDOM_SLICE", "show"]
 
-#: Slice index that asks :func:`show` for a random slice.
+#: Slice index that asks `show` for a random slice.
 RANDOM_SLICE = -1
 
 

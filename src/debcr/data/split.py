@@ -4,9 +4,9 @@ The original DeBCR split its patches 0.8/0.1/0.1 in order after cropping, so ove
 patches of one field of view ended up in both training and test data and test scores were
 inflated. Here every image belongs to a *group* (a field of view, e.g. the FMD field folder,
 or one image in the simple 1:1 case) and whole groups are assigned to the sets
-(:func:`split_groups`), so no pixel of a validation or test image is ever seen in training.
+(`split_groups`), so no pixel of a validation or test image is ever seen in training.
 A single group (one stack, one image) can only be split by patch position
-(:func:`split_patches`).
+(`split_patches`).
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def split_patches(
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, list[tuple[str, slice]]]]:
     """Groups per set, and the patch ranges of each set: whole groups, or one group's blocks.
 
-    Several groups (or an explicit split) are split by :func:`split_groups`. A single group
+    Several groups (or an explicit split) are split by `split_groups`. A single group
     is split by patch position: the first patches train, the next validate, the last test,
     so the sets are contiguous blocks (slabs of a volume, bands of an image); a warning says
     that their borders touch.
@@ -187,7 +187,7 @@ def split_patches(
     counts
         The number of patches of every group.
     split, seed
-        As :func:`split_groups`.
+        As `split_groups`.
 
     Returns
     -------

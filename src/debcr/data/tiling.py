@@ -1,7 +1,7 @@
 """Cut images into overlapping patches and blend patches back into images.
 
 The grid always covers the whole image: the image is padded at the bottom and
-right so that the last patch ends at or beyond the border, and :func:`stitch`
+right so that the last patch ends at or beyond the border, and `stitch`
 crops the padding away again when it is told the original image shape. Patch
 order is row-major within a slice and slices follow each other, so patch
 ``z * ny * nx + iy * nx + ix`` starts at ``(iy * step_y, ix * step_x)`` of slice ``z``.
@@ -10,8 +10,8 @@ Axis naming: arrays are ``(Z, H, W)`` stacks; ``y`` is axis 1 (rows, the DeBCR
 paper's "X") and ``x`` is axis 2 (columns, the paper's "Y").
 
 Only numpy is used, so this module stays importable without torch. These patch grids are the
-paper's workflow (``crop``/``stitch``, training patches); :func:`debcr.model.predict` tiles
-whole images with halos of its own, in :mod:`debcr.inference.tiles`.
+paper's workflow (``crop``/``stitch``, training patches); `debcr.model.predict` tiles
+whole images with halos of its own, in `debcr.inference.tiles`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ __all__ = [
 
 #: Overlap must lie in ``[0, MAX_OVERLAP)``; above that the patch count explodes.
 MAX_OVERLAP = 0.9
-#: Blending windows understood by :func:`stitch` and :func:`blend_window`.
+#: Blending windows understood by `stitch` and `blend_window`.
 WINDOWS = ("hann", "linear", "uniform")
-#: Padding modes understood by :func:`crop`.
+#: Padding modes understood by `crop`.
 PAD_MODES = ("reflect", "symmetric", "edge", "constant")
 
 WindowKind = Literal["hann", "linear", "uniform"]
@@ -368,12 +368,12 @@ def stitch(
     image_shape: Sequence[int] | None = None,
     window: WindowKind | None = None,
 ) -> np.ndarray | tuple[int, IntPair]:
-    """Blend patches made by :func:`crop` back into images (weighted average).
+    """Blend patches made by `crop` back into images (weighted average).
 
     Parameters
     ----------
     data : ndarray
-        Patches ``(N, ph, pw)`` in :func:`crop` order; ``N`` must be a multiple of
+        Patches ``(N, ph, pw)`` in `crop` order; ``N`` must be a multiple of
         ``ny * nx``, the number of slices being ``N // (ny * nx)``.
     patch_num : (int, int), optional
         Grid counts ``(ny, nx)`` as returned by ``crop(..., dry_run=True)``.
@@ -391,7 +391,7 @@ def stitch(
         Without it the result has the padded extent of the grid,
         ``((ny - 1) * sy + ph, (nx - 1) * sx + pw)``, as in DeBCR.
     window : {"hann", "linear", "uniform"}, optional
-        Blending window, see :func:`blend_window`.
+        Blending window, see `blend_window`.
 
     Returns
     -------

@@ -7,7 +7,7 @@ How an image is restored
 2. Each slice is cut into tiles whose *cores* partition the slice. Every tile is
    read with a halo around its core (reflect-padded at the image border); the halo
    is the network's effective receptive field, sized to the precision
-   (:func:`~debcr.nn.receptive.halo_for`), so a tile's core equals what the network
+   (`halo_for`), so a tile's core equals what the network
    computes on the whole image within the precision's own rounding error. Tile origins
    are multiples of 4, keeping the network's strided ½ and ¼ grids aligned with
    the image.
@@ -18,15 +18,15 @@ How an image is restored
 
 Where each part lives
 ---------------------
-- :mod:`~debcr.inference.options`: :class:`PredictOptions`, checked when made;
-- :mod:`~debcr.inference.planes`: the input's axes and channels, views of input and output
+- `options`: `PredictOptions`, checked when made;
+- `planes`: the input's axes and channels, views of input and output
   as flat stacks of planes (numpy only);
-- :mod:`~debcr.inference.scale`: normalisation statistics and each slice's affine map;
-- :mod:`~debcr.inference.tiles`: predict's tiles (:class:`TilePlan`) and halo windows — the
-  overlapping patch grids of ``prepare`` and ``stitch`` are :mod:`debcr.data.tiling`;
-- :mod:`~debcr.inference.engine`: the runner fed tile by tile, the calibration, the
-  out-of-memory retry (:func:`predict_array`);
-- :mod:`~debcr.inference.lazy`: dask arrays (:func:`predict_dask`).
+- `scale`: normalisation statistics and each slice's affine map;
+- `tiles`: predict's tiles (`TilePlan`) and halo windows — the
+  overlapping patch grids of ``prepare`` and ``stitch`` are `debcr.data.tiling`;
+- `engine`: the runner fed tile by tile, the calibration, the
+  out-of-memory retry (`predict_array`);
+- `lazy`: dask arrays (`predict_dask`).
 """
 
 from __future__ import annotations

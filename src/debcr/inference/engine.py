@@ -149,7 +149,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 def batch_size_for(image: Any, batch_size: int | None, device: torch.device) -> int:
     """Tiles per forward pass: as asked, else stacks of small patches (the paper's workflow)
-    :data:`~debcr.defaults.PATCH_BATCH` at a time, else the device's default."""
+    `PATCH_BATCH` at a time, else the device's default."""
     if batch_size is not None:
         return int(batch_size)
     shape = getattr(image, "shape", None)
@@ -163,8 +163,8 @@ def predict_array(
 ) -> np.ndarray | Path:
     """Restore an image or stack held in memory, in a memmap/zarr array, or in a file.
 
-    ``model`` is an :class:`~debcr.nn.MRBCR` or any network with a ``restore`` method (the
-    CARE baseline). See :func:`debcr.model.predict` for the options.
+    ``model`` is an `MRBCR` or any network with a ``restore`` method (the
+    CARE baseline). See `debcr.model.predict` for the options.
     """
     opts = (options or PredictOptions()).for_model(model)
     if isinstance(image, torch.Tensor):

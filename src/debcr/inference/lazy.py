@@ -1,4 +1,4 @@
-"""The dask path: a lazy restoration of a :class:`dask.array.Array`, block by block."""
+"""The dask path: a lazy restoration of a `dask.array.Array`, block by block."""
 
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ SAMPLE_WINDOW = 256
 
 
 def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | None = None) -> Any:
-    """Lazy restoration of a :class:`dask.array.Array`, block by block with a halo.
+    """Lazy restoration of a `dask.array.Array`, block by block with a halo.
 
     Normalisation statistics come from a strided sample of the whole array; each
-    block is restored by :func:`~debcr.inference.predict_array` with ``map_overlap`` supplying
+    block is restored by `predict_array` with ``map_overlap`` supplying
     the neighbouring pixels its halo needs (image borders are reflect-padded exactly as
     in memory). The intensity calibration comes from a bounded, evenly spread sample of the
-    input restored once when the lazy result is made (:func:`sampled_mapping`), so slicing a
+    input restored once when the lazy result is made (`sampled_mapping`), so slicing a
     few planes costs a few planes. It runs on any dask scheduler, including
     ``dask.distributed``.
     """
@@ -119,7 +119,7 @@ def sampled_mapping(
 ) -> CurveMap | IntensityMap:
     """The calibration of a lazy restoration from a bounded sample, computed once, now.
 
-    The windows of :func:`sample_windows` (about :data:`LAZY_SAMPLE_PIXELS` pixels, evenly
+    The windows of `sample_windows` (about `LAZY_SAMPLE_PIXELS` pixels, evenly
     spread over the planes and over each plane) are restored with their halo of context,
     exactly as the blocks of the result are, and their statistics make the map applied to
     every block. Slicing a few planes of the result then costs a few planes (plus this sample

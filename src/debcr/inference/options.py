@@ -1,4 +1,4 @@
-"""The options of predict, as one checked object: :class:`PredictOptions`."""
+"""The options of predict, as one checked object: `PredictOptions`."""
 
 from __future__ import annotations
 
@@ -15,18 +15,18 @@ from debcr.errors import DataError
 from debcr.files import PathLike
 from debcr.runtime import resolve_precision
 
-#: ``progress`` of :func:`debcr.model.predict`: a tqdm bar (True), none (False), or a
+#: ``progress`` of `debcr.model.predict`: a tqdm bar (True), none (False), or a
 #: callback ``(tiles_done, tiles_total)``; an exception raised by the callback cancels the run.
 Progress = bool | Callable[[int, int], object]
 
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """How to restore: the options of :func:`debcr.model.predict`, carried as one object.
+    """How to restore: the options of `debcr.model.predict`, carried as one object.
 
-    The facade builds it from its keyword arguments; :func:`~debcr.inference.predict`,
-    :func:`~debcr.inference.predict_array` and :func:`~debcr.inference.predict_dask` take it
-    as it is. See :func:`debcr.model.predict` for what each field means. The values are
+    The facade builds it from its keyword arguments; `predict`,
+    `predict_array` and `predict_dask` take it
+    as it is. See `debcr.model.predict` for what each field means. The values are
     checked when the object is made, before any image is read or any runner is built.
 
     Raises
@@ -43,16 +43,16 @@ class PredictOptions:
     halo: int | None = None
     normalize: bool | NormStats = True
     #: Percentiles of ``normalize=True``; None: those the model was trained with
-    #: (:meth:`for_model`), else :data:`~debcr.defaults.PMIN` / :data:`~debcr.defaults.PMAX`.
+    #: (`for_model`), else `PMIN` / `PMAX`.
     pmin: float | None = None
     pmax: float | None = None
-    #: One of :data:`~debcr.defaults.UNITS`; ``"auto"`` is resolved for the model by
-    #: :meth:`for_model` (:func:`units_for_task`).
+    #: One of `UNITS`; ``"auto"`` is resolved for the model by
+    #: `for_model` (`units_for_task`).
     units: str = "auto"
     device: str | torch.device | None = None
     #: ``"auto"``: bfloat16 where the device computes it natively, else float32.
     precision: str = "auto"
-    #: ``"auto"``, ``"torch"`` or ``"openvino"`` (see :mod:`debcr.backends`).
+    #: ``"auto"``, ``"torch"`` or ``"openvino"`` (see `debcr.backends`).
     backend: str = "auto"
     output: PathLike | None = None
     overwrite: bool = False
@@ -93,11 +93,11 @@ class PredictOptions:
 
     def for_model(self, model: Any) -> PredictOptions:
         """These options completed for ``model``: ``units="auto"`` resolved by the model's task
-        (:func:`units_for_task`), and an unset ``pmin``/``pmax`` filled in.
+        (`units_for_task`), and an unset ``pmin``/``pmax`` filled in.
 
         The percentiles are those the model was trained with (``model.metadata
         ["normalization"]``, e.g. from a training run or a BMZ package), else
-        :data:`~debcr.defaults.PMIN` and :data:`~debcr.defaults.PMAX` (the published models').
+        `PMIN` and `PMAX` (the published models').
 
         Raises
         ------

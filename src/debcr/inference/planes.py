@@ -1,7 +1,7 @@
 """What predict restores: the input resolved to an array, its axes and channels, and views of
 input and output as one flat stack of (Y, X) planes (numpy only).
 
-Every plane is restored on its own; a :class:`Layout` says which planes there are, which
+Every plane is restored on its own; a `Layout` says which planes there are, which
 channel each belongs to and how the output is shaped. The views read and write only what is
 indexed, so memmaps, zarr arrays and lazily decoded TIFFs stay on disk.
 """
@@ -49,7 +49,7 @@ class _OnePlane:
 
 
 class _Plane:
-    """Plane ``index`` of a :class:`_Planes` stack, read only where indexed (tile windows)."""
+    """Plane ``index`` of a `_Planes` stack, read only where indexed (tile windows)."""
 
     def __init__(self, planes: _Planes, index: int) -> None:
         self.planes, self.index = planes, index
@@ -249,7 +249,7 @@ def resolve_input(image: Any, axes: str | None = None) -> tuple[Any, list[Path],
     ----------
     image
         A path to an image file (opened lazily), or an array-like (anything else goes through
-        :func:`numpy.asarray`).
+        `numpy.asarray`).
     axes
         Axis letters naming the array's axes (``axes=`` of predict), or None.
 

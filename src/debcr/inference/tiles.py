@@ -1,7 +1,7 @@
 """Tiles of one slice for predict: cores that partition the slice, windows read with a halo.
 
 (The overlapping patch grids of ``prepare`` and ``stitch`` are another thing:
-:mod:`debcr.data.tiling`.)
+`debcr.data.tiling`.)
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Models in other tools' formats.
 
-Reading checkpoints of the original TensorFlow DeBCR (:mod:`debcr.interop.tf_checkpoint`,
-built on :mod:`~debcr.interop.tf_bundle` and :mod:`~debcr.interop.keras_layout`), without
-TensorFlow; writing BioImage Model Zoo packages (:mod:`debcr.interop.bmz`, which also reads
-them) and standalone ONNX and TorchScript files (:mod:`debcr.interop.portable`), one of which
-:func:`export` picks from the file's suffix (:mod:`debcr.interop.formats`).
+Reading checkpoints of the original TensorFlow DeBCR (`debcr.interop.tf_checkpoint`,
+built on `tf_bundle` and `keras_layout`), without
+TensorFlow; writing BioImage Model Zoo packages (`debcr.interop.bmz`, which also reads
+them) and standalone ONNX and TorchScript files (`debcr.interop.portable`), one of which
+`export` picks from the file's suffix (`debcr.interop.formats`).
 """
 
 from debcr.interop.formats import EXPORT_SUFFIXES, export, export_format

@@ -1,4 +1,4 @@
-"""The export formats, and :func:`export`, which picks one from the file's suffix."""
+"""The export formats, and `export`, which picks one from the file's suffix."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from debcr.nn import MRBCR
 
 __all__ = ["EXPORT_FORMATS", "EXPORT_SUFFIXES", "export", "export_format"]
 
-#: The formats :func:`export` writes.
+#: The formats `export` writes.
 EXPORT_FORMATS: tuple[str, ...] = ("bmz", "onnx", "torchscript")
-#: File suffixes :func:`export` understands, and the format each one means.
+#: File suffixes `export` understands, and the format each one means.
 EXPORT_SUFFIXES: dict[str, str] = {
     ".zip": "bmz",
     ".onnx": "onnx",
@@ -43,7 +43,7 @@ def export_format(
     Returns
     -------
     str
-        One of :data:`EXPORT_FORMATS`.
+        One of `EXPORT_FORMATS`.
 
     Raises
     ------
@@ -85,7 +85,7 @@ def export(
         Replace an existing file.
     **package
         For ``"bmz"``: ``name``, ``description``, ``authors``… (see
-        :func:`~debcr.interop.bmz.export_bmz`).
+        `export_bmz`).
 
     Returns
     -------

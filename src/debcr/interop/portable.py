@@ -2,12 +2,12 @@
 
 Both take a batch ``(N, 1, H, W)`` of normalised images (H and W multiples of 4, any N) and
 return the full-resolution restoration ``(N, 1, H, W)``, in the same normalised units (see
-:func:`debcr.data.normalize`). They run without debcr: TorchScript with ``torch.jit.load``
+`debcr.data.normalize`). They run without debcr: TorchScript with ``torch.jit.load``
 (also from C++ through libtorch), ONNX with ONNX Runtime, OpenVINO or any ONNX consumer.
 
 Every export is checked on a real image (the bundled noisy nuclei sample, normalised as the
 model expects) against the PyTorch model; an export whose output differs by more than
-:data:`TOLERANCE` is not written.
+`TOLERANCE` is not written.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _reference(net: MRBCRRestorer, image: np.ndarray) -> np.ndarray:
 
 
 def write_torchscript(net: MRBCRRestorer, path: Path) -> None:
-    """Trace ``net`` and save it to ``path`` (no check; see :func:`export_torchscript`)."""
+    """Trace ``net`` and save it to ``path`` (no check; see `export_torchscript`)."""
     example = torch.zeros(1, 1, 64, 64)
     # torch deprecates TorchScript, but deepImageJ, ilastik and libtorch still run only it.
     with torch.no_grad(), warnings.catch_warnings():
@@ -161,7 +161,7 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
 
 
 def run_torchscript(path: Path, image: np.ndarray) -> np.ndarray:
-    """Run a TorchScript file written by :func:`write_torchscript` on ``image``."""
+    """Run a TorchScript file written by `write_torchscript` on ``image``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         module = torch.jit.load(os.fspath(path), map_location="cpu")
@@ -170,7 +170,7 @@ def run_torchscript(path: Path, image: np.ndarray) -> np.ndarray:
 
 
 def run_onnx(path: Path, image: np.ndarray) -> np.ndarray:
-    """Run an ONNX file written by :func:`write_onnx` on ``image`` with ONNX Runtime."""
+    """Run an ONNX file written by `write_onnx` on ``image`` with ONNX Runtime."""
     try:
         import onnxruntime
     except ImportError as exc:
@@ -231,7 +231,7 @@ def export_torchscript(
     Raises
     ------
     ExportError
-        The traced graph differs from the model by more than :data:`TOLERANCE`.
+        The traced graph differs from the model by more than `TOLERANCE`.
     FileExistsError
         ``path`` exists and ``overwrite`` is False.
     """
@@ -239,7 +239,7 @@ def export_torchscript(
 
 
 def export_onnx(model: MRBCR, path: str | os.PathLike, *, overwrite: bool = False) -> ExportCheck:
-    """Write ``model`` as one ONNX file (opset :data:`ONNX_OPSET`), checked with ONNX Runtime.
+    """Write ``model`` as one ONNX file (opset `ONNX_OPSET`), checked with ONNX Runtime.
 
     The graph has a dynamic batch size and dynamic height and width (multiples of 4); its
     input is named ``input`` and its output ``output``.
@@ -262,7 +262,7 @@ def export_onnx(model: MRBCR, path: str | os.PathLike, *, overwrite: bool = Fals
     ------
     ExportError
         ``onnxscript``/``onnxruntime`` are missing (install ``debcr-torch[export]``), or the
-        graph differs from the model by more than :data:`TOLERANCE`.
+        graph differs from the model by more than `TOLERANCE`.
     FileExistsError
         ``path`` exists and ``overwrite`` is False.
     """

@@ -578,7 +578,7 @@ def list_bundle(prefix: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ..
     -------
     dict[str, tuple[str, tuple[int, ...]]]
         Variable key → (numpy dtype name, shape), in key order, for the same tensors
-        :func:`read_bundle` returns (string tensors are left out).
+        `read_bundle` returns (string tensors are left out).
 
     Raises
     ------

@@ -1,7 +1,7 @@
 """Read checkpoints of the original TensorFlow DeBCR into debcr (no TensorFlow needed).
 
-:func:`read_tf_checkpoint` reads an m-rBCR checkpoint written by debcr 0.1.0
-(without TensorFlow) and returns a PyTorch state dict; :func:`convert_tf_checkpoint`
+`read_tf_checkpoint` reads an m-rBCR checkpoint written by debcr 0.1.0
+(without TensorFlow) and returns a PyTorch state dict; `convert_tf_checkpoint`
 writes it as a debcr model file.
 """
 
@@ -45,7 +45,7 @@ def read_tf_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
     Returns
     -------
     dict
-        Parameter name of :class:`debcr.nn.MRBCR` → float32 array, every
+        Parameter name of `debcr.nn.MRBCR` → float32 array, every
         parameter present exactly once.
 
     Raises
@@ -121,7 +121,7 @@ def _check_shapes(prefix: Any, state: dict[str, np.ndarray]) -> None:
 
 
 def model_from_tf_checkpoint(prefix: str | os.PathLike) -> Any:
-    """An :class:`~debcr.nn.MRBCR` (on the CPU, eval mode) with a checkpoint's weights.
+    """An `MRBCR` (on the CPU, eval mode) with a checkpoint's weights.
 
     ``model.metadata`` records the checkpoint as its source.
     """
@@ -149,7 +149,7 @@ def convert_tf_checkpoint(
     Parameters
     ----------
     prefix
-        TensorFlow checkpoint prefix (see :func:`read_tf_checkpoint`).
+        TensorFlow checkpoint prefix (see `read_tf_checkpoint`).
     output
         Path of the model file to write (``.safetensors``).
     task

@@ -13,7 +13,7 @@ LayerTuple = tuple[Any, dict[str, Any], str]
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[LayerTuple]] | None:
-    """Return :func:`read_npz` for a single ``.npz`` path, else None (not ours)."""
+    """Return `read_npz` for a single ``.npz`` path, else None (not ours)."""
     if isinstance(path, list) or not str(path).lower().endswith(".npz"):
         return None
     return read_npz

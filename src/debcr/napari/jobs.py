@@ -1,7 +1,7 @@
 """What the DeBCR widget runs, free of Qt and napari: testable on its own.
 
 Every function here runs in a worker thread. Long jobs report through plain callables and
-stop through a :class:`threading.Event`, so the widget only wires them to signals and
+stop through a `threading.Event`, so the widget only wires them to signals and
 buttons. torch and Lightning are imported inside the functions, never at module import
 (napari imports the widget module when it lists plugins).
 """
@@ -77,7 +77,7 @@ def crop_data(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Cut a 2-D image or a stack into overlapping patches covering all of it.
 
-    Returns the patches ``(N, P, P)`` and the metadata that lets :func:`stitch_data` put them
+    Returns the patches ``(N, P, P)`` and the metadata that lets `stitch_data` put them
     back (the grid, the overlap and the image shape).
     """
     from debcr.data import crop
@@ -99,7 +99,7 @@ def crop_data(
 
 
 def stitch_data(patches: Any, grid: Mapping[str, Any] | None, window: str) -> np.ndarray:
-    """Blend patches from :func:`crop_data` back into the image, with the remembered grid."""
+    """Blend patches from `crop_data` back into the image, with the remembered grid."""
     from debcr.data import stitch
     from debcr.data.collect import image_array
 
@@ -127,7 +127,7 @@ def stitch_data(patches: Any, grid: Mapping[str, Any] | None, window: str) -> np
 
 
 def open_model(spec: str) -> Any:
-    """The model a picker entry names (see :func:`debcr.sources.resolve`: a built-in name, a
+    """The model a picker entry names (see `debcr.sources.resolve`: a built-in name, a
     model file or a training run folder, whose best model is used)."""
     from debcr.model import init
 
@@ -140,11 +140,11 @@ def export_package(spec: str, path: str | os.PathLike, **fields: Any) -> Any:
     Parameters
     ----------
     spec
-        A picker entry (see :func:`open_model`).
+        A picker entry (see `open_model`).
     path
         The ``.zip`` to write.
     **fields
-        Keyword arguments of :func:`debcr.model.export_bmz` (``name``, ``description``,
+        Keyword arguments of `debcr.model.export_bmz` (``name``, ``description``,
         ``authors``, ``license``, ``overwrite``). Empty ones are left out, so built-in
         models get their defaults; ``authors`` may be one string of comma-separated names.
 
@@ -267,7 +267,7 @@ def train_model(
     """Train and return (best model, run folder); Stop ends it cleanly at the next step.
 
     ``train``/``val`` are NPZ paths or layer data (see
-    :func:`debcr.training.inputs.training_sets`); they are read, normalised and checked here,
+    `debcr.training.inputs.training_sets`); they are read, normalised and checked here,
     in the worker, so large data never blocks the GUI.
     ``init_model``: None (a new model), a built-in name, a model file or a run folder;
     ``resume`` continues the run in ``config.weights_path``.

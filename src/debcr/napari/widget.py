@@ -1,6 +1,6 @@
 """The "DeBCR" dock widget: Transform data / Train model / Use model tabs and a log.
 
-Every action runs in a napari thread worker (:mod:`debcr.napari.jobs` holds the work itself);
+Every action runs in a napari thread worker (`debcr.napari.jobs` holds the work itself);
 the GUI thread only starts workers, shows their progress and adds the resulting layers.
 User mistakes and failures end up in the log as sentences, never as a frozen window.
 """

@@ -1,9 +1,9 @@
 """An inference-only form of m-rBCR: the same function, rearranged to compute less.
 
-:class:`~debcr.nn.MRBCR` mirrors the published network layer for layer, so that its weights
+`MRBCR` mirrors the published network layer for layer, so that its weights
 load one to one and training sees exactly the original's graph. Restoration needs only the
 full-resolution output, and several layers are linear maps that can be merged without changing
-the result (up to float rounding). :func:`inference_network` builds :class:`FastMRBCR` from a
+the result (up to float rounding). `inference_network` builds `FastMRBCR` from a
 model's weights; every inference backend runs it. The rearrangements, all exact:
 
 * the ½ and ¼ heads of the inverse network, unused by restoration, are dropped;
@@ -167,8 +167,8 @@ class _Step(nn.Module):
 class FastMRBCR(nn.Module):
     """Inference-only m-rBCR: ``forward(x)`` returns the full-resolution restoration.
 
-    Built by :func:`inference_network`; takes ``(N, 1, H, W)`` with H and W divisible by 4,
-    like :meth:`debcr.nn.MRBCR.restore`, and agrees with it to float rounding.
+    Built by `inference_network`; takes ``(N, 1, H, W)`` with H and W divisible by 4,
+    like `debcr.nn.MRBCR.restore`, and agrees with it to float rounding.
     """
 
     def __init__(self, model: MRBCR) -> None:
@@ -223,7 +223,7 @@ class FastMRBCR(nn.Module):
 
 
 def has_inference_form(model: nn.Module) -> bool:
-    """Whether ``model`` is an m-rBCR whose restoration :func:`inference_network` reproduces.
+    """Whether ``model`` is an m-rBCR whose restoration `inference_network` reproduces.
 
     A subclass that overrides ``restore`` keeps its own (it is run as it is).
     """

@@ -44,7 +44,7 @@ def multiscale_targets(target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def mrbcr_loss(
     outputs: Sequence[Tensor], target: Tensor, kind: str = "reference", fft_weight: float = 0.5
 ) -> Tensor:
-    """Sum over the three scales of :func:`scale_loss` (weights 1, 1, 1).
+    """Sum over the three scales of `scale_loss` (weights 1, 1, 1).
 
     Parameters
     ----------

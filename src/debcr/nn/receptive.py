@@ -29,9 +29,9 @@ def _key(precision: str) -> str:
 
 
 def halo_for(model: torch.nn.Module, precision: str) -> int:
-    """Default halo of ``model`` at ``precision`` (see :data:`HALO_TOLERANCES`).
+    """Default halo of ``model`` at ``precision`` (see `HALO_TOLERANCES`).
 
-    Read from ``model.metadata`` (model files store them, see :func:`store_halos`), else
+    Read from ``model.metadata`` (model files store them, see `store_halos`), else
     measured once and kept there. Networks other than m-rBCR (the CARE baseline) use the
     ``halo`` in their metadata.
     """

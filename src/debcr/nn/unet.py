@@ -1,4 +1,4 @@
-"""The CARE U-Net (CSBDeep) as a plain :class:`torch.nn.Module`: the field's standard baseline.
+"""The CARE U-Net (CSBDeep) as a plain `torch.nn.Module`: the field's standard baseline.
 
 Same layout as CSBDeep's ``unet_block`` with CARE's defaults for 2-D denoising: depth 2,
 32 first-level filters, 3×3 kernels, two convolutions per level, ReLU, max-pooling,
@@ -95,5 +95,5 @@ class CAREUNet(nn.Module):
         return x + y if self.residual else y
 
     def restore(self, x: Tensor) -> Tensor:
-        """Full-resolution restoration (the same interface as :meth:`debcr.nn.MRBCR.restore`)."""
+        """Full-resolution restoration (the same interface as `debcr.nn.MRBCR.restore`)."""
         return self.forward(x)

@@ -1,6 +1,6 @@
 """Training m-rBCR with Lightning (torch and lightning imported here, not at ``import debcr``).
 
-The files of a run folder are named in :mod:`debcr.defaults` (``BEST_MODEL``, ``LAST_MODEL``,
+The files of a run folder are named in `debcr.defaults` (``BEST_MODEL``, ``LAST_MODEL``,
 ``RESUME_CHECKPOINT``, ``RUN_CONFIG``).
 """
 

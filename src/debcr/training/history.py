@@ -2,7 +2,7 @@
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when a run is resumed (so the
 file, and the curves plotted from it, held only the last segment) and writes separate rows
-for the training and validation metrics of a step. :class:`MetricsLog` instead
+for the training and validation metrics of a step. `MetricsLog` instead
 
 * keeps the rows of the steps a resumed run does not repeat: when it continues from a
   checkpoint at step ``N``, the rows of steps ``< N`` are kept and those of steps ``≥ N``
@@ -58,7 +58,7 @@ def _text(value: Any) -> Any:
 class MetricsLog(Logger):
     """A Lightning logger writing a run's ``metrics.csv`` (on rank zero only).
 
-    :meth:`begin` must be called once training has started (``on_train_start``, when a
+    `begin` must be called once training has started (``on_train_start``, when a
     resumed run knows its step).
     """
 

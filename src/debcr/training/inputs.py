@@ -2,7 +2,7 @@
 
 The napari plugin trains on NPZ files of ``debcr prepare`` or on the data of its layers; this
 module turns either into the training and validation arrays of the configured mode (with
-the mode's layer builder, :meth:`debcr.modes.ModeSpec.layer_sets`), holding out a tenth of
+the mode's layer builder, `debcr.modes.ModeSpec.layer_sets`), holding out a tenth of
 the training data when no validation data is chosen.
 """
 

@@ -2,7 +2,7 @@
 
 A mode is a small strategy object, so the Lightning module only asks it for a batch and a
 loss. The modes, their names and everything else about them are registered in the catalogue
-:data:`debcr.modes.MODES`, whose ``strategy`` names the class here; three modes exist:
+`debcr.modes.MODES`, whose ``strategy`` names the class here; three modes exist:
 
 ``supervised``
     Pairs of low-quality inputs and ground truth (``low``/``gt`` patches); the reference loss
@@ -108,7 +108,7 @@ class TrainingMode:
     Attributes
     ----------
     loss_kind, fft_weight
-        The loss of the paired modes (:func:`debcr.nn.losses.mrbcr_loss`).
+        The loss of the paired modes (`debcr.nn.losses.mrbcr_loss`).
     augmentation
         Random symmetries of a batch (``none``, ``flip``, ``flip_rot90``).
     patch_normalization
@@ -137,7 +137,7 @@ class TrainingMode:
 
     @property
     def spec(self) -> ModeSpec:
-        """The catalogue entry of this mode (:data:`debcr.modes.MODES`)."""
+        """The catalogue entry of this mode (`debcr.modes.MODES`)."""
         for cls in type(self).__mro__:
             reference = f"{cls.__module__}:{cls.__qualname__}"
             for spec in CATALOGUE.values():
@@ -351,7 +351,7 @@ def get_mode(name: str, **settings: Any) -> TrainingMode:
 
 
 def mode_for(config: TrainConfig) -> TrainingMode:
-    """The training mode a :class:`~debcr.config.TrainConfig` describes, with its settings."""
+    """The training mode a `TrainConfig` describes, with its settings."""
     return strategy_class(config.mode).from_config(config)
 
 

@@ -23,9 +23,9 @@ def _psnr(mse: torch.Tensor) -> torch.Tensor:
 
 
 class MRBCRModule(L.LightningModule):
-    """Wraps an :class:`~debcr.nn.MRBCR` (kept plain) with its training mode and optimiser.
+    """Wraps an `MRBCR` (kept plain) with its training mode and optimiser.
 
-    The mode (:mod:`debcr.training.modes`) builds each batch and gives the loss. Validation
+    The mode (`debcr.training.modes`) builds each batch and gives the loss. Validation
     runs over the *whole* validation set (the original used one random batch); ``val_loss``
     is the patch-weighted mean of the loss, ``val_psnr`` the PSNR (range 1) of the
     full-resolution output against the batch's target over all validation pixels that the

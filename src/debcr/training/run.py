@@ -13,19 +13,19 @@ A run directory (``config.weights_path``) holds:
     steps, so an interruption (even ``kill -9``) loses at most ``save_freq`` steps.
 ``metrics.csv`` / ``curves.png``
     Training and validation loss/PSNR per step, and their plot, over the whole run: a resumed
-    run keeps the rows of the steps before its checkpoint (see :mod:`debcr.training.history`).
+    run keeps the rows of the steps before its checkpoint (see `debcr.training.history`).
 
 Ctrl-C (SIGINT) or SIGTERM stops a run cleanly after the current step: the last model and the
-resume checkpoint are written for that step and :class:`TrainingInterrupted` (a
-:class:`KeyboardInterrupt`) says where to resume from; a second signal stops at once, and the
+resume checkpoint are written for that step and `TrainingInterrupted` (a
+`KeyboardInterrupt`) says where to resume from; a second signal stops at once, and the
 run then resumes from its last periodic checkpoint.
 
-A full disk or read-only file system is one :class:`~debcr.errors.OutputError`: the space a
+A full disk or read-only file system is one `OutputError`: the space a
 run needs is checked when it starts, a write that fails later leaves no temporary file, and
 the folder stays usable: resumed from its last checkpoint, or, when the run failed before its
 first one, emptied of what the run wrote so that it can be started again.
 
-:func:`fit` is a short pipeline: read the data for the training mode, choose the starting
+`fit` is a short pipeline: read the data for the training mode, choose the starting
 model, open the run folder (checking its space), record provenance, build the trainer, train,
 finish.
 """
@@ -225,7 +225,7 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
 ) -> MRBCR:
-    """Train m-rBCR; see :func:`debcr.model.train`."""
+    """Train m-rBCR; see `debcr.model.train`."""
     config = load_dict(config) if isinstance(config, dict) else config
     tune_allocator()
     mode = mode_for(config)
@@ -289,9 +289,9 @@ def _fit(trainer: L.Trainer, module: MRBCRModule, **kwargs: Any) -> None:
 def _interruptible(
     trainer: L.Trainer, files: RunFiles, run_dir: Path, history: MetricsLog
 ) -> Iterator[None]:
-    """Turn Ctrl-C into a clean stop after the current step, then :class:`TrainingInterrupted`.
+    """Turn Ctrl-C into a clean stop after the current step, then `TrainingInterrupted`.
 
-    The first Ctrl-C asks :class:`RunFiles` to save the step it is in and stop; a second one
+    The first Ctrl-C asks `RunFiles` to save the step it is in and stop; a second one
     interrupts at once (Lightning then exits; the run resumes from its last checkpoint).
     """
 
@@ -364,8 +364,8 @@ def _disk_errors(files: RunFiles, resume: bool, before: set[str] | None) -> Iter
     """A full disk or read-only file system while training: one OutputError saying what to do.
 
     A new run that fails before its first checkpoint is removed again (it cannot be resumed,
-    and its files would stop it from being started again): the files of :data:`_RUN_FILES` not
-    in ``before`` (see :func:`_run_files`).
+    and its files would stop it from being started again): the files of `_RUN_FILES` not
+    in ``before`` (see `_run_files`).
     """
     try:
         yield
@@ -388,7 +388,7 @@ def _disk_errors(files: RunFiles, resume: bool, before: set[str] | None) -> Iter
 
 
 def _run_files(run_dir: Path) -> set[str] | None:
-    """Which of :data:`_RUN_FILES` are in ``run_dir``; None when there is no such folder."""
+    """Which of `_RUN_FILES` are in ``run_dir``; None when there is no such folder."""
     if not run_dir.is_dir():
         return None
     return {name for name in _RUN_FILES if (run_dir / name).exists()}
@@ -511,14 +511,14 @@ def _data_provenance(source: Any, split: Any, arrays: dict[str, Any]) -> dict[st
     return record
 
 
-#: Lightning's name of each precision :func:`debcr.runtime.default_precision` chooses.
+#: Lightning's name of each precision `debcr.runtime.default_precision` chooses.
 _LIGHTNING_PRECISION = {"bfloat16": "bf16-mixed", "float32": "32-true"}
 
 
 def trainer_precision(config: TrainConfig) -> str:
     """Lightning's precision for ``config``: its ``precision``, with ``auto`` resolved.
 
-    ``auto`` is ``bf16-mixed`` where :func:`debcr.runtime.default_precision` is ``bfloat16``
+    ``auto`` is ``bf16-mixed`` where `debcr.runtime.default_precision` is ``bfloat16``
     for the device the trainer uses (a CPU computing bfloat16 natively, a CUDA GPU of compute
     capability 8.0 or later), and ``32-true`` elsewhere (Apple MPS included). It never
     chooses ``16-mixed``, whose checkpoints hold a gradient scaler: a run started with

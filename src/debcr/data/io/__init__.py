@@ -1,14 +1,14 @@
 """Read and write microscopy images: TIFF, PNG/JPEG, NPY/NPZ and Zarr v3 / OME-Zarr.
 
-The public API: :func:`load`, :func:`write` and :func:`open_output`. Formats are chosen by file
-extension from a small registry (:func:`register_format`); each built-in format module
+The public API: `load`, `write` and `open_output`. Formats are chosen by file
+extension from a small registry (`register_format`); each built-in format module
 (``tiff``, ``pil``, ``npy``, ``zarr``) registers itself on import. Images are 2-D ``(Y, X)``
-images or 3-D ``(Z or T, Y, X)`` stacks (:func:`as_image_stack`), or, where the file names its
+images or 3-D ``(Z or T, Y, X)`` stacks (`as_image_stack`), or, where the file names its
 axes, any mix of T, Z and C axes before Y and X. Pixel/voxel sizes, units, frame interval and
-channel names travel in :class:`ImageMetadata` (not kept by ``.npy``/``.npz``/PNG/JPEG).
+channel names travel in `ImageMetadata` (not kept by ``.npy``/``.npz``/PNG/JPEG).
 
-Writing is atomic (:func:`debcr.files.atomic_output`): data go to a hidden temporary sibling
-that is renamed into place only when complete. :func:`open_output` does the same for outputs
+Writing is atomic (`debcr.files.atomic_output`): data go to a hidden temporary sibling
+that is renamed into place only when complete. `open_output` does the same for outputs
 filled piece by piece (``numpy.memmap`` for ``.npy``/``.tif``, ``zarr.Array`` for ``.zarr``).
 
 Only numpy, tifffile, Pillow and the standard library are imported here; zarr is imported when a
@@ -88,7 +88,7 @@ def load(
         (``tifffile.imread(aszarr=True)``), which decodes chunks on access; NPY returns a
         read-only memmap. Zarr is always lazy; PNG/JPEG/NPZ are always read eagerly.
     with_metadata
-        Also return an :class:`ImageMetadata`.
+        Also return an `ImageMetadata`.
     key
         For ``.npz``: the array to return instead of the whole dict. For Zarr groups: the array
         path inside the group (default: the full-resolution OME-Zarr dataset).
@@ -96,7 +96,7 @@ def load(
     Returns
     -------
     array-like or dict or tuple
-        The array as stored (length-1 axes kept, see :func:`as_image_stack`), a
+        The array as stored (length-1 axes kept, see `as_image_stack`), a
         ``dict[str, numpy.ndarray]`` for ``.npz`` without ``key``, or ``(data, metadata)`` when
         ``with_metadata=True``.
 
@@ -197,7 +197,7 @@ def _write_options(
     ome: bool,
     chunks: Sequence[int] | None,
 ) -> WriteOptions:
-    """The :class:`WriteOptions` of the keyword arguments of :func:`write`/:func:`open_output`."""
+    """The `WriteOptions` of the keyword arguments of `write`/`open_output`."""
     return WriteOptions(
         metadata=metadata,
         compression=compression,
@@ -216,7 +216,7 @@ def _write_checked(
     overwrite: bool,
     inputs: list[Path],
 ) -> list[Path]:
-    """Write ``data`` (already checked against ``fmt``) atomically; the body of :func:`write`."""
+    """Write ``data`` (already checked against ``fmt``) atomically; the body of `write`."""
     shape = None if fmt.holds_dict else tuple(data.shape)
     targets = _plan_targets(fmt, path, shape)
     check_targets(targets, inputs, overwrite)  # before any costly conversion
@@ -322,7 +322,7 @@ def open_output(
     and renamed onto ``path`` (replacing an old output only then), on an exception it is deleted
     and any previous file at ``path`` is left untouched.
 
-    Parameters are as for :func:`write`; ``shape`` and ``dtype`` describe the full output.
+    Parameters are as for `write`; ``shape`` and ``dtype`` describe the full output.
 
     Yields
     ------
@@ -332,7 +332,7 @@ def open_output(
     Raises
     ------
     DataError, FileExistsError
-        As for :func:`write`; checked before anything is created.
+        As for `write`; checked before anything is created.
 
     Examples
     --------

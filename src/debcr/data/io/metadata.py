@@ -1,4 +1,4 @@
-"""Image metadata (:class:`ImageMetadata`), length units, and the axes stored when writing."""
+"""Image metadata (`ImageMetadata`), length units, and the axes stored when writing."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class ImageMetadata:
         or None when the file carries no calibration.
     unit
         Length unit of the spatial entries of ``scale`` (OME-NGFF names, e.g. ``'micrometer'``).
-        The ``T`` entry of ``scale`` is the time between frames (:attr:`time_interval`).
+        The ``T`` entry of ``scale`` is the time between frames (`time_interval`).
     time_unit
         Unit of the ``T`` entry of ``scale`` (OME-NGFF names, e.g. ``'second'``), or None.
     channel_names
@@ -153,7 +153,7 @@ class ImageMetadata:
 
     @property
     def time_interval(self) -> float | None:
-        """Time between frames (the ``T`` entry of ``scale``, in :attr:`time_unit`), or None."""
+        """Time between frames (the ``T`` entry of ``scale``, in `time_unit`), or None."""
         if self.axes is None or self.scale is None or "T" not in self.axes:
             return None
         return self.scale[self.axes.index("T")]
@@ -161,7 +161,7 @@ class ImageMetadata:
     def squeezed(self, shape: Sequence[int]) -> ImageMetadata:
         """Metadata for ``as_image_stack(array)`` of an array with this ``shape``.
 
-        Drops the entries of the length-1 axes that :func:`as_image_stack` removes; axes or
+        Drops the entries of the length-1 axes that `as_image_stack` removes; axes or
         scale that do not match ``shape`` are dropped (set to None).
         """
         shape = tuple(int(n) for n in shape)
@@ -178,7 +178,7 @@ class ImageMetadata:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dictionary (inverse of :meth:`from_dict`)."""
+        """JSON-serialisable dictionary (inverse of `from_dict`)."""
         return {
             "axes": self.axes,
             "scale": None if self.scale is None else list(self.scale),
@@ -191,7 +191,7 @@ class ImageMetadata:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ImageMetadata:
-        """Build from :meth:`to_dict` output; missing keys default to None/empty."""
+        """Build from `to_dict` output; missing keys default to None/empty."""
         return cls(
             axes=values.get("axes"),
             scale=values.get("scale"),

@@ -31,7 +31,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
 def image_files(paths: Sequence[str | Path]) -> list[Path]:
     """The image files named by ``paths``: files as given, folders by their images.
 
-    A folder contributes its files with an :data:`IMAGE_SUFFIXES` extension, sorted; a
+    A folder contributes its files with an `IMAGE_SUFFIXES` extension, sorted; a
     ``.zarr`` folder is one image. A file named twice (``raw`` and ``raw/a.tif``) is listed
     once.
 

@@ -24,7 +24,7 @@ class ReadOptions:
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """Options passed to a format writer (see :func:`~debcr.data.io.write`)."""
+    """Options passed to a format writer (see `write`)."""
 
     metadata: ImageMetadata | None = None
     compression: str | None = None
@@ -63,7 +63,7 @@ class FileFormat:
         True if the format stores a dict of named arrays (``.npz``) rather than one array.
     create
         ``create(temporary_path, shape, dtype, WriteOptions) -> writable array`` for
-        :func:`~debcr.data.io.open_output`; None means the output is buffered in memory and
+        `open_output`; None means the output is buffered in memory and
         written at the end.
     prepare
         Optional conversion of the whole data before it is split into planes (PNG/JPEG
@@ -115,11 +115,11 @@ def register_format(
         leading dot is added if missing). Multi-part suffixes such as ``'.ome.zarr'`` win over
         shorter ones.
     reader, writer
-        See :class:`FileFormat`; either may be None for read-only or write-only formats.
+        See `FileFormat`; either may be None for read-only or write-only formats.
     name
         Display name; defaults to the first extension without the dot, upper-cased.
     directory, keyed, planes_as_files, holds_dict, create, prepare
-        See :class:`FileFormat`.
+        See `FileFormat`.
 
     Returns
     -------
@@ -145,12 +145,12 @@ def register_format(
 
 
 def unregister_format(extensions: str | Iterable[str]) -> None:
-    """Remove the registration of file extensions (the inverse of :func:`register_format`).
+    """Remove the registration of file extensions (the inverse of `register_format`).
 
     Parameters
     ----------
     extensions
-        One or more suffixes, spelled as for :func:`register_format` (case-insensitive; a
+        One or more suffixes, spelled as for `register_format` (case-insensitive; a
         leading dot is added if missing).
 
     Raises

@@ -1,9 +1,9 @@
 """Dimensionality: turning arrays into single-channel 2-D images or 3-D stacks.
 
-:func:`as_image_stack` drops length-1 axes (without copying: numpy views, ``squeeze`` for
-dask-like arrays, a lazy :class:`_SqueezedView` for ``zarr.Array``) and rejects anything that
-is not a 2-D image or 3-D stack; :func:`plane_axes` checks that an array with named axes (any
-mix of T, Z and C before Y and X) can be restored plane by plane; :func:`_grey_from_channels`
+`as_image_stack` drops length-1 axes (without copying: numpy views, ``squeeze`` for
+dask-like arrays, a lazy `_SqueezedView` for ``zarr.Array``) and rejects anything that
+is not a 2-D image or 3-D stack; `plane_axes` checks that an array with named axes (any
+mix of T, Z and C before Y and X) can be restored plane by plane; `_grey_from_channels`
 reduces grey images stored as RGB(A) to one channel.
 """
 
@@ -23,7 +23,7 @@ _SUPPORTED_NDIM_TEXT = (
 
 
 def _squeeze_plan(shape: tuple[int, ...], axes: str | None, name: str) -> tuple[int, ...]:
-    """Indices of the axes kept by :func:`as_image_stack`; raises DataError if none fit."""
+    """Indices of the axes kept by `as_image_stack`; raises DataError if none fit."""
     if axes is not None and len(axes) == len(shape):
         for letter, label in (("C", "channels"), ("S", "colour samples")):
             if letter in axes and shape[axes.index(letter)] > 1:
@@ -52,7 +52,7 @@ def plane_axes(shape: tuple[int, ...], axes: str | None, name: str) -> str | Non
     With named axes (``axes`` from file metadata or the caller), any mix of time (T), depth
     (Z) and channel (C) axes before Y and X is restorable (TZYX, CZYX, ZCYX, TCZYX, ...);
     length-1 axes of any name are ignored. None means "no usable names": the array must then
-    be a 2-D image or 3-D stack after dropping length-1 axes (:func:`as_image_stack`), as
+    be a 2-D image or 3-D stack after dropping length-1 axes (`as_image_stack`), as
     before, and DataError says so otherwise.
 
     Parameters

@@ -195,7 +195,7 @@ def _create_zarr(path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: Writ
 def _create_zarr_with_metadata(
     path: Path, shape: tuple[int, ...], dtype: np.dtype, opts: WriteOptions
 ) -> Any:
-    """:func:`_create_zarr`, then the NGFF metadata it does not write: the unit of the time
+    """`_create_zarr`, then the NGFF metadata it does not write: the unit of the time
     axis and the channel names (``omero`` block)."""
     target = _create_zarr(path, shape, dtype, opts)
     if not (opts.ome or path.name.lower().endswith(".ome.zarr")):
@@ -244,7 +244,7 @@ def settle_pending_io(timeout: float = 30.0) -> None:
     cannot be decoded (a damaged TIFF tile), the request raises at once while the other reads
     run on. Left pending when the program exits, each one prints asyncio's "Task was destroyed
     but it is pending!" after debcr's own one-line message. Call this where such a failure is
-    turned into a :class:`~debcr.errors.DataError`; it does nothing if zarr was never used.
+    turned into a `DataError`; it does nothing if zarr was never used.
     """
     if "zarr" not in sys.modules:
         return

@@ -2,22 +2,22 @@
 
 A package (spec 0.5, a ``.zip``) holds the weights in three formats that Fiji/deepImageJ,
 ilastik, QuPath and ``bioimageio.core`` run: ``pytorch_state_dict`` (the network as one
-torch-only source file, :func:`architecture_source`), ``torchscript`` and ``onnx``. The input is
+torch-only source file, `architecture_source`), ``torchscript`` and ``onnx``. The input is
 a batch of single-channel 2-D images, normalised by the package's own ``scale_range``
 pre-processing with the model's percentiles; the output is the restoration in those normalised
 units, with a ``halo`` equal to the model's measured receptive field (see
-:func:`debcr.nn.effective_halo`).
+`debcr.nn.effective_halo`).
 
-:func:`export_bmz` checks the package's description against the Zoo's specification before it
+`export_bmz` checks the package's description against the Zoo's specification before it
 writes a file, runs ``bioimageio.core``'s model test on every weight format before it writes
-the package and refuses to write one that fails. :func:`load_bmz` reads a package back (a
+the package and refuses to write one that fails. `load_bmz` reads a package back (a
 ``.zip``, a folder or its ``rdf.yaml``) without needing ``bioimageio`` installed, checking every
 file against its sha256.
 
-The rooms: :mod:`~debcr.interop.bmz.architecture` (the architecture file and its hashes),
-:mod:`~debcr.interop.bmz.card` (authors, citations, tags, README, cover),
-:mod:`~debcr.interop.bmz.export` (description, files, validation) and
-:mod:`~debcr.interop.bmz.load` (reading a package).
+The rooms: `architecture` (the architecture file and its hashes),
+`card` (authors, citations, tags, README, cover),
+`export` (description, files, validation) and
+`load` (reading a package).
 """
 
 from debcr.interop.bmz.architecture import (

@@ -1,8 +1,8 @@
 """The package's architecture file: m-rBCR as one torch-only source, and the hashes it has had.
 
 A package's ``pytorch_state_dict`` weights name their network by a source file, not by an
-import of debcr. :func:`architecture_source` writes that file; :data:`KNOWN_ARCHITECTURE_SHA256`
-lets :func:`~debcr.interop.bmz.load_bmz` recognise m-rBCR in the packages debcr has written.
+import of debcr. `architecture_source` writes that file; `KNOWN_ARCHITECTURE_SHA256`
+lets `load_bmz` recognise m-rBCR in the packages debcr has written.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ARCHITECTURE_CALLABLE = "MRBCRRestorer"
 #: Name of the architecture file in the package.
 ARCHITECTURE_FILE = "mrbcr.py"
 #: sha256 of every architecture file debcr has exported. A package whose architecture hashes to
-#: one of these is m-rBCR with the parameter names of :class:`~debcr.nn.MRBCR`. When
+#: one of these is m-rBCR with the parameter names of `MRBCR`. When
 #: ``debcr/nn/mrbcr.py`` changes, add the new hash here (a test says so) and keep the old ones.
 KNOWN_ARCHITECTURE_SHA256: frozenset[str] = frozenset(
     {

@@ -2,7 +2,7 @@
 
 The method's papers are cited by every package, the published weights by the packages of the
 built-in models (and of models fine-tuned from them), and the papers of the training mode
-(:data:`debcr.modes.MODES`) by a model trained with it; the mode's tags join the card's.
+(`debcr.modes.MODES`) by a model trained with it; the mode's tags join the card's.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def model_card(
         The network; ``model.metadata`` tells whether it is built in (or fine-tuned from a
         built-in one), its task and its training mode.
     name, description, authors, cite, license, tags
-        As :func:`~debcr.interop.bmz.export_bmz` takes them.
+        As `export_bmz` takes them.
 
     Returns
     -------

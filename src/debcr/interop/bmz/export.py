@@ -366,7 +366,7 @@ def _space_needed(model: MRBCR) -> int:
 def _temporary_folder(space: int) -> Iterator[Path]:
     """A temporary folder (under TMPDIR) with ``space`` bytes free, deleted afterwards.
 
-    A full or read-only temporary folder is one :class:`~debcr.errors.OutputError` naming it,
+    A full or read-only temporary folder is one `OutputError` naming it,
     before any file of the package is written.
     """
     root = Path(tempfile.gettempdir())

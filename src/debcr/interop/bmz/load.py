@@ -8,7 +8,7 @@ directory and bounded before an entry is decompressed (a small zip can hold giga
 are read in chunks and hashed as they stream, sources must lie inside the package, every part
 of the description must have the shape the format gives it, and the weights are unpickled
 with ``weights_only`` (a pickle's code never runs). A bad package ends in one
-:class:`~debcr.errors.ModelFileError` sentence naming the file and what is wrong.
+`ModelFileError` sentence naming the file and what is wrong.
 """
 
 from __future__ import annotations

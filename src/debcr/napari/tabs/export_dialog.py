@@ -97,7 +97,7 @@ class ExportDialog(QDialog):
         return self.path.text().strip()
 
     def fields(self) -> dict[str, Any]:
-        """The keyword arguments for :func:`debcr.napari.jobs.export_package`."""
+        """The keyword arguments for `debcr.napari.jobs.export_package`."""
         return {
             "name": self.name.text().strip(),
             "description": self.description.text().strip(),

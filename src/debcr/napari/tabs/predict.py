@@ -236,7 +236,7 @@ class PredictTab(JobTab):
         self.log(f"Prediction is finished: '{name}', shape {tuple(result.shape)}.")
 
     def show_export_dialog(self) -> ExportDialog | None:
-        """Ask how to package the chosen model; OK starts :meth:`export`.
+        """Ask how to package the chosen model; OK starts `export`.
 
         The dialog is window-modal but does not block (``open``, not ``exec``), so the
         viewer keeps drawing and tests can fill it in.
@@ -262,12 +262,12 @@ class PredictTab(JobTab):
         Parameters
         ----------
         spec : str
-            The model, as :meth:`spec` names it.
+            The model, as `spec` names it.
         path : str
             The ``.zip`` to write.
         **fields
             ``name``, ``description``, ``authors``, ``license``, ``overwrite`` (see
-            :func:`debcr.napari.jobs.export_package`).
+            `debcr.napari.jobs.export_package`).
         """
         if self.busy():
             return

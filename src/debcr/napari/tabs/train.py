@@ -182,7 +182,7 @@ class TrainTab(JobTab):
     # -- configuration -----------------------------------------------------------------------
 
     def config(self) -> TrainConfig:
-        """The :class:`~debcr.config.TrainConfig` the controls describe (validated)."""
+        """The `TrainConfig` the controls describe (validated)."""
         from debcr.config import merge
 
         return merge(
