@@ -115,6 +115,47 @@ def test_same_seed_same_weights(data, tmp_path: Path) -> None:
     assert not torch.equal(a.state_dict()[key], c.state_dict()[key])
 
 
+def _raw_pairs(field: int) -> dict[str, np.ndarray]:
+    """Uint8 patches straight from the PNG files (not normalised), 32 pairs."""
+    low, gt = crop(fmd_frame(field, 0), PATCH, 0.0), crop(fmd_gt(field), PATCH, 0.0)
+    keep = gt.reshape(len(gt), -1).std(axis=1) > 10
+    return {"low": low[keep][:32], "gt": gt[keep][:32]}
+
+
+@pytest.mark.slow
+def test_raw_arrays_are_normalised_as_prepare_would_and_recorded(tmp_path: Path, caplog) -> None:
+    # Before: raw uint8 patches trained on 0–255 values (loss in the hundreds).
+    train_raw, val_raw = _raw_pairs(1), _raw_pairs(20)
+    assert train_raw["low"].dtype == np.uint8
+
+    def by_hand(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for key, arr in arrays.items():
+            lo, hi = np.percentile(arr.astype(np.float64), [0.1, 99.9])
+            out[key] = ((arr - lo) / (hi - lo)).astype(np.float32)
+        return out
+
+    with caplog.at_level("WARNING", logger="debcr"):
+        from_raw = train(train_raw, val_raw, _config(tmp_path / "raw", num_steps=4))
+    lines = [r.getMessage() for r in caplog.records if "raw intensities" in r.getMessage()]
+    assert len(lines) == 2 and lines[0].startswith("training data held raw intensities"), lines
+    assert "'low'" in lines[0] and "'gt'" in lines[0] and "debcr prepare" in lines[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="debcr"):
+        prepared = train(
+            by_hand(train_raw), by_hand(val_raw), _config(tmp_path / "norm", num_steps=4)
+        )
+    assert not [r for r in caplog.records if "raw intensities" in r.getMessage()]
+    for a, b in zip(from_raw.state_dict().values(), prepared.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    saved = load_model(tmp_path / "raw" / "best.safetensors").metadata["training_data"]
+    lo, hi = np.percentile(train_raw["low"].astype(np.float64), [0.1, 99.9])
+    assert saved["train"]["normalised_here"]["low"] == pytest.approx(
+        {"pmin": 0.1, "pmax": 99.9, "lo": lo, "hi": hi}
+    )
+    assert "normalised_here" not in prepared.metadata["training_data"]["train"]
+
+
 @pytest.mark.slow
 def test_fine_tuning_starts_from_the_builtin_model(data, tmp_path: Path) -> None:
     base = init("2D_denoising")

@@ -323,7 +323,11 @@ def train(
     train_data, val_data
         Dicts or NPZ files (paths or loaded) with the arrays of the mode. A file prepared
         for another mode is refused. The whole validation set is evaluated every
-        ``val_freq`` steps.
+        ``val_freq`` steps. Arrays of raw intensities (an integer type, or values far
+        outside the normalised range) are normalised with their 0.1/99.9 percentiles over
+        all patches, with a warning, and the model file records it
+        (``metadata["training_data"][split]["normalised_here"]``); `debcr.data.prepare`
+        normalises each image on its own, which suits images of different brightness better.
     config
         A `debcr.config.TrainConfig`, a dict of its fields (the original's
         keys work), or ``None`` for the paper's recipe.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,18 @@ import torch
 from torch.utils.data import Dataset
 
 from debcr.data.io import load
+from debcr.data.normalize import normalize
 from debcr.data.sets import check_patch_shape
+from debcr.defaults import PMAX, PMIN
 from debcr.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: A float array whose 99.9th percentile is above this, or whose 0.1th is below
+#: `RAW_LOW`, holds raw intensities: normalised patches (`debcr prepare`: each image's 0.1/99.9
+#: percentiles mapped to 0 and 1, no clipping) stay within about -0.1…1.5.
+RAW_HIGH = 4.0
+RAW_LOW = -1.0
 
 
 def _open(source: Any, what: str, keys: str) -> Any:
@@ -204,3 +215,54 @@ def minmax_per_patch(x: torch.Tensor) -> torch.Tensor:
     hi = x.amax(dim=(-2, -1), keepdim=True)
     width = hi - lo
     return torch.where(width > 0, (x - lo) / width.clamp_min(1e-12), torch.ones_like(x))
+
+
+def normalise_raw(
+    arrays: dict[str, np.ndarray], what: str
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Normalise the arrays of a split that hold raw intensities, as `debcr prepare` would.
+
+    The network trains on normalised patches (an image's 0.1/99.9 percentiles mapped to 0
+    and 1). Arrays of an integer type, or float arrays far outside that range (see
+    `RAW_HIGH`), were not prepared: each is mapped with its own percentiles over all its
+    patches, unclipped, and a warning says so once. `debcr prepare` normalises every image
+    with its own percentiles, which suits images of different brightness better.
+
+    Returns
+    -------
+    arrays, record
+        The arrays (normalised ones replaced, float32) and, per normalised array, the
+        percentiles used and the values mapped to 0 and 1 (empty when nothing was raw).
+    """
+    out, record = dict(arrays), {}
+    for key, arr in arrays.items():
+        if not _raw(arr):
+            continue
+        # One stack of planes, whatever the mode's layout ((N, P, P) or (N, F, P, P)).
+        planes = arr.reshape(-1, *arr.shape[-2:])
+        scaled, stats = normalize(
+            planes, PMIN, PMAX, clip=False, dtype=np.float32, return_stats=True
+        )
+        out[key] = scaled.reshape(arr.shape)
+        record[key] = {"pmin": PMIN, "pmax": PMAX, "lo": float(stats.lo), "hi": float(stats.hi)}
+    if record:
+        described = "; ".join(f"'{k}': {r['lo']:g} → 0, {r['hi']:g} → 1" for k, r in record.items())
+        logger.warning(
+            "%s held raw intensities, normalised here with their %g/%g percentiles over all "
+            "patches (%s); `debcr prepare` normalises each image on its own, which suits images "
+            "of different brightness better",
+            what,
+            PMIN,
+            PMAX,
+            described,
+        )
+    return out, record
+
+
+def _raw(arr: np.ndarray) -> bool:
+    """Whether ``arr`` holds raw intensities rather than normalised ones."""
+    if arr.dtype.kind in "uib":
+        return True
+    sample = np.ravel(arr)[:: max(1, arr.size // 1_000_000)]
+    lo, hi = np.percentile(sample, [PMIN, PMAX])
+    return bool(hi > RAW_HIGH or lo < RAW_LOW)

@@ -71,6 +71,7 @@ from debcr.nn.receptive import store_halos
 from debcr.runtime import default_precision, tune_allocator
 from debcr.sources import load as load_source
 from debcr.training.curves import plot_curves
+from debcr.training.data import normalise_raw
 from debcr.training.history import MetricsLog
 from debcr.training.modes import TrainingMode, check_data_mode, mode_for, normalization_of
 from debcr.training.module import MRBCRModule
@@ -232,8 +233,10 @@ def fit(
     train_split, val_split = _read_split(train_data), _read_split(val_data)
     check_data_mode(mode, train_split, "training data")
     check_data_mode(mode, val_split, "validation data")
-    train_arrays = mode.load(train_split, "training data")
-    val_arrays = mode.load(val_split, "validation data")
+    # Raw intensities (a dict of uint8 patches) are normalised as `debcr prepare` would, once.
+    what = ("training data", "validation data")
+    train_arrays, train_raw = normalise_raw(mode.load(train_split, what[0]), what[0])
+    val_arrays, val_raw = normalise_raw(mode.load(val_split, what[1]), what[1])
     if config.seed is not None:
         L.seed_everything(config.seed, workers=True, verbose=False)
     start = init_model if init_model is not None else config.init_model
@@ -246,8 +249,8 @@ def fit(
         logger.info("training precision: %s (config: %s)", precision, config.precision)
     metadata = _provenance(config, mode, start, parent, normalization_of(train_split), precision)
     metadata["training_data"] = {
-        "train": _data_provenance(train_data, train_split, train_arrays),
-        "val": _data_provenance(val_data, val_split, val_arrays),
+        "train": _data_provenance(train_data, train_split, train_arrays, train_raw),
+        "val": _data_provenance(val_data, val_split, val_arrays, val_raw),
     }
     history = MetricsLog(run_dir)
     files = RunFiles(run_dir, config.save_freq, metadata, history)
@@ -500,9 +503,14 @@ def _provenance(
     }
 
 
-def _data_provenance(source: Any, split: Any, arrays: dict[str, Any]) -> dict[str, Any]:
-    """Where one split came from: its file, its ``debcr prepare`` record and its shapes."""
+def _data_provenance(
+    source: Any, split: Any, arrays: dict[str, Any], normalised_here: dict[str, Any]
+) -> dict[str, Any]:
+    """Where one split came from: its file, its ``debcr prepare`` record, its shapes, and the
+    arrays that held raw intensities and were normalised by `normalise_raw`."""
     record: dict[str, Any] = {"arrays": {k: list(v.shape) for k, v in arrays.items()}}
+    if normalised_here:
+        record["normalised_here"] = normalised_here
     if isinstance(source, (str, os.PathLike)):
         record["file"] = str(Path(source).resolve())
     info = SetInfo.from_split(split)
