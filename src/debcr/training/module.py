@@ -9,6 +9,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from debcr.nn import MRBCR
+from debcr.nn.merged import merged_forward
 from debcr.training.modes import Supervised, TrainingMode
 
 
@@ -32,6 +33,9 @@ class MRBCRModule(L.LightningModule):
     mode scores (all pixels; the masked ones in Noise2Void). In the self-supervised modes the
     target is noisy, so this PSNR is far below the PSNR against clean data; it still rises as
     the network improves.
+
+    The network runs with merged weights (`debcr.nn.merged.merged_forward`: the same function
+    and gradients, fewer and larger convolutions) unless its class overrides ``forward``.
     """
 
     def __init__(
@@ -52,7 +56,7 @@ class MRBCRModule(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         data = self.mode.batch(batch, training=True)
-        outputs = self.net(_channels_last(data.inputs))
+        outputs = self._outputs(_channels_last(data.inputs))
         loss = self.mode.loss(outputs, data)
         n = data.inputs.shape[0]
         mse = self.mode.squared_error(outputs[0].detach(), data)
@@ -62,10 +66,15 @@ class MRBCRModule(L.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         data = self.mode.batch(batch, training=False, batch_index=batch_idx)
-        outputs = self.net(_channels_last(data.inputs))
+        outputs = self._outputs(_channels_last(data.inputs))
         n = data.inputs.shape[0]
         self.val_loss.update(self.mode.loss(outputs, data), n)
         self.val_mse.update(self.mode.squared_error(outputs[0], data), n)
+
+    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if type(self.net).forward is MRBCR.forward:
+            return merged_forward(self.net, x)
+        return self.net(x)
 
     def on_validation_epoch_end(self) -> None:
         loss, mse = self.val_loss.compute(), self.val_mse.compute()
