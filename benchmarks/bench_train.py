@@ -15,9 +15,12 @@ The batch is real data: noisy FMD Confocal_BPAE_B field-19 raw frames as input a
 avg50 image as target, cut into ``--patch``² tiles and percentile-normalised (0.1/99.9) per
 image; the same float32 arrays go to every implementation.
 
-* ours, plain loop (channels-last): ``debcr.nn.MRBCR`` in train mode,
-  ``debcr.nn.losses.mrbcr_loss``,
-  ``torch.optim.Adam``; float32, and bfloat16 autocast (the loss is computed in float32).
+* ours, plain loop (channels-last): ``debcr.nn.MRBCR`` in train mode, run with merged weights
+  (``debcr.nn.merged.merged_forward``, as ``debcr.model.train`` runs it) and as the faithful
+  graph, ``debcr.nn.losses.mrbcr_loss``, ``torch.optim.Adam``; float32, and bfloat16 autocast
+  (the loss is computed in float32).
+* the CARE U-Net baseline (``debcr.nn.CAREUNet``, depth 2, 32 filters, Glorot init), MSE on
+  its one output, the same batch, optimiser and loop.
 * the original (if its environment exists, see ``original_env.py``; built on first use): debcr
   0.1.0's ``_core.model.m_rBCR.m_rBCR`` model, ``_core.model.loss.loss_function_mimo`` and
   ``_core.model.utils.multi_input``, with a new ``tf.keras.optimizers.Adam(1e-3)``, in a
@@ -168,41 +171,58 @@ def make_pairs(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_ours(low: np.ndarray, gt: np.ndarray, repeats: int, warmup: int) -> list[dict]:
-    """Plain torch training steps, float32 and bfloat16 autocast."""
+    """Plain torch training steps: m-rBCR merged (as debcr trains) and faithful, float32 and
+    bfloat16 autocast; the CARE U-Net baseline (MSE on its one output) at the same batch."""
     import debcr
+    from debcr.nn import CAREUNet, init_glorot_
     from debcr.nn.losses import mrbcr_loss
+    from debcr.nn.merged import merged_forward
 
     # channels-last, as debcr's Lightning module trains
     x = torch.from_numpy(low[:, None]).contiguous(memory_format=torch.channels_last)
     y = torch.from_numpy(gt[:, None])
+    variants = [
+        ("merged", "float32"),
+        ("faithful", "float32"),
+        ("merged", "bfloat16"),
+        ("faithful", "bfloat16"),
+        ("care", "float32"),
+    ]
     rows = []
-    for precision in ("float32", "bfloat16"):
-        model = debcr.model.init(None, seed=0).train().to(memory_format=torch.channels_last)
+    for form, precision in variants:
+        if form == "care":
+            torch.manual_seed(0)
+            model = init_glorot_(CAREUNet()).train().to(memory_format=torch.channels_last)
+        else:
+            model = debcr.model.init(None, seed=0).train().to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, eps=ADAM_EPS)
         last = {}
 
-        def step(model=model, optimizer=optimizer, precision=precision, last=last):
+        def forward(model=model, form=form):
+            if form == "merged":
+                return merged_forward(model, x)
+            return model(x)
+
+        def step(forward=forward, optimizer=optimizer, precision=precision, form=form, last=last):
             optimizer.zero_grad(set_to_none=True)
-            if precision == "bfloat16":
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    outputs = model(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+                outputs = forward()
+            if form == "care":
+                loss = torch.nn.functional.mse_loss(outputs.float(), y)
             else:
-                outputs = model(x)
-            loss = mrbcr_loss(outputs, y)
+                loss = mrbcr_loss(outputs, y)
             loss.backward()
             optimizer.step()
             last["loss"] = float(loss.detach())
 
         with OtherLoad() as load:
             times = time_repeated(step, repeats, warmup)
-        rows.append(
-            {
-                "name": f"ours, plain loop, {precision}",
-                "times": times,
-                "loss": last["loss"],
-                "other": str(load),
-            }
+        name = (
+            "CARE U-Net (debcr.nn.CAREUNet, MSE), plain loop, float32"
+            if form == "care"
+            else f"ours ({form} weights), plain loop, {precision}"
         )
+        rows.append({"name": name, "times": times, "loss": last["loss"], "other": str(load)})
     return rows
 
 
