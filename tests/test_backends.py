@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections import OrderedDict
 
@@ -111,11 +112,13 @@ def test_precision_sized_halo_keeps_seams_below_bf16_rounding(denoiser) -> None:
 
 
 def test_auto_uses_openvino_on_the_cpu_when_installed(denoiser) -> None:
+    """The default install carries OpenVINO on this platform, and ``auto`` picks it."""
     from debcr.runtime import system_info
 
+    assert backends.openvino_wheels()  # Linux x86_64: the base requirements name openvino
     runner = make_runner(denoiser, "auto", resolve_device("cpu"), "bfloat16")
-    assert runner.backend == "openvino"  # the test extra installs the fast extra
-    assert system_info()["cpu backend"] == "openvino"
+    assert runner.backend == "openvino"
+    assert system_info()["inference path"].startswith("OpenVINO · ")
     tiles = _normalised_fmd(256)[:, 0].numpy()
     exact = make_runner(denoiser, "torch", resolve_device("cpu"), "float32").run(tiles)
     assert np.abs(runner.run(tiles) - exact).max() < 0.02
@@ -125,15 +128,68 @@ def test_auto_falls_back_to_torch_without_openvino(denoiser, monkeypatch, caplog
     monkeypatch.setitem(sys.modules, "openvino", None)  # what an absent package looks like
     # Forget the runners of earlier tests: "auto" may have been built with OpenVINO there.
     monkeypatch.setattr(backends, "_RUNNERS", OrderedDict())
+    monkeypatch.setattr(backends, "_FALLBACK_SAID", False)
     cpu = resolve_device("cpu")
     with caplog.at_level(logging.INFO, logger="debcr.backends"):
         runner = make_runner(denoiser, "auto", cpu, "float32")
+        make_runner(init("confocal_SR"), "auto", cpu, "float32")  # said once, not per model
     assert runner.backend == "torch"
-    assert sum("OpenVINO is not installed" in r.getMessage() for r in caplog.records) == 1
-    with pytest.raises(DebcrError, match=r"pip install 'debcr-torch\[fast\]'"):
+    said = [r.getMessage() for r in caplog.records if "OpenVINO" in r.getMessage()]
+    assert said == [
+        "OpenVINO is not installed; restoring with PyTorch "
+        "(pip install openvino for faster CPU restoration)"
+    ]
+    with pytest.raises(DebcrError, match=r"not installed; install it with pip install openvino"):
         make_runner(denoiser, "openvino", cpu, "float32")
     with pytest.raises(DebcrError, match="backend must be one of"):
         make_runner(denoiser, "tensorrt", cpu, "float32")
+
+
+def _cpu_model_name() -> str:
+    for line in open("/proc/cpuinfo", encoding="utf-8"):
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return ""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/cpuinfo")
+def test_describe_path_names_what_predict_builds(denoiser, monkeypatch) -> None:
+    """The line names the backend and precision of the runner predict builds, and the CPU."""
+    built: list[tuple[str, str]] = []
+
+    def spy(model, backend, device, precision):
+        runner = make_runner(model, backend, device, precision)
+        built.append((runner.backend, runner.precision))
+        return runner
+
+    monkeypatch.setattr(engine, "make_runner", spy)
+    image = fmd_frame(19)[:32, :32]
+    labels = {"torch": "PyTorch", "openvino": "OpenVINO"}
+    # Xeon's "Intel(R) Xeon(R) Processor @ 2.80GHz" reads "Intel Xeon @ 2.80 GHz".
+    words = [w for w in re.split(r"\(R\)|\(TM\)|\s+|GHz", _cpu_model_name()) if w]
+    for options in ({}, {"precision": "bfloat16", "backend": "torch"}, {"precision": "float32"}):
+        predict(denoiser, image, device="cpu", progress=False, **options)
+        line, hint = backends.describe_path("cpu", **options)
+        backend, precision = built[-1]
+        assert line.startswith(f"{labels[backend]} · {precision} · CPU ("), (options, line)
+        assert all(w in line for w in words if w != "Processor"), line
+        assert hint is None  # OpenVINO is installed and there is no GPU driver here
+    assert backends.describe_path() == backends.describe_path("auto", "auto", "auto")
+    assert backends.describe_path()[0].startswith("OpenVINO · ")
+
+
+def test_describe_path_hints_at_openvino_when_it_is_missing(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    line, hint = backends.describe_path("cpu", "float32")
+    assert line.startswith("PyTorch · float32 · CPU (")
+    assert hint == "OpenVINO is not installed: pip install openvino makes CPU restoration faster."
+    assert backends.describe_path("cpu", "float32", "torch")[1] is None  # the user chose torch
+    with pytest.raises(DebcrError, match="not installed; install it with pip install openvino"):
+        backends.describe_path("cpu", backend="openvino")
+    with pytest.raises(DebcrError, match="backend must be one of"):
+        backends.describe_path(backend="tpu")
+    with pytest.raises(DebcrError, match="unknown precision 'fp8'"):
+        backends.describe_path(precision="fp8")
 
 
 def test_runners_are_reused_until_the_weights_change() -> None:

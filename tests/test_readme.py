@@ -13,11 +13,11 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 
 from conftest import FMD, REFERENCE, ROOT, fmd_frame, fmd_gt
 from debcr._version import DISTRIBUTION

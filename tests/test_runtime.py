@@ -146,6 +146,58 @@ def test_system_info_reports_precision_and_allocator() -> None:
     assert info["openvino"]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/cpuinfo")
+def test_info_names_the_cpu_its_bf16_and_amx_and_the_inference_path(capsys) -> None:
+    """``debcr info`` says which CPU every number came from and what a restoration runs."""
+    from debcr.backends import describe_path
+    from debcr.cli import main
+
+    model = next(
+        (
+            line.partition(":")[2].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        runtime.platform.processor() or runtime.platform.machine(),  # Arm lists no model name
+    )
+    flags = _cpuinfo_flags()
+    assert main(["info"]) == 0
+    printed = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(": ") for line in capsys.readouterr().out.splitlines())
+    )
+    assert printed["cpu"] == f"{runtime._tidy_cpu_name(model)} ({os.cpu_count()} cores)"
+    amx = sorted(f for f in flags if f.startswith("amx"))
+    assert printed["amx"] == (f"yes ({' '.join(amx)})" if amx else "no")
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16", "bf16") if f in flags]
+    assert printed["bf16 native"] == (f"yes ({bf16[0]})" if bf16 else "no")
+    assert printed["inference path"] == describe_path()[0]
+    assert printed["inference path"].endswith(f"· CPU ({runtime._tidy_cpu_name(model)})")
+    assert "hint" not in printed  # OpenVINO is installed here and there is no GPU
+
+
+def test_info_hints_at_the_faster_path_when_it_is_missing(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what an absent package looks like
+    info = runtime.system_info()
+    assert info["inference path"].startswith("PyTorch · ")
+    assert info["hint"] == (
+        "OpenVINO is not installed: pip install openvino makes CPU restoration faster."
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "tidy"),
+    [
+        ("Intel(R) Xeon(R) Processor @ 2.80GHz", "Intel Xeon @ 2.80 GHz"),
+        ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", "Intel Core i7-8700 @ 3.20 GHz"),
+        ("AMD EPYC 9R14 96-Core Processor", "AMD EPYC 9R14 96-Core"),
+        ("Apple M2 Pro", "Apple M2 Pro"),
+    ],
+)
+def test_cpu_names_read_without_trademark_signs(raw: str, tidy: str) -> None:
+    assert runtime._tidy_cpu_name(raw) == tidy
+
+
 # ---- the training configuration's precision ----------------------------------------------
 
 

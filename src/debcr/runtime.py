@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -84,7 +85,59 @@ def device_name(device: torch.device) -> str:
         return f"CUDA: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "MPS: Apple GPU"
-    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    return f"CPU: {cpu_name()} ({os.cpu_count()} cores)"
+
+
+@functools.cache
+def cpu_name() -> str:
+    """The CPU's model, e.g. ``Intel Xeon @ 2.80 GHz`` (cached).
+
+    Linux: ``model name`` in ``/proc/cpuinfo``; macOS: ``sysctl machdep.cpu.brand_string``;
+    elsewhere, or where those say nothing: `platform.processor`, else the machine type
+    (``x86_64``, ``arm64``). Trademark signs and the word "Processor" are dropped.
+    """
+    name = ""
+    if sys.platform == "linux":
+        name = _cpuinfo_fields().get("model name", "")
+    elif sys.platform == "darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            name = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout.strip()
+    return _tidy_cpu_name(name or platform.processor() or platform.machine() or "unknown CPU")
+
+
+def _tidy_cpu_name(name: str) -> str:
+    """``Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz`` as ``Intel Core i7-8700 @ 3.20 GHz``."""
+    name = re.sub(r"\((R|TM|tm)\)|\bProcessor\b|\bCPU\b(?= @)", "", name)
+    name = re.sub(r"(\d)\s*GHz", r"\1 GHz", name)
+    return " ".join(name.split())
+
+
+@functools.cache
+def _cpuinfo_fields() -> dict[str, str]:
+    """The first value of every field of Linux's ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (``flags`` on x86, ``features`` on Arm)."""
+    fields = _cpuinfo_fields()
+    return set(fields.get("flags", "").split()) | set(fields.get("features", "").split())
 
 
 def tune_allocator() -> bool:
@@ -195,16 +248,7 @@ def _malloc_tuning_state() -> str:
 def _bf16_flag() -> str | None:
     """The CPU feature that computes bfloat16 natively, or None."""
     if sys.platform == "linux":
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
-        except OSError:
-            return None
-        flags: set[str] = set()
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            if key.strip().lower() in ("flags", "features"):  # x86 / aarch64
-                flags.update(value.split())
+        flags = _cpu_flags()
         return next((f for f in ("amx_bf16", "avx512_bf16", "bf16") if f in flags), None)
     if sys.platform == "darwin" and platform.machine() == "arm64":
         try:
@@ -265,20 +309,33 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
 
 
 def system_info() -> dict[str, str]:
-    """Versions and devices, as pasted into a bug report by ``debcr info``."""
+    """Versions, devices and the inference path, as pasted into a bug report by ``debcr info``.
+
+    ``inference path`` is what `debcr.model.predict` runs with its defaults
+    (`debcr.backends.describe_path`); ``hint``, present only then, says how to make it faster
+    where a faster path exists here but is not installed.
+    """
+    from debcr.backends import describe_path
+
+    device = resolve_device()
+    path, hint = describe_path()
     info = {
         "debcr": f"{__version__} (distribution {_distributions()})",
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,
         "cuda build": str(torch.version.cuda or "none"),
-        "device": device_name(resolve_device()),
+        "cpu": f"{cpu_name()} ({os.cpu_count()} cores)",
+        "device": device_name(device),
         "threads": str(torch.get_num_threads()),
         "bf16 native": f"yes ({flag})" if (flag := _bf16_flag()) else "no",
-        "default precision": default_precision(resolve_device()),
+        "amx": _amx_state(),
+        "default precision": default_precision(device),
         "malloc tuning": _malloc_tuning_state(),
-        "cpu backend": _cpu_backend(),
+        "inference path": path,
     }
+    if hint:
+        info["hint"] = hint
     for name in ("numpy", "tifffile", "zarr", "dask", "lightning", "openvino"):
         info[name] = _version_of(name)
     if torch.cuda.is_available():
@@ -288,13 +345,12 @@ def system_info() -> dict[str, str]:
     return info
 
 
-def _cpu_backend() -> str:
-    """What ``backend="auto"`` runs on a CPU: OpenVINO when it can be imported, else PyTorch."""
-    from importlib.util import find_spec
-
-    if find_spec("openvino") is not None:
-        return "openvino"
-    return "torch (pip install 'debcr-torch[fast]' adds the faster OpenVINO backend)"
+def _amx_state() -> str:
+    """Intel AMX, the matrix units that make bfloat16 fastest: its flags, or why not."""
+    if sys.platform != "linux":
+        return "unknown (read from /proc/cpuinfo on Linux)"
+    amx = sorted(f for f in _cpu_flags() if f.startswith("amx"))
+    return f"yes ({' '.join(amx)})" if amx else "no"
 
 
 def _version_of(distribution: str) -> str:
