@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -38,7 +39,7 @@ from debcr.interop.bmz import (
 )
 from debcr.interop.bmz.card import METHOD_CITE, model_card, readme
 from debcr.interop.bmz.export import TensorSettings, check_description, package_description
-from debcr.interop.portable import export_onnx, export_torchscript
+from debcr.interop.portable import ONNX_IR_VERSION, export_onnx, export_torchscript
 from debcr.model import export, init, predict, train
 
 #: Tolerance of exported graphs against the PyTorch network (normalised units, float32).
@@ -103,6 +104,8 @@ def test_onnx_and_torchscript_reproduce_pytorch_and_the_original(
     assert ts_check.max_abs_diff <= GRAPH_TOLERANCE
     assert onnx_check.image_shape == (1, 1, 512, 512)
     assert "max |Δ|" in str(onnx_check)
+    # IR 8, not the exporter's 10, which the ONNX Runtime of deepImageJ and QuPath refuses.
+    assert onnx.load(tmp_path / "m.onnx").ir_version == ONNX_IR_VERSION == 8
     session = onnxruntime.InferenceSession(os.fspath(tmp_path / "m.onnx"))
     scripted = torch.jit.load(os.fspath(tmp_path / "m.pt"))
     batch = _real_batch()  # another batch size and image size than at export time
@@ -377,6 +380,32 @@ def test_damaged_and_foreign_packages_are_refused_clearly(bmz_package, tmp_path)
     not_zip.write_text("not a zip")
     with pytest.raises(ModelFileError, match="not a readable zip"):
         init(not_zip)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("tensors", "field", "step"),
+    [
+        ("inputs", "preprocessing", {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y"]}}),
+        ("outputs", "postprocessing", {"id": "clip", "kwargs": {"min": 0.0, "max": 1.0}}),
+    ],
+)
+def test_a_package_whose_processing_debcr_cannot_apply_is_refused(
+    bmz_package, tmp_path, tensors, field, step
+) -> None:
+    """debcr normalises by percentiles (scale_range); it never swaps in its own silently."""
+    path, _ = bmz_package
+
+    def replace_normalisation(rdf: dict) -> None:
+        steps = rdf[tensors][0].setdefault(field, [])
+        kept = [s for s in steps if s["id"] != "scale_range"]
+        rdf[tensors][0][field] = [*kept, step]
+
+    edited = _rewrite(
+        path, tmp_path / "edited.zip", lambda files: _set_rdf(files, replace_normalisation)
+    )
+    with pytest.raises(ModelFileError, match=f"{field} step '{step['id']}' is not one debcr"):
+        init(edited)
 
 
 @pytest.mark.slow

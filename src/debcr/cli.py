@@ -376,8 +376,8 @@ def _add_predict(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--backend",
         default="auto",
         choices=BACKENDS,
-        help="what runs the network: auto (default: OpenVINO on a CPU if installed, via "
-        "pip install 'debcr-torch[fast]', else PyTorch), torch or openvino",
+        help="what runs the network: auto (default: OpenVINO on a CPU where it is installed, "
+        "as the install does on Linux, Windows x86_64 and macOS; else PyTorch), torch or openvino",
     )
     pred.add_argument(
         "--halo",
@@ -516,8 +516,9 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "export",
         help="share a model: BioImage Model Zoo package (.zip), ONNX (.onnx) or TorchScript (.pt)",
         description="Export a model for Fiji/deepImageJ, ilastik, QuPath, the BioImage Model Zoo "
-        "(.zip, validated with bioimageio.core before it is written), ONNX Runtime (.onnx) or "
-        "libtorch (.pt). Needs the export extra: pip install 'debcr-torch[export]'.",
+        "(.zip, validated with bioimageio.core before it is written; its warnings are shown), "
+        "ONNX Runtime (.onnx) or libtorch (.pt). Needs the export extra: pip install "
+        "'debcr-torch[export]'.",
     )
     exp.add_argument(
         "model",
@@ -532,7 +533,8 @@ def _add_export(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     exp.add_argument(
         "--author",
         action="append",
-        help="author name; repeat for several (BMZ; required for own models)",
+        help="author name; repeat for several (BMZ; required for own models; a built-in model "
+        "keeps its published authors and lists these as having packaged it)",
     )
     exp.add_argument("--license", help="SPDX licence of the weights (BMZ; default CC-BY-4.0)")
     exp.add_argument("--tag", action="append", help="extra tag; repeat for several (BMZ)")

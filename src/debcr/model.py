@@ -1,5 +1,7 @@
 """The paper's model API: `init`, `predict` (and `save`, `export`).
 
+Examples
+--------
 >>> import debcr
 >>> model = debcr.model.init("2D_denoising")          # a built-in pretrained model
 >>> restored = debcr.model.predict(model, image)       # any size, in the input's units
@@ -231,7 +233,8 @@ def predict(
         ``"bfloat16"`` and ``"float16"`` are faster, within ~0.01 dB PSNR of it.
     backend
         What runs the network: ``"auto"`` (default; OpenVINO on a CPU when it is installed,
-        ``pip install 'debcr-torch[fast]'``, else PyTorch), ``"torch"`` or ``"openvino"``.
+        as the base install does wherever OpenVINO has packages, else PyTorch), ``"torch"``
+        or ``"openvino"``. `debcr.backends.describe_path` says which.
         Both run the inference-only form of the network (`debcr.nn.fast`).
     output
         If given, the result is written there (``.tif``, ``.npy``, ``.zarr``…) as

@@ -33,6 +33,7 @@ from debcr.nn import MRBCR, MRBCRRestorer
 from debcr.samples import sample_path
 
 __all__ = [
+    "ONNX_IR_VERSION",
     "ONNX_OPSET",
     "TOLERANCE",
     "ExportCheck",
@@ -47,8 +48,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: ONNX operator set of the exported graphs (ONNX Runtime ≥ 1.14, OpenVINO ≥ 2023.0).
+#: ONNX operator set of the exported graphs (ONNX Runtime ≥ 1.14, OpenVINO ≥ 2023.0); the files
+#: are stamped with the lowest IR version it allows (`ONNX_IR_VERSION`).
 ONNX_OPSET = 18
+#: IR version of the exported ONNX files: the lowest that opset `ONNX_OPSET` allows, so that the
+#: ONNX Runtime releases in Java consumers (deepImageJ, QuPath: 1.15 to 1.17) load them.
+ONNX_IR_VERSION = 8
 #: Largest |difference| to the PyTorch model (normalised units, float32) an export may show.
 TOLERANCE = 1e-4
 
@@ -145,6 +150,31 @@ def write_onnx(net: MRBCRRestorer, path: Path, opset: int = ONNX_OPSET) -> None:
             external_data=False,
             dynamo=True,
         )
+    _stamp_lowest_ir(path)
+
+
+def _stamp_lowest_ir(path: Path) -> None:
+    """Stamp the ONNX file at ``path`` with the lowest IR version its opsets allow.
+
+    The exporter writes the newest IR version its ``onnx`` knows (10 with onnx 1.16+), which
+    ONNX Runtime before 1.18 refuses, although nothing in the graph needs it. deepImageJ and
+    QuPath ship such older runtimes (1.15 to 1.17); the graph of opset `ONNX_OPSET` needs IR 8.
+    """
+    import onnx
+
+    proto = onnx.load(os.fspath(path))
+    proto.ir_version = onnx.helper.find_min_ir_version_for(
+        list(proto.opset_import), ignore_unknown=True
+    )
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(
+            f"the exported ONNX graph is not valid at IR version {proto.ir_version} "
+            f"({str(exc).splitlines()[0]}); nothing was written, please report this with the "
+            "output of debcr info"
+        ) from exc
+    onnx.save(proto, os.fspath(path))
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The m-rBCR network of DeBCR as a plain :class:`torch.nn.Module`.
+"""The m-rBCR network of DeBCR as a plain `torch.nn.Module`.
 
 The structure follows the network shipped with the original debcr 0.1.0
 (TensorFlow) exactly, so its published weights load one to one:
@@ -11,7 +11,7 @@ The structure follows the network shipped with the original debcr 0.1.0
   applied to "features + forward output".
 
 Resize targets are derived from the input, so any height and width divisible
-by 4 work (:func:`pad_to_multiple` handles the rest).
+by 4 work (`pad_to_multiple` handles the rest).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class MRBCR(nn.Module):
 
     ``forward`` takes a batch ``(N, 1, H, W)`` with H and W divisible by 4 and
     returns the restored images at full, ½ and ¼ resolution (all three are
-    supervised in training). :meth:`restore` returns only the full-resolution one.
+    supervised in training). `restore` returns only the full-resolution one.
     """
 
     def __init__(self) -> None:
@@ -186,7 +186,7 @@ class MRBCR(nn.Module):
 class MRBCRRestorer(MRBCR):
     """m-rBCR whose ``forward`` returns only the full-resolution restoration.
 
-    The same parameters (and state-dict keys) as :class:`MRBCR`; this is the form exported to
+    The same parameters (and state-dict keys) as `MRBCR`; this is the form exported to
     TorchScript, ONNX and BioImage Model Zoo packages, whose consumers expect one output.
     """
 

@@ -35,6 +35,8 @@ KNOWN_ARCHITECTURE_SHA256: frozenset[str] = frozenset(
     {
         # debcr 0.1.0
         "f8584fe2adac62c6b13a76289e7aaa26f63cc2bd6b020b4b49f9edc604405d23",
+        # docstrings with Markdown code spans instead of Sphinx roles
+        "ce4b356dcbaea0aead6558cd388410f99a364f0e31342ead721bfc9789789359",
     }
 )
 

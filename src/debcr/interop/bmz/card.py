@@ -1,8 +1,10 @@
 """What a package says about its model: name, authors, citations, tags, README and cover.
 
-The method's papers are cited by every package, the published weights by the packages of the
-built-in models (and of models fine-tuned from them), and the papers of the training mode
-(`debcr.modes.MODES`) by a model trained with it; the mode's tags join the card's.
+The method's papers and its original code are cited by every package, the published weights by
+the packages of the built-in models (and of models fine-tuned from them), and the papers of the
+training mode (`debcr.modes.MODES`) by a model trained with it; the mode's tags join the
+card's. A built-in model's package keeps the published authors: whoever exports it is listed as
+having packaged it (and as a maintainer with a GitHub user name), never in place of the authors.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from debcr.data.normalize import normalize
 from debcr.defaults import SIZE_MULTIPLE
 from debcr.errors import ExportError
 from debcr.interop.bmz.architecture import ARCHITECTURE_CALLABLE, ARCHITECTURE_FILE
-from debcr.interop.portable import ONNX_OPSET, TOLERANCE
+from debcr.interop.portable import ONNX_IR_VERSION, ONNX_OPSET, TOLERANCE
 from debcr.modes import MODES
 from debcr.nn import MRBCR
 from debcr.weights import PRETRAINED
@@ -45,7 +47,8 @@ ORIGINAL_AUTHORS: tuple[dict[str, str], ...] = tuple(
         "Artur Yakimovich",
     )
 )
-#: The method's papers, cited by every package.
+#: The method's papers and its original code (the architecture of every package is a port of
+#: it), cited by every package.
 METHOD_CITE: tuple[dict[str, str], ...] = (
     {
         "text": "Li R, Yushkevich A, Chu X, Kudryashev M, Yakimovich A. DeBCR: a "
@@ -58,6 +61,11 @@ METHOD_CITE: tuple[dict[str, str], ...] = (
         "deconvolution with a residual Beylkin-Coifman-Rokhlin neural network. "
         "arXiv:2407.03239 (2024).",
         "doi": "10.48550/arXiv.2407.03239",
+    },
+    {
+        "text": "DeBCR: the original TensorFlow implementation (MIT licence), from which the "
+        "m-rBCR architecture of this package was ported to PyTorch by debcr.",
+        "url": "https://github.com/leeroyhannover/DeBCR",
     },
 )
 #: The published weights (cited by the packages of the built-in models).
@@ -79,7 +87,12 @@ class ModelCard:
     name, description
         Shown in the Zoo and in deepImageJ/ilastik.
     authors
-        Dicts with ``name`` (and optionally ``affiliation``, ``email``…).
+        Dicts with ``name`` (and optionally ``affiliation``, ``email``…): for a built-in model
+        the published authors.
+    packaged_by
+        Who exported a built-in model (the ``authors`` asked for, less the published ones).
+    maintainers
+        Those of ``packaged_by`` with a ``github_user`` (the Zoo's maintainers need one).
     cite
         Dicts with ``text`` and ``doi`` or ``url``: the method's papers first.
     license
@@ -93,6 +106,8 @@ class ModelCard:
     name: str
     description: str
     authors: list[dict[str, str]]
+    packaged_by: list[dict[str, str]]
+    maintainers: list[dict[str, str]]
     cite: list[dict[str, str]]
     license: str
     tags: list[str]
@@ -134,7 +149,8 @@ def model_card(
     Returns
     -------
     ModelCard
-        Built-in models get their name, description, authors and licence by default.
+        Built-in models get their name, description and licence by default and always keep
+        their published authors; ``authors`` given for one are listed as ``packaged_by``.
 
     Raises
     ------
@@ -146,10 +162,19 @@ def model_card(
     builtin = meta.get("name") in PRETRAINED and str(meta.get("source", "")).startswith(
         _ORIGINAL_SOURCE
     )
+    packaged_by: list[dict[str, str]] = []
     if builtin:
         name = name or f"DeBCR {meta['name']} (m-rBCR)"
-        description = description or f"m-rBCR (DeBCR) model for {meta.get('description', '')}."
-        authors = authors or list(ORIGINAL_AUTHORS)
+        description = description or (
+            f"m-rBCR (DeBCR) model for {meta.get('description', '')}: the published weights, "
+            "converted to PyTorch by debcr without changing any value."
+        )
+        # The weights are the published authors' (CC BY): who exports them packages them.
+        published = {author["name"] for author in ORIGINAL_AUTHORS}
+        packaged_by = [
+            entry for entry in _author_list(authors, "author") if entry["name"] not in published
+        ]
+        authors = list(ORIGINAL_AUTHORS)
         license = license or "CC-BY-4.0"
     missing = [k for k, v in (("name", name), ("authors", authors)) if not v]
     if missing:
@@ -179,6 +204,8 @@ def model_card(
         name=str(name),
         description=str(description or f"m-rBCR image restoration model {name}."),
         authors=_author_list(authors, "author"),
+        packaged_by=packaged_by,
+        maintainers=[entry for entry in packaged_by if entry.get("github_user")],
         cite=method + mode_cite + citations,
         license=license or meta.get("init_license") or "CC-BY-4.0",
         tags=list(dict.fromkeys(base_tags + mode_tags + list(tags or ()))),
@@ -238,13 +265,15 @@ def readme(
         Markdown.
     """
     cites = "\n".join(f"- {c['text']} {c.get('doi') or c.get('url')}" for c in card.cite)
+    names = ", ".join(person["name"] for person in card.packaged_by)
+    packaged = f"; packaged by {names}" if names else ""
     return f"""# {card.name}
 
 {card.description}
 
 An m-rBCR network (DeBCR, 236,630 parameters) that restores single-channel 2-D fluorescence
 images. Exported by debcr {__version__} (the PyTorch implementation of DeBCR, distributed as
-`debcr-torch`).
+`debcr-torch`){packaged}.
 
 ## Input
 A batch of single-channel 2-D images, axes `(batch, channel, y, x)`, height and width
@@ -262,14 +291,16 @@ post-processing cannot express that curve, so this package leaves the output nor
 debcr's units, run the package with debcr (`debcr predict image.tif -o out.tif --model
 package.zip`) or call `debcr.data.calibration.calibrate_output(image, output)`.
 
-## Tiling
+## Tiling and the image border
 Each output pixel depends on the input within {halo} pixels (the halo declared on the output):
 when predicting in tiles, overlap them by at least that and crop {halo} pixels from each tile
-border.
+border. At the image border, mirror the image (reflect padding, declared on the input), as
+debcr does: `bioimageio.core`'s tiled prediction then equals debcr's, borders included.
 
 ## Weights
 `pytorch_state_dict` (architecture `{ARCHITECTURE_FILE}`, class `{ARCHITECTURE_CALLABLE}`, needs
-only torch), `torchscript` and `onnx` (opset {ONNX_OPSET}), converted from the first.
+only torch), `torchscript` and `onnx` (opset {ONNX_OPSET}, IR version {ONNX_IR_VERSION}: ONNX
+Runtime 1.14 and later load it), converted from the first.
 
 ## Licence and citation
 Weights licensed {card.license}. Please cite:

@@ -4,12 +4,16 @@ The description is built and checked against the Zoo's specification (``bioimage
 file read) before any file is written, so a wrong card fails in a second, not after the
 conversions. The files are then written to a scratch folder, the description gets their sha256
 and ``bioimageio.core``'s model test runs on every weight format; only a package that passes is
-written to its ``.zip``.
+written to its ``.zip``, and the warnings of that test are kept (`BMZExport.warnings`).
+
+The input declares reflect padding, as debcr pads at the image border, so that
+``bioimageio.core``'s tiled prediction equals debcr's over the whole image, borders included.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -61,6 +65,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _TEST_SIZE = 256
+#: The sample input and output (TIFF: the Zoo's sample tensors must be readable by imageio).
+SAMPLE_INPUT, SAMPLE_OUTPUT = "sample_input.tif", "sample_output.tif"
+#: Severity of bioimageio's notes (such as how closely a test output was matched): not warnings.
+_INFO = 20
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,9 @@ class BMZExport:
         Largest |Δ| of the TorchScript and ONNX weights to PyTorch on the bundled sample.
     bioimageio_core
         Version of ``bioimageio.core`` that validated the package.
+    warnings
+        The warnings of the Zoo's validation and model test (``"where: what"``): a package
+        that passes may still miss what the Zoo recommends.
     """
 
     path: Path
@@ -89,15 +100,18 @@ class BMZExport:
     checks: tuple[tuple[str, str], ...]
     max_abs_diff: dict[str, float] = field(default_factory=dict)
     bioimageio_core: str = ""
+    warnings: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in self.max_abs_diff.items())
         passed = sum(status == "passed" for _, status in self.checks)
-        return (
+        warned = f", {len(self.warnings)} warnings" if self.warnings else ", no warnings"
+        text = (
             f"BioImage Model Zoo package written to {self.path} ({self.size_bytes / 1e6:.1f} MB); "
             f"bioimageio.core {self.bioimageio_core} model test {self.status} "
-            f"({passed}/{len(self.checks)} checks passed); max |Δ| to PyTorch: {diffs}"
+            f"({passed}/{len(self.checks)} checks passed{warned}); max |Δ| to PyTorch: {diffs}"
         )
+        return "\n".join([text, *(f"warning: {warning}" for warning in self.warnings)])
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,23 @@ def _require_bioimageio() -> tuple[Any, Any]:
     return core, spec
 
 
+def project_repository() -> str | None:
+    """The URL of debcr's own repository, from its installed metadata (``[project.urls]``).
+
+    The package's architecture file is debcr's code, so its ``git_repo`` is debcr's; without a
+    repository in the metadata the package names none (the original TensorFlow code is cited).
+    """
+    try:
+        urls = importlib.metadata.metadata("debcr-torch").get_all("Project-URL") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in {"repository", "source", "source code"}:
+            return url.strip()
+    return None
+
+
 def package_description(
     card: ModelCard,
     tensors: TensorSettings,
@@ -184,19 +215,22 @@ def package_description(
     attachments = [file("debcr_model.json")]
     if metadata.get("config"):
         attachments.append(file("training_config.yaml"))
+    people = {"packaged_by": card.packaged_by, "maintainers": card.maintainers}
+    repository = project_repository()
     return {
         "type": "model",
         "format_version": "0.5.4",
         "name": card.name,
         "description": card.description,
         "authors": card.authors,
+        **{key: value for key, value in people.items() if value},
         "cite": card.cite,
         "license": card.license,
         "tags": card.tags,
         "documentation": "README.md",
         "covers": ["cover.png"],
         "attachments": attachments,
-        "git_repo": "https://github.com/leeroyhannover/DeBCR",
+        **({"git_repo": repository} if repository else {}),
         "inputs": [
             {
                 "id": "input",
@@ -208,7 +242,11 @@ def package_description(
                     {"type": "space", "id": "x", "size": space},
                 ],
                 "test_tensor": file("test_input.npy"),
+                "sample_tensor": file(SAMPLE_INPUT),
                 "data": {"type": "float32"},
+                # debcr mirrors the image at its border; the Zoo's default would repeat the
+                # border pixel too (symmetric) and change the outermost pixels' restoration.
+                "pad": {"mode": "reflect"},
                 "preprocessing": [
                     {
                         "id": "scale_range",
@@ -243,6 +281,7 @@ def package_description(
                     },
                 ],
                 "test_tensor": file("test_output.npy"),
+                "sample_tensor": file(SAMPLE_OUTPUT),
                 "data": {"type": "float32"},
             }
         ],
@@ -317,6 +356,8 @@ def _write_files(
     folder: Path, model: MRBCR, card: ModelCard, tensors: TensorSettings
 ) -> dict[str, float]:
     """Write every file of the package and its ``rdf.yaml``; the weights' |Δ| to PyTorch."""
+    import tifffile
+
     net = restorer(model)
     check = check_image(net)
     with torch.inference_mode():
@@ -336,6 +377,8 @@ def _write_files(
     raw, out = _test_tensors(net, tensors.pmin, tensors.pmax)
     np.save(folder / "test_input.npy", raw)
     np.save(folder / "test_output.npy", out)
+    tifffile.imwrite(folder / SAMPLE_INPUT, raw[0, 0])
+    tifffile.imwrite(folder / SAMPLE_OUTPUT, out[0, 0])
     (folder / "cover.png").write_bytes(cover_png(raw, out, tensors.pmin, tensors.pmax))
     (folder / "README.md").write_text(
         readme(card, tensors.pmin, tensors.pmax, tensors.halo, tensors.min_size, diffs),
@@ -400,6 +443,17 @@ def _validate(core: Any, spec: Any, rdf_path: Path) -> tuple[Any, Any]:
     return descr, summary
 
 
+def _warnings(summary: Any) -> tuple[str, ...]:
+    """The warnings (not the notes) of a validation summary, each once: ``"where: what"``."""
+    found = []
+    for detail in getattr(summary, "details", None) or ():
+        for warning in detail.warnings:
+            if warning.severity > _INFO:
+                where = ".".join(map(str, warning.loc)) or detail.name
+                found.append(f"{where}: {' '.join(str(warning.msg).split())}")
+    return tuple(dict.fromkeys(found))
+
+
 def _failures(summary: Any) -> str:
     lines = []
     for detail in getattr(summary, "details", None) or ():
@@ -434,7 +488,9 @@ def export_bmz(
         Shown in the Zoo and in deepImageJ/ilastik. Built-in models have defaults.
     authors
         Names (``"Ada Lovelace"``) or dicts with ``name`` and optionally ``affiliation``,
-        ``email``, ``orcid``, ``github_user``. Built-in models: the original authors.
+        ``email``, ``orcid``, ``github_user``. A built-in model keeps its published authors:
+        those given are listed as having packaged it (``packaged_by``; with a ``github_user``
+        also as ``maintainers``).
     cite
         Extra citations (dicts with ``text`` and ``doi`` or ``url``); the method's papers (and
         for built-in models the published weights, for self-supervised models the papers of
@@ -450,7 +506,7 @@ def export_bmz(
     Returns
     -------
     BMZExport
-        The path, size and the Zoo test's results.
+        The path, size, the Zoo test's results and its warnings.
 
     Raises
     ------
@@ -484,6 +540,8 @@ def export_bmz(
         spec.save_bioimageio_package(descr, output_path=target)
         size = target.stat().st_size
     checks = tuple((d.name, d.status) for d in summary.details)
-    result = BMZExport(path, size, summary.status, checks, diffs, core.__version__)
+    result = BMZExport(
+        path, size, summary.status, checks, diffs, core.__version__, _warnings(summary)
+    )
     logger.debug("%s", result)
     return result

@@ -266,11 +266,35 @@ def _check_architecture(package: _Package, weights: Mapping[str, Any]) -> None:
         )
 
 
+#: Processing steps debcr does as a package asks: ``ensure_dtype`` (debcr computes in float32)
+#: and, on the input, ``scale_range`` (the percentile normalisation of `debcr.model.predict`).
+_HONOURED = {"inputs": ("ensure_dtype", "scale_range"), "outputs": ("ensure_dtype",)}
+
+
+def _steps(path: Path, rdf: Mapping[str, Any], tensors: str, field: str) -> list[dict[str, Any]]:
+    """The ``field`` steps of the first of ``tensors``; refuse a step debcr cannot do."""
+    listed = _expect(path, rdf.get(tensors), list, tensors)
+    first = _expect(path, listed[0] if listed else None, dict, f"{tensors}[0]")
+    steps = [
+        step
+        for step in _expect(path, first.get(field), list, f"{tensors}[0].{field}")
+        if isinstance(step, dict)
+    ]
+    for step in steps:
+        if step.get("id") not in _HONOURED[tensors]:
+            raise ModelFileError(
+                f"{path}: its {field} step {step.get('id')!r} is not one debcr applies (only "
+                f"{' and '.join(_HONOURED[tensors])}), so debcr would not restore as the "
+                "package intends; run this package with bioimageio.core, or export the model "
+                "from debcr, which normalises by percentiles (scale_range)"
+            )
+    return steps
+
+
 def _normalization(path: Path, rdf: Mapping[str, Any]) -> dict[str, Any]:
-    inputs = _expect(path, rdf.get("inputs"), list, "inputs")
-    first = _expect(path, inputs[0] if inputs else None, dict, "inputs[0]")
-    for step in _expect(path, first.get("preprocessing"), list, "inputs[0].preprocessing"):
-        if isinstance(step, dict) and step.get("id") == "scale_range":
+    _steps(path, rdf, "outputs", "postprocessing")
+    for step in _steps(path, rdf, "inputs", "preprocessing"):
+        if step.get("id") == "scale_range":
             kwargs = _expect(path, step.get("kwargs"), dict, "the scale_range kwargs")
             try:
                 pmin = float(kwargs.get("min_percentile", 0.0))
@@ -369,13 +393,16 @@ def load_bmz(path: str | os.PathLike) -> MRBCR:
     -------
     MRBCR
         In eval mode on the CPU; ``metadata`` holds the package's normalisation settings
-        (its ``scale_range`` percentiles), halo and provenance.
+        (its ``scale_range`` percentiles, which `debcr.model.predict` then uses; 0.1 and 99.9
+        without one), halo and provenance.
 
     Raises
     ------
     ModelFileError
         Not a package, a file missing or not matching its sha256, no ``pytorch_state_dict``
-        weights, or an architecture other than m-rBCR (named in the message).
+        weights, an architecture other than m-rBCR (named in the message), or a processing
+        step debcr does not apply (such as ``zero_mean_unit_variance``: debcr normalises by
+        percentiles, as a package's ``scale_range`` asks).
     """
     path = Path(path)
     with _open_package(path) as package:
