@@ -241,3 +241,27 @@ def test_nonfinite_and_constant_inputs(field):
     result = evaluate(field["pred"][:64, :64], np.full((64, 64), 5.0), normalization="minmax")
     assert math.isnan(result["rows"][0]["frc_resolution"])
     assert math.isnan(result["rows"][0]["nrmse"])
+
+
+def test_frc_legend_describes_the_mean_curve_it_labels(field) -> None:
+    # Before: the legend quoted the per-image mean resolution of the images whose curves cross,
+    # beside a drawn mean curve that never crosses (tutorial 3).
+    from debcr.evaluate import _frc_figure
+
+    gt = field["gt"][:256, :256].astype(np.float64)
+    rng = np.random.default_rng(0)
+    near = gt + rng.normal(0, 0.5, gt.shape)  # the GT itself, barely disturbed: never crosses
+    blurred = gaussian_filter(gt, 4)  # loses the fine rings: crosses
+    curves = {
+        "prediction": [frc(blurred, gt)],
+        "input": [frc(near, gt)],
+    }
+    assert curves["prediction"][0].resolution is not None
+    assert curves["input"][0].resolution is None
+    report = {"pixel_size": None, "frc_threshold": "1/7"}
+    labels = _frc_figure(curves, report).axes[0].get_legend_handles_labels()[1]
+    expected = f"below the threshold at {curves['prediction'][0].resolution:.3g} pixels"
+    assert labels[:2] == [
+        f"prediction vs GT, mean curve: {expected}",
+        "input vs GT, mean curve: never below the threshold",
+    ], labels

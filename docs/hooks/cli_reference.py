@@ -3,7 +3,7 @@
 The page ``reference/cli.md`` holds the hand-written introduction and the marker
 ``<!-- cli-reference -->``; at build time the marker is replaced by the output of
 ``debcr --help`` and one section per subcommand with its ``--help`` text, all taken from
-:func:`debcr.cli.build_parser`. Nothing is copied by hand, so the page cannot drift from
+`debcr.cli.build_parser`. Nothing is copied by hand, so the page cannot drift from
 the code. Help is formatted at a fixed width, so the page does not depend on the terminal
 the documentation is built in.
 """

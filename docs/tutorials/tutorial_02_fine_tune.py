@@ -19,77 +19,51 @@ compare the fine-tuned model with the original one on an image it has not seen.
 # %%
 # ## The data
 #
-# When the documentation is built next to the project's test data, this page uses real
-# confocal images from the FMD dataset (Zhang et al., CVPR 2019, category Confocal_BPAE_B:
-# nuclei of BPAE cells): for each field of view there are single noisy frames and, as ground
-# truth, the average of 50 frames. Otherwise it makes the same kind of data from debcr's
-# bundled sample: the clean nuclei image with simulated camera noise (Poisson noise of
-# 4.1 grey levels per photon plus an offset of 3.7, as measured on FMD), each quarter of the
-# image standing for one field of view. The code after this cell is the same for both.
-
-from pathlib import Path
+# Your pairs come from your microscope. Here they are made from debcr's bundled sample (see
+# tutorial 1), so that this page runs anywhere: its clean nuclei image is the expected signal,
+# and noisy frames are drawn from it with the camera noise measured on the FMD confocal
+# dataset (Poisson noise of 4.1 grey levels per photon plus an offset of 3.7), at a quarter of
+# the sample's exposure. That is a dimmer, noisier acquisition than the data the built-in
+# model was trained on, the situation in which fine-tuning pays. Each quarter of the image
+# stands for one field of view: two for training, one for validation and one held out for the
+# final comparison.
+#
+# A `debcr.data.Pair` holds the noisy frames of one field of view and its ground truth, as
+# arrays or file paths. With your own files, `debcr.data.pairs_from_folders("raw", "gt")`
+# makes one pair per field from a folder of noisy images and a folder of ground truths (one
+# subfolder per field, or files of the same name).
 
 import numpy as np
 
 import debcr
 import debcr.samples
 
-
-def find_shared(relative):
-    """``shared/<relative>`` next to the debcr repository, or None (for building these docs)."""
-    for start in (Path.cwd(), Path(debcr.__file__)):
-        for folder in start.resolve().parents:
-            if (folder / "shared" / relative).is_dir():
-                return folder / "shared" / relative
-    return None
-
-
-def centre(image, size=256):
-    """The central size × size pixels (small images keep this tutorial fast)."""
-    y, x = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
-    return np.asarray(image[y : y + size, x : x + size])
+_, clean = debcr.samples.nuclei()
+rng = np.random.default_rng(0)
+quarters = {
+    "A": clean[:256, :256],
+    "B": clean[:256, 256:],
+    "C": clean[256:, :256],
+    "D": clean[256:, 256:],
+}
 
 
-fmd = find_shared("data/fmd_confocal_bpae_b")
-if fmd is not None:
-    print("Using the FMD confocal images in", fmd.name)
-    # One Pair per field of view: its noisy frames (files) and the shared 50-frame average.
-    fields = {pair.group: pair for pair in debcr.data.pairs_from_folders(fmd / "raw", fmd / "gt")}
-    print(
-        f"{len(fields)} fields of view, e.g. field 1: {len(fields['1'].low)} noisy frames, "
-        f"ground truth {fields['1'].gt.name}"
-    )
+def noisy_frame(signal, exposure=0.25, gain=4.1, offset=3.7):
+    """One camera frame: Poisson photon noise on the expected signal, in grey levels."""
+    photons = rng.poisson(exposure * (signal - offset) / gain)
+    return (gain / exposure * photons + offset).astype(np.float32)
 
-    def field(name, n_frames):
-        """Field ``name``: its first n_frames noisy frames and its ground truth, cropped."""
-        pair = fields[name]
-        low = [centre(debcr.data.load(path)) for path in pair.low[:n_frames]]
-        return debcr.data.Pair(low=low, gt=centre(debcr.data.load(pair.gt)), group=name)
 
-    train_fields, val_fields, test_field = ["1", "2", "3"], ["20"], "19"  # 19: FMD's test field
-else:
-    print("FMD images not found; simulating noisy images from the bundled clean sample")
-    _, clean = debcr.samples.nuclei()
-    rng = np.random.default_rng(0)
-    quarters = {
-        "A": clean[:256, :256],
-        "B": clean[:256, 256:],
-        "C": clean[256:, :256],
-        "D": clean[256:, 256:],
-    }
+def field(name, n_frames):
+    """Field ``name``: n_frames noisy frames and their ground truth, the clean quarter."""
+    gt = quarters[name]
+    return debcr.data.Pair(low=[noisy_frame(gt) for _ in range(n_frames)], gt=gt, group=name)
 
-    def noisy_frame(signal, gain=4.1, offset=3.7):
-        """One camera frame: Poisson photon noise on the expected signal, in grey levels."""
-        return (gain * rng.poisson((signal - offset) / gain) + offset).astype(np.float32)
 
-    def field(name, n_frames):
-        gt = quarters[name]
-        return debcr.data.Pair(low=[noisy_frame(gt) for _ in range(n_frames)], gt=gt, group=name)
+train_fields, val_fields, test_field = ["A", "B"], ["C"], "D"
 
-    train_fields, val_fields, test_field = ["A", "B"], ["C"], "D"
-
-# Two noisy frames per training field, one per validation field.
-pairs = [field(name, 2) for name in train_fields] + [field(name, 1) for name in val_fields]
+# Four noisy frames per training field (more noise to learn from), one per validation field.
+pairs = [field(name, 4) for name in train_fields] + [field(name, 1) for name in val_fields]
 test = field(test_field, 1)  # held out: used neither for training nor for validation
 test_low, test_gt = test.low[0], test.gt
 
@@ -136,10 +110,14 @@ plt.show()
 # metrics and their plot. Here it is a temporary folder.
 #
 # For this demonstration: few steps, frequent validation, small batches and patches, on the
-# CPU. Fine-tuning usually uses a smaller learning rate than training from scratch,
-# so that the pretrained weights are adjusted rather than overwritten.
+# CPU. Fine-tuning uses a smaller learning rate than training from scratch, so that the
+# pretrained weights are adjusted rather than overwritten: for a real fine-tune of thousands
+# of steps, a tenth of the recipe's rate (1e-4, what the napari plugin sets when you start
+# from a built-in model). These 40 steps use half the recipe's rate (5e-4), so that the model
+# gets somewhere within them.
 
 import tempfile
+from pathlib import Path
 
 workdir = tempfile.TemporaryDirectory()
 run_dir = Path(workdir.name) / "run"
@@ -151,11 +129,11 @@ print(
 )
 config.update(
     weights_path=str(run_dir),
-    num_steps=30,
+    num_steps=40,
     val_freq=10,
     batch_size=4,
     patch_size=64,
-    learning_rate=1e-4,
+    learning_rate=5e-4,
     accelerator="cpu",
     progress=False,
     seed=0,
@@ -239,6 +217,11 @@ plt.figure(fig)
 plt.show()
 
 # %%
+# When this page was built, the noisy frame scored 13.56 dB, the built-in model 25.96 dB and
+# the fine-tuned model 26.34 dB: 40 steps on two small images were enough to adapt the model
+# to the dimmer acquisition, by 0.4 dB. A real fine-tune, with more images and steps, gains
+# more.
+#
 # ## Use the fine-tuned model later
 #
 # A run folder can be used wherever a model is expected: `debcr.model.init(run_dir)` loads

@@ -158,19 +158,26 @@ def show_png(path, width=11):
 
 
 show_png(report["files"]["frc_png"])
-frc = summary["affine"]
-print(
-    f"FRC resolution: input {frc['input']['frc_resolution']['mean']:.2f} px "
-    f"(over {frc['input']['frc_resolution']['n']} of {report['n_images']} images), "
-    f"restored {frc['prediction']['frc_resolution']['mean']:.2f} px "
-    f"(over {frc['prediction']['frc_resolution']['n']} images)"
-)
 
 # %%
-# Where a curve never falls below the threshold, the resolution is finer than the pixel grid
-# can show; such images are left out of the mean, and the count says over how many images it
-# was taken.
-#
+# The figure draws, for each source, the mean of the 16 curves, and its legend says where that
+# drawn curve falls below the threshold. The report's `frc_resolution` is another number: the
+# mean of the per-image resolutions, taken over the images whose own curve crosses the
+# threshold. Where a curve never falls below it, the resolution is finer than the pixel grid
+# can show and that image is left out of the mean, so always read that mean with its count:
+
+frc = summary["affine"]
+for source in ("input", "prediction"):
+    stats = frc[source]["frc_resolution"]
+    if stats["n"]:
+        print(
+            f"{source:10}: mean per-image FRC resolution {stats['mean']:.2f} px, over the "
+            f"{stats['n']} of {report['n_images']} images whose curve crosses"
+        )
+    else:
+        print(f"{source:10}: no image's curve crosses the threshold")
+
+# %%
 # ## The comparison figure
 #
 # `comparison.png` shows input, prediction and ground truth of one image, whole and zoomed into

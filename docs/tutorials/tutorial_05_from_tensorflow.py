@@ -16,35 +16,19 @@ example `weights/ckpt-best.index` and `weights/ckpt-best.data-00000-of-00001` (p
 # %%
 # ## Find a checkpoint
 #
-# When this documentation is built next to the project's reference files, it uses the
-# published `2D_denoising` checkpoint of DeBCR v0.1 (github.com/leeroyhannover/DeBCR, CC BY
-# 4.0). Elsewhere there is no checkpoint to convert, and the conversion steps below are skipped;
-# the code is what you would run with your own `prefix`.
+# This tutorial converts the published `2D_denoising` checkpoint of DeBCR v0.1
+# (github.com/leeroyhannover/DeBCR, folder `weights/2D_denoising`, CC BY 4.0). debcr's
+# repository keeps an unchanged copy of it beside this tutorial, in
+# `docs/tutorials/data/DeBCR-v0.1/2D_denoising/`, so the page builds without a download.
+# For your own model, set `prefix` to your checkpoint's prefix instead.
 
 from pathlib import Path
 
 import debcr
 
-
-def find_shared(relative):
-    """``shared/<relative>`` next to the debcr repository, or None (for building these docs)."""
-    for start in (Path.cwd(), Path(debcr.__file__)):
-        for folder in start.resolve().parents:
-            if (folder / "shared" / relative).is_dir():
-                return folder / "shared" / relative
-    return None
-
-
-weights = find_shared("debcr_reference/weights/2D_denoising")
-prefix = weights / "ckpt-best" if weights is not None else None  # your own: "…/ckpt-best"
-
-if prefix is not None:
-    print("checkpoint files:", ", ".join(sorted(p.name for p in weights.iterdir())))
-else:
-    print(
-        "No TensorFlow checkpoint found next to this documentation; the conversion is "
-        "skipped and only explained."
-    )
+weights = Path("data/DeBCR-v0.1/2D_denoising")  # relative to this tutorial's folder
+prefix = weights / "ckpt-best"  # your own: "…/weights/ckpt-best"
+print("checkpoint files:", ", ".join(sorted(p.name for p in weights.iterdir())))
 
 # %%
 # ## Convert it into a debcr model file
@@ -61,9 +45,8 @@ import debcr.interop
 workdir = tempfile.TemporaryDirectory()
 model_file = Path(workdir.name) / "my_2D_denoising.safetensors"
 
-if prefix is not None:
-    debcr.interop.convert_tf_checkpoint(prefix, model_file, task="2D_denoising")
-    print(f"wrote {model_file.name} ({model_file.stat().st_size / 1e6:.2f} MB)")
+debcr.interop.convert_tf_checkpoint(prefix, model_file, task="2D_denoising")
+print(f"wrote {model_file.name} ({model_file.stat().st_size / 1e6:.2f} MB)")
 
 # %%
 # ## Use it like any other model
@@ -72,11 +55,9 @@ if prefix is not None:
 # checkpoint on the fly, without writing a file). The model's metadata keeps the provenance,
 # and the halo, the margin needed around each tile, is measured once at conversion.
 
-if prefix is not None:
-    converted = debcr.model.init(model_file)
-    for key in ("task", "converted_from", "halo"):
-        print(f"{key:15} {converted.metadata[key]}")
-    print(f"{'source':15} …/{Path(converted.metadata['source']).relative_to(weights.parent)}")
+converted = debcr.model.init(model_file)
+for key in ("task", "source", "converted_from", "halo"):
+    print(f"{key:15} {converted.metadata[key]}")
 
 # %%
 # ## Check that nothing changed
@@ -88,29 +69,28 @@ import numpy as np
 
 import debcr.samples
 
-if prefix is not None:
-    builtin = debcr.model.init("2D_denoising")
-    ours, theirs = builtin.state_dict(), converted.state_dict()
-    identical = sum(bool((ours[name] == theirs[name]).all()) for name in ours)
-    n_values = sum(tensor.numel() for tensor in ours.values())
-    print(f"{identical} of {len(ours)} weight tensors identical ({n_values:,} values)")
+builtin = debcr.model.init("2D_denoising")
+ours, theirs = builtin.state_dict(), converted.state_dict()
+identical = sum(bool((ours[name] == theirs[name]).all()) for name in ours)
+n_values = sum(tensor.numel() for tensor in ours.values())
+print(f"{identical} of {len(ours)} weight tensors identical ({n_values:,} values)")
 
-    noisy, _ = debcr.samples.nuclei()
-    crop = noisy[192:320, 192:320]  # 128 × 128 pixels, the patch size of the original
-    a = debcr.model.predict(builtin, crop, progress=False)
-    b = debcr.model.predict(converted, crop, progress=False)
-    print(f"largest difference between the two restorations: {np.abs(a - b).max()}")
+noisy, _ = debcr.samples.nuclei()
+crop = noisy[192:320, 192:320]  # 128 × 128 pixels, the patch size of the original
+a = debcr.model.predict(builtin, crop, progress=False)
+b = debcr.model.predict(converted, crop, progress=False)
+print(f"largest difference between the two restorations: {np.abs(a - b).max()}")
 
-    import matplotlib.pyplot as plt
+import matplotlib.pyplot as plt
 
-    fig = debcr.data.show(
-        {"noisy": crop, "built-in model": a, "converted checkpoint": b},
-        slices=0,
-        show_ids=False,
-        figsize=(3, 3),
-    )
-    plt.figure(fig)  # display it (see tutorial 1)
-    plt.show()
+fig = debcr.data.show(
+    {"noisy": crop, "built-in model": a, "converted checkpoint": b},
+    slices=0,
+    show_ids=False,
+    figsize=(3, 3),
+)
+plt.figure(fig)  # display it (see tutorial 1)
+plt.show()
 
 workdir.cleanup()
 

@@ -41,6 +41,7 @@ from debcr.errors import DataError
 from debcr.files import atomic_output, check_targets
 from debcr.metrics import (
     NORMALIZATIONS,
+    _crossing,
     entropy,
     frc,
     normalize_pair,
@@ -410,14 +411,19 @@ def _frc_figure(curves: dict[str, list[Any]], report: dict[str, Any]) -> Figure:
     means = {src: _mean_curve(results) for src, results in curves.items()}
     ax = axes[0]
     colours = {"prediction": "tab:red", "input": "tab:blue"}
+    length = "pixels" if report["pixel_size"] is None else "units"
     for src, curve in means.items():
         if curve is None:
             continue
-        res = report["summary"][report["normalizations"][0]][src]["frc_resolution"]
-        label = f"{src} vs GT"
-        if res["n"]:
-            label += f" (resolution {res['mean']:.3g})"
-        ax.plot(freqs, curve, color=colours[src], label=label)
+        # The legend describes the curve it labels: where this mean curve falls below the drawn
+        # threshold (summary.md's per-image mean averages only the images whose curves cross).
+        crossing = _crossing(freqs, curve, threshold)
+        where = (
+            "never below the threshold"
+            if crossing is None
+            else f"below the threshold at {1 / crossing:.3g} {length}"
+        )
+        ax.plot(freqs, curve, color=colours[src], label=f"{src} vs GT, mean curve: {where}")
     ax.plot(freqs, threshold, "k--", lw=1, label=f"threshold {report['frc_threshold']}")
     ax.set_xlabel(f"spatial frequency ({unit})")
     ax.set_ylabel("FRC")

@@ -5,11 +5,13 @@ The original DeBCR (0.1.0) kept its training settings in a flat YAML file of sev
 ``save_freq``, ``val_freq``) and handed them around as a plain dict. `TrainConfig`
 keeps that shape and that file format, adds the settings the PyTorch trainer needs, and
 checks every value, so a typo or an impossible value is reported when the file is read, not
-hours into a run. Notebooks written for the original keep working::
+hours into a run. Notebooks written for the original keep working:
 
-    config = debcr.config.load()          # the defaults (the paper's recipe)
-    config["batch_size"] = 16             # validated on assignment
-    debcr.config.save(config, "my.yaml")  # the original can read this file too
+```python
+config = debcr.config.load()          # the defaults (the paper's recipe)
+config["batch_size"] = 16             # validated on assignment
+debcr.config.save(config, "my.yaml")  # the original can read this file too
+```
 
 Files of the original load unchanged, and files written here put the original's seven keys
 first, with the original's spelling (``NUM_STEPS``), so the original can read them (it
