@@ -100,3 +100,17 @@ def test_exporting_your_own_model_without_authors_is_refused(widget, qtbot, tmp_
     assert "needs authors" in last and "\n" not in last and "Traceback" not in last
     assert not path.exists()
     assert pt.export_button.isEnabled()
+
+
+def test_export_dialog_is_wide_enough_for_its_fields(widget, qtbot) -> None:
+    dialog = _open_dialog(widget.predict_tab)  # 2D_denoising: long names and authors
+    qtbot.waitExposed(dialog)
+    assert dialog.width() >= dialog.sizeHint().width()
+    from qtpy.QtWidgets import QLineEdit
+
+    fields = dialog.findChildren(QLineEdit)
+    assert len(fields) == 5  # package, name, description, authors, licence
+    for field in fields:
+        text = field.text() or field.placeholderText()
+        assert field.width() >= field.fontMetrics().horizontalAdvance(text) + 12, text
+    dialog.reject()

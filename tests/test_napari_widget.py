@@ -295,7 +295,10 @@ def test_noise2void_from_one_noisy_image_layer(widget, qtbot, tmp_path) -> None:
     assert log[-1].startswith("Training is finished; the best model is in")
     meta = json.loads(read_header(tmp_path / "run" / "best.safetensors")["metadata"])
     assert meta["mode"] == "noise2void"
-    assert viewer.layers["noisy.preview"].data.shape == (128, 128)
+    preview = viewer.layers["noisy.preview"]
+    assert preview.data.shape == (128, 128)
+    # beside the 512² layer (with a gap), not over its top-left corner
+    np.testing.assert_allclose(preview.translate, [0, 512 * 1.05])
     assert len(tr.plot.val) == 2
 
 
@@ -320,3 +323,178 @@ def test_noise2noise_from_a_stack_layer_of_repeats(widget, qtbot, tmp_path) -> N
     assert log[-1].startswith("Training is finished")
     assert (tmp_path / "run" / "best.safetensors").is_file()
     assert viewer.layers["repeats.preview"].data.shape == (128, 128)
+
+
+def test_input_pickers_follow_the_selected_layer_until_one_is_chosen(widget) -> None:
+    viewer = widget.viewer
+    pt, tt = widget.predict_tab, widget.transform_tab
+    viewer.add_image(fmd_frame()[:32, :32], name="bottom")
+    viewer.add_image(fmd_frame()[:32, :32], name="top")
+    assert pt.input.currentText() == tt.input.currentText() == "top"  # just added: active
+    viewer.layers.selection.active = viewer.layers["bottom"]
+    assert pt.input.currentText() == tt.input.currentText() == "bottom"
+    assert pt.output.text() == "bottom.pred"
+    viewer.layers.selection.clear()
+    viewer.layers["top"].visible = False
+    assert pt.input.currentText() == "bottom"  # no active layer: the top-most visible one
+    viewer.layers["top"].visible = True
+    assert pt.input.currentText() == "top"
+    # A layer chosen in the picker stays chosen whatever is selected in the layer list…
+    pt.input.setCurrentText("bottom")
+    viewer.layers.selection.active = viewer.layers["top"]
+    assert pt.input.currentText() == "bottom" and pt.input.chosen
+    assert tt.input.currentText() == "top"
+    viewer.layers["bottom"].name = "renamed"
+    assert pt.input.currentText() == "renamed"
+    # …until it is removed; the optional training pickers never follow.
+    del viewer.layers["renamed"]
+    assert pt.input.currentText() == "top" and not pt.input.chosen
+    assert widget.train_tab.train_low.currentText() == "—"
+
+
+@pytest.mark.slow
+def test_open_sample_restores_the_selected_noisy_layer(widget, qtbot, denoiser) -> None:
+    from debcr.model import predict
+
+    viewer = widget.viewer
+    viewer.open_sample("debcr-torch", "nuclei")  # what File › Open Sample › Noisy nuclei does
+    assert [layer.name for layer in viewer.layers] == ["nuclei (clean)", "nuclei (noisy)"]
+    assert viewer.layers.selection.active.name == "nuclei (noisy)"
+    pt, tt = widget.predict_tab, widget.transform_tab
+    assert pt.input.currentText() == tt.input.currentText() == "nuclei (noisy)"
+    assert pt.output.text() == "nuclei (noisy).pred"
+    # A quarter of the sample keeps the test short; the layers stay the sample's.
+    for layer in viewer.layers:
+        layer.data = layer.data[:256, :256]
+    _click_and_wait(qtbot, pt, pt.run_button)
+    out = viewer.layers["nuclei (noisy).pred"].data
+    noisy = viewer.layers["nuclei (noisy)"].data
+    # The result is selected now; the input stays the layer that was restored.
+    assert viewer.layers.selection.active.name == "nuclei (noisy).pred"
+    assert pt.input.currentText() == "nuclei (noisy)"
+    np.testing.assert_allclose(out, predict(denoiser, noisy, progress=False), rtol=1e-5, atol=1e-3)
+
+
+def test_use_model_offers_the_devices_present_and_shows_the_path(widget, qtbot) -> None:
+    import torch
+
+    from debcr.defaults import BACKENDS, PRECISIONS
+
+    pt = widget.predict_tab
+    assert widget.tabs.currentWidget() is pt  # the widget opens on Use model
+    qtbot.waitUntil(lambda: "detecting" not in pt.path_label.text(), timeout=60_000)
+    devices = [pt.device.itemText(i) for i in range(pt.device.count())]
+    assert devices[:2] == ["auto", "cpu"]
+    assert ("cuda" in devices) == torch.cuda.is_available()
+    assert ("mps" in devices) == torch.backends.mps.is_available()
+    assert [pt.precision.itemText(i) for i in range(pt.precision.count())] == list(PRECISIONS)
+    assert [pt.backend.itemText(i) for i in range(pt.backend.count())] == list(BACKENDS)
+    pt.backend.setCurrentText("torch")
+    pt.precision.setCurrentText("float32")
+    pt.device.setCurrentText("cpu")
+    qtbot.waitUntil(lambda: pt.path_label.text().startswith("Runs on: PyTorch · float32 · CPU"))
+    pt.backend.setCurrentText("openvino")
+    qtbot.waitUntil(lambda: pt.path_label.text().startswith("Runs on: OpenVINO · float32 · CPU"))
+    # The hint (a faster path not installed here) goes on a second line.
+    pt._show_path(pt._path_request, "PyTorch · float32 · CPU (x)", "OpenVINO is not installed.")
+    assert pt.path_label.text().splitlines() == [
+        "Runs on: PyTorch · float32 · CPU (x)",
+        "OpenVINO is not installed.",
+    ]
+
+
+@pytest.mark.slow
+def test_use_model_applies_precision_backend_and_units(widget, qtbot, denoiser) -> None:
+    from debcr.model import predict
+
+    viewer = widget.viewer
+    image = fmd_frame(19, 0)[:96, :96]
+    viewer.add_image(image, name="small")
+    pt = widget.predict_tab
+    pt.backend.setCurrentText("torch")
+    pt.precision.setCurrentText("float32")
+    pt.units.setCurrentText("percentile")
+    _click_and_wait(qtbot, pt, pt.run_button)
+    out = viewer.layers["small.pred"].data
+    chosen = predict(
+        denoiser, image, backend="torch", precision="float32", units="percentile", progress=False
+    )
+    np.testing.assert_allclose(out, chosen, rtol=1e-5, atol=1e-3)
+    default_units = predict(
+        denoiser, image, backend="torch", precision="float32", units="auto", progress=False
+    )
+    assert np.abs(out - default_units).max() > 1.0
+
+
+def test_fine_tuning_a_built_in_model_offers_a_smaller_learning_rate(widget) -> None:
+    from debcr.napari.tabs.train import FINE_TUNE_LR
+
+    tr = widget.train_tab
+    assert tr.lr.value() == pytest.approx(1e-3)
+    tr.init.setCurrentText("2D_denoising")
+    assert tr.lr.value() == pytest.approx(FINE_TUNE_LR) == pytest.approx(1e-4)
+    assert tr.config().learning_rate == pytest.approx(1e-4)
+    tr.init.setCurrentText("new model")
+    assert tr.lr.value() == pytest.approx(1e-3)
+    tr.lr.setValue(0.0005)  # typed by the user: kept
+    tr.init.setCurrentText("bright_SR")
+    assert tr.lr.value() == pytest.approx(0.0005)
+    tr.reset_config()  # Reset defaults: the rule applies again
+    assert tr.lr.value() == pytest.approx(1e-4)
+
+
+def test_new_runs_go_to_the_home_folder_not_the_working_directory(
+    widget, tmp_path, monkeypatch
+) -> None:
+    from pathlib import Path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir("/")  # as when napari is started from a desktop launcher
+    tr = widget.train_tab
+    tr.reset_config()
+    run = Path(tr.save_path.text())
+    assert run.parent == tmp_path / "debcr_runs"
+    assert tr.config().weights_path == str(run)
+
+
+@pytest.mark.slow
+def test_a_zarr_backed_layer_is_restored_block_by_block(widget, qtbot, tmp_path, denoiser) -> None:
+    import dask.array as da
+    import zarr
+    from dask.callbacks import Callback
+
+    from debcr.model import predict
+
+    image = fmd_frame(19, 0)[:128, :384]
+    store = zarr.open_array(
+        tmp_path / "image.zarr", mode="w", shape=image.shape, chunks=(64, 64), dtype=image.dtype
+    )
+    store[:] = image
+    viewer = widget.viewer
+    viewer.add_image(da.from_zarr(store), name="lazy")
+    restored: list[int] = []  # sizes of the float32 arrays dask computed
+
+    class Restored(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id) -> None:
+            if getattr(result, "dtype", None) == np.float32:
+                restored.append(int(result.size))
+
+    pt = widget.predict_tab
+    pt.uncertainty.setChecked(True)
+    pt.run_button.click()
+    assert widget.log.lines()[-1].startswith("'lazy' is read lazily (dask/Zarr)")
+    assert pt.worker is None
+    pt.uncertainty.setChecked(False)
+    pt.tile.setValue(128)
+    pt.units.setCurrentText("percentile")
+    with Restored():
+        _click_and_wait(qtbot, pt, pt.run_button)
+    assert isinstance(viewer.layers["lazy"].data, da.Array)
+    # Restored by dask a block (with its halo) at a time, never as one whole-image array (a
+    # layer read with np.asarray is restored without dask: no float32 task at all). The
+    # normalisation statistics still read up to 16 Mpx (`debcr.inference.lazy`).
+    assert restored and max(restored) < image.size
+    assert pt.progress.value() == pt.progress.maximum() == 3  # 3 blocks of 128²
+    out = viewer.layers["lazy.pred"].data
+    expected = predict(denoiser, image, tile_size=128, units="percentile", progress=False)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=0.05)

@@ -15,8 +15,8 @@ after each step into ``docs/images/``:
    and the clean image, Crop both into 64 px patches; a noisy/clean patch pair side by
    side -> ``napari_transform.png``.
 3. "Train model": a new model trained for a few steps on those patches, on the CPU, in a
-   temporary folder; the live loss/PSNR plot, and the input patch, the model's validation
-   preview and the target side by side -> ``napari_train.png``.
+   temporary folder; the live loss/PSNR plot, and the input patch with the model's
+   validation preview beside it (where the widget places it) -> ``napari_train.png``.
 
 It takes a few minutes on two CPU cores (mostly the training and the prediction). Every
 file is written to a temporary name beside it and then renamed, so an interrupted run never
@@ -90,13 +90,14 @@ def grid(viewer: Any) -> Any:
     return canvas.grid if hasattr(canvas, "grid") else viewer.grid
 
 
-def show(viewer: Any, names: list[str]) -> None:
-    """Show only layers ``names``, left to right in grid mode, zoomed to fit them."""
+def show(viewer: Any, names: list[str], side_by_side: bool = True) -> None:
+    """Show only layers ``names`` zoomed to fit them: left to right in grid mode, or (not
+    ``side_by_side``) where they are placed (the training preview sits beside its layer)."""
     for layer in viewer.layers:
         layer.visible = layer.name in names
     for name in names:  # the grid fills its boxes from the bottom-most visible layer up
         viewer.layers.move(viewer.layers.index(name), len(viewer.layers))
-    grid(viewer).enabled = len(names) > 1
+    grid(viewer).enabled = side_by_side and len(names) > 1
     grid(viewer).shape = (1, len(names))
     try:  # fit these layers only, not the (hidden) full-size images
         viewer.reset_view(layers=[viewer.layers[name] for name in names])
@@ -142,8 +143,11 @@ def use_model(widget: Any) -> None:
     """Use model: restore the noisy sample with 2D_denoising (the README's picture)."""
     viewer, tab = widget.viewer, widget.predict_tab
     widget.tabs.setCurrentWidget(tab)
-    tab.input.setCurrentText(NOISY)
+    # Not chosen by hand: the picker must have taken the layer selected after Open Sample.
+    if tab.input.currentText() != NOISY:
+        raise StepFailed(f"Use model preselected '{tab.input.currentText()}', not '{NOISY}'")
     tab.model.setCurrentText("2D_denoising")
+    wait_until(lambda: "detecting" not in tab.path_label.text(), "path", 120, widget)
     run_job(widget, tab, tab.run_button, f"{NOISY}.pred", "Run", 300)
     viewer.layers[CLEAN].visible = False
     grid(viewer).enabled = True
@@ -192,12 +196,13 @@ def train(widget: Any, run_dir: Path) -> None:
     tab.steps.setValue(TRAIN_STEPS)
     tab.val_freq.setValue(VAL_FREQ)
     tab.save_path.setText(str(run_dir))
-    run_job(widget, tab, tab.run_button, f"{low}.preview", "Run training", 600)
+    run_job(widget, tab, tab.run_button, f"{low}.preview", "Run training", 1200)
     if not any(line.startswith("Training is finished") for line in widget.log.lines()):
         raise StepFailed("the run did not finish" + _log(widget))
     if len(tab.plot.val) < TRAIN_STEPS // VAL_FREQ:
         raise StepFailed(f"only {len(tab.plot.val)} validations plotted")
-    show(viewer, [low, f"{low}.preview", gt])  # input, model's preview, target
+    # The input patch and, beside it where the widget puts it, the model's preview.
+    show(viewer, [low, f"{low}.preview"], side_by_side=False)
     # The preview layer keeps the contrast of the first (untrained) preview; as a user
     # would, press "auto-contrast: once" for the last one.
     viewer.layers[f"{low}.preview"].reset_contrast_limits()

@@ -33,6 +33,10 @@ STATS_KEY = "debcr_normalization"
 #: The four published models, in the order the model picker shows them.
 BUILTIN_MODELS = tuple(PRETRAINED)
 
+#: Side (px) of the blocks a dask-backed layer is restored in when the tile size is "auto"
+#: (see `predict_data`).
+LAZY_BLOCK = 1024
+
 Report = Callable[[dict[str, Any]], object]
 
 
@@ -168,6 +172,11 @@ def export_package(spec: str, path: str | os.PathLike, **fields: Any) -> Any:
     return export_bmz(open_model(spec), path, **chosen)
 
 
+def is_lazy(data: Any) -> bool:
+    """Whether layer data is a dask array (e.g. a zarr-backed layer), read block by block."""
+    return type(data).__module__.startswith("dask.")
+
+
 def predict_data(
     model: Any,
     data: Any,
@@ -180,13 +189,24 @@ def predict_data(
     units: str = "auto",
     tta: bool = False,
     uncertainty: bool = False,
+    precision: str = "auto",
+    backend: str = "auto",
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Restore a layer's data (2-D, stack, time series, T×Z) in ``units``; cancellable. With
-    ``uncertainty`` the pair (restored, spread over the 8 transforms)."""
-    from debcr.data.collect import image_array
+    ``uncertainty`` the pair (restored, spread over the 8 transforms).
+
+    A dask array (`is_lazy`) goes through `debcr.model.predict`'s lazy path and is computed
+    here block by block into the result, so the input is never read whole; ``report`` then
+    counts blocks instead of tiles.
+    """
     from debcr.model import predict
 
-    arr = image_array(data, "the input layer")
+    arr = _layer_array(data)
+    if is_lazy(arr):
+        # Zarr chunks are often small; every block is restored with a halo around it, so
+        # blocks of a tile (default `LAZY_BLOCK` px) a side waste less work on halos.
+        side = tile_size or LAZY_BLOCK
+        arr = arr.rechunk({arr.ndim - 2: side, arr.ndim - 1: side})
 
     def progress(done: int, total: int) -> None:
         if cancel.is_set():
@@ -201,14 +221,54 @@ def predict_data(
         batch_size=batch_size,
         tile_size=tile_size,
         device=device,
-        progress=progress,
+        precision=precision,
+        backend=backend,
+        progress=False if is_lazy(arr) else progress,
         units=units,
         tta=tta,
         uncertainty=uncertainty,
     )
+    if is_lazy(out):
+        out = _compute_blocks(out, progress)
     if uncertainty:
         return out[0].reshape(arr.shape), out[1].reshape(arr.shape)
     return out.reshape(arr.shape)
+
+
+def _layer_array(data: Any) -> Any:
+    """Layer data checked to be a grey-level image or stack; dask arrays stay lazy."""
+    from debcr.data.collect import image_array
+
+    if not is_lazy(data):
+        return image_array(data, "the input layer")
+    # The checks of `image_array`, on the array's shape and type alone (nothing is read).
+    if data.ndim < 2 or data.ndim > 4:
+        raise DataError(
+            f"the input layer has {data.ndim} dimension(s) {data.shape}; expected a 2-D image "
+            "or a stack (Z/T, Y, X)"
+        )
+    if not np.issubdtype(data.dtype, np.number) or np.issubdtype(data.dtype, np.complexfloating):
+        raise DataError(f"the input layer has data type {data.dtype}; expected a grey-level image")
+    return data
+
+
+def _compute_blocks(lazy: Any, progress: Callable[[int, int], None]) -> np.ndarray:
+    """Compute a lazy restoration into memory one output block at a time.
+
+    Each block reads only its part of the input and the halo around it; only the float32
+    result is held whole. ``progress(done, total)`` counts blocks; an exception it raises
+    (Cancel) stops before the next block.
+    """
+    out = np.empty(lazy.shape, dtype=np.float32)
+    starts = [np.cumsum((0, *chunks)) for chunks in lazy.chunks]
+    blocks = list(np.ndindex(*lazy.numblocks))
+    progress(0, len(blocks))
+    for done, index in enumerate(blocks, 1):
+        where = tuple(slice(s[i], s[i + 1]) for s, i in zip(starts, index, strict=True))
+        # Synchronous: the network already uses every core for one block.
+        out[where] = lazy.blocks[index].compute(scheduler="synchronous")
+        progress(done, len(blocks))
+    return out
 
 
 # -- Train model ------------------------------------------------------------------------------
@@ -301,6 +361,31 @@ def train_model(
         callbacks=[monitor_callback(report, stop, preview_input(val_set))],
     )
     return model, Path(config.weights_path)
+
+
+def available_devices() -> list[str]:
+    """The devices the device picker offers: ``auto``, ``cpu`` and the GPUs present."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        devices += ["cuda", *(f"cuda:{i}" for i in range(count))] if count > 1 else ["cuda"]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def inference_path(device: str, precision: str, backend: str) -> tuple[str, str | None]:
+    """What a restoration with these picker choices runs on, and a hint where a faster path
+    is missing (see `debcr.backends.describe_path`); ``"auto"`` lets debcr choose."""
+    from debcr.backends import describe_path
+
+    return describe_path(
+        device=None if device == "auto" else device,
+        precision=None if precision == "auto" else precision,
+        backend=backend,
+    )
 
 
 def device_description() -> str:

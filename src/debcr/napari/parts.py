@@ -79,37 +79,95 @@ class LogPanel(QWidget):
 
 
 class LayerPicker(QComboBox):
-    """Image layers of the viewer; keeps its choice when layers come and go."""
+    """Image layers of the viewer; keeps its choice when layers come and go.
+
+    A required picker (not ``optional``) follows the viewer: it shows the active image layer,
+    else the top-most visible one, until a layer is chosen in it (by the user, or by code
+    calling ``setCurrentText``); from then on it keeps that choice while the layer exists.
+    An optional picker starts at "—" (nothing chosen).
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        The viewer whose image layers are offered.
+    optional : bool
+        Offer "—" (no layer) first and do not follow the viewer's selection.
+    """
 
     def __init__(self, viewer: napari.Viewer, optional: bool = False) -> None:
         super().__init__()
         self.viewer = viewer
         self.optional = optional
+        # The layer chosen here (not followed from the viewer's selection), kept as an object
+        # so that renaming it keeps the choice.
+        self._chosen: Any = None
+        self._updating = False
         for event in ("inserted", "removed", "moved", "changed"):
             getattr(viewer.layers.events, event).connect(self.refresh)
-        viewer.layers.events.inserted.connect(self._watch_name)
+        viewer.layers.events.inserted.connect(self._watch_layer)
+        viewer.layers.selection.events.active.connect(self.refresh)
         for layer in viewer.layers:
-            layer.events.name.connect(self.refresh)
+            self._watch(layer)
+        self.currentTextChanged.connect(self._picked)
         self.refresh()
 
-    def _watch_name(self, event: Any) -> None:
-        event.value.events.name.connect(self.refresh)
+    def _watch_layer(self, event: Any) -> None:
+        self._watch(event.value)
+
+    def _watch(self, layer: Any) -> None:
+        layer.events.name.connect(self.refresh)
+        # Showing or hiding a layer changes which one is the top-most visible one.
+        layer.events.visible.connect(self.refresh)
+
+    @property
+    def chosen(self) -> bool:
+        """Whether a layer was chosen here rather than followed from the viewer's selection."""
+        return self._chosen is not None
+
+    def keep(self) -> None:
+        """Keep the layer shown as the choice (as if chosen here), e.g. once it was used."""
+        self._picked(self.currentText())
+
+    def _picked(self, name: str) -> None:
+        if not self._updating:
+            self._chosen = self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def _suggested(self, names: list[str]) -> str | None:
+        """The active image layer, else the top-most visible one, else the top-most one."""
+        from napari.layers import Image
+
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image) and active.name in names:
+            return active.name
+        images = [layer for layer in reversed(self.viewer.layers) if isinstance(layer, Image)]
+        for layer in images:
+            if layer.visible:
+                return layer.name
+        return images[0].name if images else None
 
     def refresh(self, *_: Any) -> None:
         from napari.layers import Image
 
         current = self.currentText()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image)]
+        if self._chosen is not None and self._chosen not in self.viewer.layers:
+            self._chosen = None  # removed: follow the viewer's selection again
+        if self._chosen is not None:
+            target = self._chosen.name
+        else:
+            target = NONE_LAYER if self.optional else self._suggested(names)
         if self.optional:
             names.insert(0, NONE_LAYER)
+        self._updating = True
         self.blockSignals(True)
         self.clear()
         self.addItems(names)
-        if current in names:
-            self.setCurrentText(current)
+        if target in names:
+            self.setCurrentText(target)
         self.blockSignals(False)
-        if current not in names:
+        if self.currentText() != current:
             self.currentTextChanged.emit(self.currentText())
+        self._updating = False
 
     def layer(self) -> Any:
         """The chosen layer, or None."""

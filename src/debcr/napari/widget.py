@@ -45,6 +45,8 @@ class DeBCRWidget(QWidget):
         self.tabs.addTab(self.transform_tab, "Transform data")
         self.tabs.addTab(self.train_tab, "Train model")
         self.tabs.addTab(self.predict_tab, "Use model")
+        # Restoring an image is what most people open the widget for first.
+        self.tabs.setCurrentWidget(self.predict_tab)
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("<b>DeBCR</b>: restore microscopy images"))
         layout.addWidget(self.device_label)

@@ -20,6 +20,10 @@ from debcr.napari import jobs
 from debcr.napari.parts import row, save_file
 
 DEFAULT_LICENCE = "CC-BY-4.0"
+#: Room (px) a line edit needs beside its text: frame, text margins and cursor.
+FIELD_PADDING = 24
+#: Widest (px) a field grows to fit its text; longer paths scroll inside the field.
+FIELD_MAX_WIDTH = 900
 
 
 def default_path(spec: str) -> Path:
@@ -55,6 +59,8 @@ class ExportDialog(QDialog):
         if spec in jobs.BUILTIN_MODELS:
             self._fill_builtin(spec)
         self._lay_out(spec)
+        self.path.textChanged.connect(lambda *_: self._fit_fields())
+        self._fit_fields()
 
     def _fill_builtin(self, spec: str) -> None:
         # Imported here: it imports torch, which the widget module must not at napari start.
@@ -82,6 +88,18 @@ class ExportDialog(QDialog):
         form.addRow("licence (SPDX):", self.licence)
         form.addRow(self.message)
         form.addRow(buttons)
+
+    def line_edits(self) -> tuple[QLineEdit, ...]:
+        """The dialog's text fields, top to bottom."""
+        return (self.path, self.name, self.description, self.authors, self.licence)
+
+    def _fit_fields(self) -> None:
+        """Make every field wide enough for its text or placeholder (Qt's default is ~17
+        characters, which cut the path and the authors), up to `FIELD_MAX_WIDTH`."""
+        for field in self.line_edits():
+            text = field.text() or field.placeholderText()
+            need = field.fontMetrics().horizontalAdvance(text) + FIELD_PADDING
+            field.setMinimumWidth(min(need, FIELD_MAX_WIDTH))
 
     def _choose_path(self) -> None:
         path = save_file(self, "Save the package", self.path.text(), "BMZ package (*.zip)")

@@ -6,17 +6,19 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
 )
 
-from debcr.defaults import UNITS
+from debcr.defaults import BACKENDS, PRECISIONS, UNITS
 from debcr.napari import jobs
 from debcr.napari.parts import (
     MODEL_FILE,
@@ -47,11 +49,14 @@ class PredictTab(JobTab):
         self.relay.event.connect(self._on_progress)
         self._models: dict[tuple[str, str], Any] = {}
         self._exporting = False
+        self._unit = "tiles"
+        self._path_request = 0  # answers to older choices are dropped (`_show_path`)
         self._lay_out()
         self._connect()
         self.output.setText(f"{self.input.currentText()}.pred" if self.input.currentText() else "")
         self.model_path.setEnabled(False)
         self.set_running(False)
+        self._find_devices()
 
     def _make_controls(self) -> None:
         self.input = LayerPicker(self.viewer)
@@ -63,7 +68,22 @@ class PredictTab(JobTab):
         self.batch = spin(0, 1024, 0, 1)
         self.batch.setSpecialValueText("auto")
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        # The GPUs present are added once found (`_find_devices`: asking imports torch).
+        self.device.addItems(["auto", "cpu"])
+        self.precision = QComboBox()
+        self.precision.addItems(list(PRECISIONS))
+        self.precision.setToolTip(
+            "Arithmetic of the network: auto is bfloat16 where the device computes it natively, "
+            "else float32 (exact); bfloat16 and float16 are faster, within ~0.01 dB"
+        )
+        self.backend = QComboBox()
+        self.backend.addItems(list(BACKENDS))
+        self.backend.setToolTip(
+            "What runs the network: auto is OpenVINO on a CPU where it is installed, else PyTorch"
+        )
+        self.path_label = QLabel("Runs on: detecting…")
+        self.path_label.setWordWrap(True)
+        self.path_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.units = QComboBox()
         self.units.addItems(list(UNITS))
         self.units.setToolTip(
@@ -92,6 +112,9 @@ class PredictTab(JobTab):
         form.addRow("tile size (px):", self.tile)
         form.addRow("tiles per batch:", self.batch)
         form.addRow("device:", self.device)
+        form.addRow("precision:", self.precision)
+        form.addRow("backend:", self.backend)
+        form.addRow("", self.path_label)
         form.addRow("units:", self.units)
         form.addRow("test-time augmentation:", self.tta)
         form.addRow("", self.uncertainty)
@@ -112,6 +135,57 @@ class PredictTab(JobTab):
         self.model.currentTextChanged.connect(
             lambda text: self.model_path.setEnabled(text == MODEL_FILE)
         )
+        for picker in (self.device, self.precision, self.backend):
+            picker.currentTextChanged.connect(self.update_path)
+
+    def _find_devices(self) -> None:
+        """Offer the devices present (in a worker: finding them imports torch)."""
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(jobs.available_devices, _ignore_errors=True, _start_thread=False)
+        worker.returned.connect(self._show_devices)
+        worker.errored.connect(lambda exc: self.update_path())
+        self.devices_worker = worker
+        worker.start()
+
+    def _show_devices(self, devices: list[str]) -> None:
+        current = self.device.currentText()
+        self.device.blockSignals(True)
+        self.device.clear()
+        self.device.addItems(devices)
+        self.device.setCurrentText(current if current in devices else "auto")
+        self.device.blockSignals(False)
+        self.update_path()
+
+    def update_path(self, *_: Any) -> None:
+        """Say what the chosen device, precision and backend run on (found in a worker)."""
+        from napari.qt.threading import create_worker
+
+        self._path_request += 1
+        request = self._path_request
+        choices = (self.device.currentText(), self.precision.currentText())
+        worker = create_worker(
+            jobs.inference_path,
+            *choices,
+            self.backend.currentText(),
+            _ignore_errors=True,
+            _start_thread=False,
+        )
+        worker.returned.connect(lambda path: self._show_path(request, *path))
+        worker.errored.connect(lambda exc: self._show_path(request, None, jobs.describe_error(exc)))
+        self.path_worker = worker
+        worker.start()
+
+    def _show_path(self, request: int, line: str | None, hint: str | None) -> None:
+        """Show the path (``line``) and the hint, or (``line`` None) why the choices cannot
+        run here."""
+        if request != self._path_request:
+            return  # an answer for choices changed since
+        if line is None:
+            self.path_label.setText(f"Cannot run with these choices: {hint}")
+            return
+        self.path_label.setText(f"Runs on: {line}" + (f"\n{hint}" if hint else ""))
+        self.path_label.setToolTip(hint or "")
 
     def _choose_file(self) -> None:
         path = open_file(self, "Model file or BMZ package", MODEL_PATTERN)
@@ -153,6 +227,12 @@ class PredictTab(JobTab):
         if getattr(layer, "rgb", False):
             self.log(f"'{layer.name}' is an RGB image; DeBCR works on grey-level images.")
             return
+        if jobs.is_lazy(layer.data) and self.uncertainty.isChecked():
+            self.log(
+                f"'{layer.name}' is read lazily (dask/Zarr), block by block, which gives no "
+                "uncertainty layer: untick 'add an uncertainty layer'."
+            )
+            return
         spec = self.spec()
         if not spec:
             self.log(
@@ -161,11 +241,15 @@ class PredictTab(JobTab):
             )
             return
         name = self.output.text().strip() or f"{layer.name}.pred"
+        # napari selects the result layer when it is added; the input must not follow it, or
+        # the next Run would restore the restoration.
+        self.input.keep()
         self.cancel_event.clear()
         self.progress.setRange(0, 0)
         self.progress.setFormat("loading model…")
         self.log(f"Running prediction on '{layer.name}' with {spec}")
         device = self.device.currentText()
+        self._unit = "blocks" if jobs.is_lazy(layer.data) else "tiles"
         self.start(
             self._predict_job,
             lambda out: self._predicted(layer, name, out),
@@ -176,6 +260,8 @@ class PredictTab(JobTab):
             self.batch.value() or None,
             {
                 "units": self.units.currentText(),
+                "precision": self.precision.currentText(),
+                "backend": self.backend.currentText(),
                 "tta": self.tta.isChecked(),
                 "uncertainty": self.uncertainty.isChecked(),
             },
@@ -211,7 +297,7 @@ class PredictTab(JobTab):
         done, total = value
         self.progress.setRange(0, total)
         self.progress.setValue(done)
-        self.progress.setFormat("%v / %m tiles")
+        self.progress.setFormat(f"%v / %m {self._unit}")
 
     def _predicted(self, layer: Any, name: str, result: Any) -> None:
         meta = {k: v for k, v in layer.metadata.items() if k == jobs.GRID_KEY}

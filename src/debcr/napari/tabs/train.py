@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
     from debcr.napari.widget import DeBCRWidget
 
 NEW_MODEL = "new model"
+#: Learning rate offered when fine-tuning a built-in model: the tutorial's (a tenth of the
+#: 1e-3 for training from scratch, so the published weights are adjusted, not overwritten).
+FINE_TUNE_LR = 1e-4
 
 
 class TrainTab(JobTab):
@@ -94,6 +98,9 @@ class TrainTab(JobTab):
         self.val_freq = spin(1, 1_000_000, 100, 10)
         self.patience = spin(1, 100_000, 10, 1)
         self.lr = dspin(0.000001, 1.0, 0.001, 0.0001, decimals=6)
+        # Whether the learning rate is ours to set (it follows "start from") or the user's.
+        self._lr_typed = False
+        self._setting_lr = False
         self.save_path = QLineEdit()
         self.resume = QCheckBox("continue the run in this folder (resume)")
 
@@ -107,6 +114,7 @@ class TrainTab(JobTab):
         self.relay.event.connect(self._on_event)
         self._started = 0.0
         self._preview_name = ""
+        self._preview_place: dict[str, Any] = {}
 
     def _data_box(self) -> QGroupBox:
         box = QGroupBox("Data (layers or NPZ files; no validation: a tenth is held out)")
@@ -178,6 +186,8 @@ class TrainTab(JobTab):
             lambda text: self.init_path.setEnabled(text == MODEL_FILE)
         )
         self.mode.currentIndexChanged.connect(self._show_mode)
+        self.init.currentTextChanged.connect(self._suggest_lr)
+        self.lr.valueChanged.connect(self._lr_changed)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -200,6 +210,23 @@ class TrainTab(JobTab):
             },
         )
 
+    def _set_lr(self, value: float) -> None:
+        self._setting_lr = True
+        self.lr.setValue(value)
+        self._setting_lr = False
+
+    def _lr_changed(self, *_: Any) -> None:
+        if not self._setting_lr:
+            self._lr_typed = True
+
+    def _suggest_lr(self, *_: Any) -> None:
+        """The fine-tuning learning rate for a built-in model, else the settings' one; a value
+        the user typed (or loaded from a settings file) is kept."""
+        if self._lr_typed:
+            return
+        builtin = self.init.currentText() in jobs.BUILTIN_MODELS
+        self._set_lr(FINE_TUNE_LR if builtin else self.defaults.learning_rate)
+
     def show_config(self, config: TrainConfig) -> None:
         self.defaults = config
         self.mode.setCurrentIndex(list(MODES).index(config.mode))
@@ -208,14 +235,18 @@ class TrainTab(JobTab):
         self.steps.setValue(config.num_steps)
         self.val_freq.setValue(config.val_freq)
         self.patience.setValue(config.patience)
-        self.lr.setValue(config.learning_rate)
+        self._set_lr(config.learning_rate)
         self.save_path.setText(str(config.weights_path))
 
     def reset_config(self) -> None:
         from debcr.config import TrainConfig
 
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        self.show_config(TrainConfig(weights_path=str(Path.cwd() / "debcr_runs" / stamp)))
+        # The home folder, not the working directory: napari started from a desktop launcher
+        # runs in "/", where nothing can be written.
+        self.show_config(TrainConfig(weights_path=str(default_runs() / stamp)))
+        self._lr_typed = False
+        self._suggest_lr()
 
     def load_config(self, path: str | Path) -> None:
         from debcr.config import load
@@ -225,6 +256,7 @@ class TrainTab(JobTab):
         except Exception as exc:  # a bad file must end in the log, not in a crash
             self.log(f"Could not load settings from {path}: {jobs.describe_error(exc)}")
             return
+        self._lr_typed = True  # the file's learning rate is a choice, not a default
         self.log(f"Settings loaded from {path}.")
 
     def save_config(self, path: str | Path) -> None:
@@ -309,6 +341,7 @@ class TrainTab(JobTab):
     ) -> None:
         val_layer = self.val_low.layer() or self.train_low.layer()
         self._preview_name = f"{val_layer.name if val_layer else 'validation'}.preview"
+        self._preview_place = preview_place(val_layer)
         self.stop_event.clear()
         self.plot.reset()
         self.progress.setRange(0, config.num_steps)
@@ -362,7 +395,7 @@ class TrainTab(JobTab):
             # would show every later preview as a white square.
             layer.reset_contrast_limits()
         else:
-            self.viewer.add_image(image, name=self._preview_name)
+            self.viewer.add_image(image, name=self._preview_name, **self._preview_place)
 
     def _trained(self, result: Any) -> None:
         model, run_dir = result
@@ -378,6 +411,26 @@ class TrainTab(JobTab):
         if self.busy():
             self.stop_event.set()
             self.log("Stopping after the current step (the best model so far is kept)…")
+
+
+def preview_place(layer: Any) -> dict[str, Any]:
+    """Where the live preview goes: to the right of the validation layer, top-aligned.
+
+    The preview is one validation patch restored; on top of the image (napari's default, the
+    origin) it would hide the data it is compared with. Empty without a layer (NPZ data).
+    """
+    if layer is None:
+        return {}
+    scale = np.asarray(layer.scale[-2:], dtype=float)
+    translate = np.asarray(layer.translate[-2:], dtype=float)
+    width = layer.data.shape[-1] * scale[1]
+    gap = 0.05 * width  # a little space so the two read as separate images
+    return {"scale": scale, "translate": translate + np.array([0.0, width + gap])}
+
+
+def default_runs() -> Path:
+    """The folder new training runs go to unless the user says otherwise: ``~/debcr_runs``."""
+    return Path.home() / "debcr_runs"
 
 
 def _duration(seconds: float) -> str:
