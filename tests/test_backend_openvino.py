@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -19,7 +21,9 @@ from debcr.backends import openvino_runner
 from debcr.backends.openvino_runner import OpenVINORunner, cache_dir, cache_key
 from debcr.data.normalize import normalize
 from debcr.errors import DebcrError
+from debcr.modelfile import load_model, tensor_checksum
 from debcr.samples import nuclei
+from debcr.weights import PRETRAINED
 
 LOGGER = "debcr.backends.openvino_runner"
 
@@ -183,11 +187,13 @@ def test_a_corrupt_cache_entry_is_rebuilt(
     path = xml if damaged == "xml" else weights
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
-    with caplog.at_level(logging.INFO, logger=LOGGER):
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
         runner = OpenVINORunner(denoiser, "float32", threads=1)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cannot be used" in warnings[0].getMessage()
-    assert any("converting" in r.getMessage() for r in caplog.records)
+    # Rebuilt from the conversion shipped with debcr: a built-in model needs no converting.
+    assert any("loaded the shipped" in r.getMessage() for r in caplog.records)
+    assert not any("converting" in r.getMessage() for r in caplog.records)
     tiles = _crops(image)[1]
     assert np.abs(runner.run(tiles) - _restore(denoiser, tiles)).max() <= 1e-4
     # The rebuilt entry is whole again: the next runner loads it without converting.
@@ -195,3 +201,92 @@ def test_a_corrupt_cache_entry_is_rebuilt(
     with caplog.at_level(logging.INFO, logger=LOGGER):
         OpenVINORunner(denoiser, "float32", threads=1)
     assert not caplog.records
+
+
+def _messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch) -> Path:
+    """A copy of the shipped conversions (`openvino_runner.SHIPPED`) that a test may damage,
+    and an empty cache."""
+    folder = tmp_path / "shipped"
+    shutil.copytree(openvino_runner.SHIPPED, folder)
+    monkeypatch.setattr(openvino_runner, "SHIPPED", folder)
+    monkeypatch.setenv("DEBCR_CACHE_DIR", str(tmp_path / "empty-cache"))
+    return folder
+
+
+def test_the_shipped_conversions_are_those_of_the_built_in_weights() -> None:
+    """Every built-in model ships its conversion, of the current network form, intact."""
+    manifest = json.loads((openvino_runner.SHIPPED / "manifest.json").read_text())
+    assert manifest["form_version"] == openvino_runner.FORM_VERSION, (
+        "FORM_VERSION changed: run openvino_runner.write_shipped() to convert the built-ins again"
+    )
+    by_name = {entry["name"]: (checksum, entry) for checksum, entry in manifest["models"].items()}
+    assert sorted(by_name) == sorted(PRETRAINED)
+    for name, (checksum, entry) in by_name.items():
+        assert tensor_checksum(load_model(PRETRAINED[name].path).state_dict()) == checksum
+        for suffix in ("xml", "bin"):
+            data = (openvino_runner.SHIPPED / f"{name}.{suffix}").read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry[suffix], (name, suffix)
+
+
+@pytest.mark.slow
+def test_a_built_in_model_starts_from_its_shipped_conversion(
+    tmp_path, monkeypatch, denoiser, image, caplog
+) -> None:
+    """An empty cache, as in a fresh environment: nothing is converted, the cache is filled."""
+    monkeypatch.setenv("DEBCR_CACHE_DIR", str(tmp_path / "fresh"))
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        runner = OpenVINORunner(denoiser, "float32", threads=1)
+    messages = _messages(caplog)
+    assert not any("converting" in m for m in messages), messages
+    assert any("loaded the shipped OpenVINO model of 2D_denoising" in m for m in messages)
+    assert all(path.is_file() for path in _ir(denoiser))
+    tiles = _crops(image)[0]
+    assert np.abs(runner.run(tiles) - _restore(denoiser, tiles)).max() <= 1e-4
+    # The next runner reads the cache entry written from it.
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger=LOGGER):
+        OpenVINORunner(denoiser, "float32", threads=1)
+    assert any("from the cache" in m for m in _messages(caplog))
+
+
+@pytest.mark.slow
+def test_a_damaged_shipped_conversion_is_caught_and_converted(
+    shipped, denoiser, image, caplog
+) -> None:
+    path = shipped / "2D_denoising.bin"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        runner = OpenVINORunner(denoiser, "float32", threads=1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "shipped OpenVINO model" in warnings[0], warnings
+    assert "does not match its checksum" in warnings[0]
+    assert any("converting" in m for m in _messages(caplog))
+    tiles = _crops(image)[1]
+    assert np.abs(runner.run(tiles) - _restore(denoiser, tiles)).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"form_version": openvino_runner.FORM_VERSION - 1}, "of network form"),
+        ({"openvino": "2999.1.0"}, "later than the installed"),
+    ],
+)
+def test_a_stale_shipped_conversion_is_not_used(
+    shipped, denoiser, caplog, change: dict, said: str
+) -> None:
+    """Of an older network form, or written by a later OpenVINO: converted instead (the
+    conversion itself is shown in the damaged test above)."""
+    path = shipped / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        found = openvino_runner._shipped(openvino.Core(), tensor_checksum(denoiser.state_dict()))
+    assert found is None
+    assert any(said in m and "converting" in m for m in _messages(caplog)), _messages(caplog)

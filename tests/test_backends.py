@@ -113,7 +113,7 @@ def test_precision_sized_halo_keeps_seams_below_bf16_rounding(denoiser) -> None:
 
 def test_auto_uses_openvino_on_the_cpu_when_installed(denoiser) -> None:
     """The default install carries OpenVINO on this platform, and ``auto`` picks it."""
-    from debcr.runtime import system_info
+    from debcr.backends import system_info
 
     assert backends.openvino_wheels()  # Linux x86_64: the base requirements name openvino
     runner = make_runner(denoiser, "auto", resolve_device("cpu"), "bfloat16")

@@ -98,7 +98,7 @@ _RESTORE = """
 import json, logging, sys
 import numpy as np
 import debcr
-from debcr.runtime import system_info
+from debcr.backends import system_info
 
 logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 image = np.load(sys.argv[1])

@@ -289,8 +289,8 @@ def test_frc_crossing_is_interpolated():
     corr = np.array([1.0, 0.5, 0.3, 0.0])
     threshold = np.full(4, 0.2)
     # Between 0.2 (0.3) and 0.3 (0.0) the curve meets 0.2 a third of the way: f = 0.2333.
-    assert metrics._crossing(freqs, corr, threshold) == pytest.approx(0.7 / 3)
-    assert metrics._crossing(freqs, np.ones(4), threshold) is None
+    assert metrics.frc_crossing(freqs, corr, threshold) == pytest.approx(0.7 / 3)
+    assert metrics.frc_crossing(freqs, np.ones(4), threshold) is None
 
 
 # --- errors ---------------------------------------------------------------------------------

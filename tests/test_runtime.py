@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from debcr import runtime
+from debcr import backends, runtime
 from debcr.config import TrainConfig
 from debcr.errors import DebcrError
 from debcr.training.run import trainer_precision
@@ -178,7 +178,7 @@ def test_info_names_the_cpu_its_bf16_and_amx_and_the_inference_path(capsys) -> N
 
 def test_info_hints_at_the_faster_path_when_it_is_missing(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # what an absent package looks like
-    info = runtime.system_info()
+    info = backends.system_info()
     assert info["inference path"].startswith("PyTorch · ")
     assert info["hint"] == (
         "OpenVINO is not installed: pip install openvino makes CPU restoration faster."

@@ -22,7 +22,7 @@ logger = logging.getLogger("debcr")
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from debcr.runtime import system_info
+    from debcr.backends import system_info
 
     info = system_info()
     width = max(map(len, info))

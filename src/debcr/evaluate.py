@@ -41,9 +41,9 @@ from debcr.errors import DataError
 from debcr.files import atomic_output, check_targets
 from debcr.metrics import (
     NORMALIZATIONS,
-    _crossing,
     entropy,
     frc,
+    frc_crossing,
     normalize_pair,
     nrmse,
     psnr,
@@ -417,7 +417,7 @@ def _frc_figure(curves: dict[str, list[Any]], report: dict[str, Any]) -> Figure:
             continue
         # The legend describes the curve it labels: where this mean curve falls below the drawn
         # threshold (summary.md's per-image mean averages only the images whose curves cross).
-        crossing = _crossing(freqs, curve, threshold)
+        crossing = frc_crossing(freqs, curve, threshold)
         where = (
             "never below the threshold"
             if crossing is None

@@ -58,6 +58,7 @@ __all__ = [
     "Normalization",
     "entropy",
     "frc",
+    "frc_crossing",
     "normalize_pair",
     "nrmse",
     "psnr",
@@ -497,8 +498,19 @@ def threshold_curve(threshold: str | float, counts: np.ndarray) -> np.ndarray:
     )
 
 
-def _crossing(freqs: np.ndarray, corr: np.ndarray, thresh: np.ndarray) -> float | None:
-    """First frequency (ring >= 1) where ``corr`` falls below ``thresh``, interpolated."""
+def frc_crossing(freqs: np.ndarray, corr: np.ndarray, thresh: np.ndarray) -> float | None:
+    """First frequency (ring >= 1) where an FRC curve falls below a threshold, interpolated.
+
+    Parameters
+    ----------
+    freqs, corr, thresh
+        The rings' frequencies, the correlation and the threshold curve (as in `FRCResult`).
+
+    Returns
+    -------
+    float or None
+        The frequency of the crossing; None if the curve never falls below the threshold.
+    """
     margin = corr - thresh
     below = np.flatnonzero(margin[1:] < 0)
     if below.size == 0:
@@ -625,7 +637,7 @@ def frc(
     if pixel_size is not None:
         frequencies = frequencies / pixel_size
     thresh = threshold_curve(threshold, counts)
-    crossing = _crossing(frequencies, correlation, thresh)
+    crossing = frc_crossing(frequencies, correlation, thresh)
     return FRCResult(
         frequencies=frequencies,
         correlation=correlation,

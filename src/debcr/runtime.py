@@ -309,16 +309,9 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
 
 
 def system_info() -> dict[str, str]:
-    """Versions, devices and the inference path, as pasted into a bug report by ``debcr info``.
-
-    ``inference path`` is what `debcr.model.predict` runs with its defaults
-    (`debcr.backends.describe_path`); ``hint``, present only then, says how to make it faster
-    where a faster path exists here but is not installed.
-    """
-    from debcr.backends import describe_path
-
+    """Versions and devices; `debcr.backends.system_info` adds the inference path to them for
+    ``debcr info`` (kept there because the backends are built on this module)."""
     device = resolve_device()
-    path, hint = describe_path()
     info = {
         "debcr": f"{__version__} (distribution {_distributions()})",
         "python": sys.version.split()[0],
@@ -332,10 +325,7 @@ def system_info() -> dict[str, str]:
         "amx": _amx_state(),
         "default precision": default_precision(device),
         "malloc tuning": _malloc_tuning_state(),
-        "inference path": path,
     }
-    if hint:
-        info["hint"] = hint
     for name in ("numpy", "tifffile", "zarr", "dask", "lightning", "openvino"):
         info[name] = _version_of(name)
     if torch.cuda.is_available():

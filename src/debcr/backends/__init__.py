@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from debcr import runtime
 from debcr.defaults import BACKENDS
 from debcr.errors import DataError, DebcrError
 
@@ -37,6 +38,7 @@ __all__ = [
     "describe_path",
     "make_runner",
     "openvino_wheels",
+    "system_info",
 ]
 
 logger = logging.getLogger(__name__)
@@ -250,3 +252,22 @@ def describe_path(
 def _nvidia_gpu_present() -> bool:
     """Whether an NVIDIA driver is installed (its kernel module, or ``nvidia-smi``)."""
     return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+
+
+def system_info() -> dict[str, str]:
+    """Versions, devices and the inference path, as pasted into a bug report by ``debcr info``.
+
+    `debcr.runtime.system_info` with, after its precision and allocator lines,
+    ``inference path``: what `debcr.model.predict` runs with its defaults (`describe_path`),
+    and ``hint``, present only then, saying how to make it faster where a faster path exists
+    here but is not installed.
+    """
+    path, hint = describe_path()
+    info: dict[str, str] = {}
+    for key, value in runtime.system_info().items():
+        info[key] = value
+        if key == "malloc tuning":
+            info["inference path"] = path
+            if hint:
+                info["hint"] = hint
+    return info

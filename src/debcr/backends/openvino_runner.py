@@ -6,7 +6,14 @@ kept on disk in the user cache folder (see `cache_dir`), named by the model's we
 checksum, `FORM_VERSION` and the OpenVINO version, so a changed model or an upgrade
 converts again. Beside the ``.xml`` and ``.bin`` of each conversion, a ``.sha256`` file (in
 ``sha256sum`` format, written last) holds their checksums: an entry whose files do not match
-it is converted again, so a damaged or swapped cache file never reaches inference. For every
+it is converted again, so a damaged or swapped cache file never reaches inference.
+
+The conversions of the built-in models ship with debcr (`SHIPPED`, written by
+`write_shipped`), so their first run converts nothing: a missing cache entry is filled from
+the shipped one when it is for the same weights checksum and `FORM_VERSION`, its files match
+the checksums of its manifest, and it was written by this OpenVINO release or an older one
+(OpenVINO reads the IR of earlier releases, not always that of later ones); otherwise the
+model is converted as any other, with a log line saying why. For every
 tile geometry the model is then reshaped to ``(1, 1, H, W)`` and compiled (about a second).
 OpenVINO's own compiled-model cache is not used: its blobs carry no checksum, and 50 flipped
 bytes in one gave output off by 7 normalised units without an error; it saved ~0.45 s per
@@ -18,6 +25,7 @@ OpenVINO is imported lazily: importing this module does not need it; see `availa
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -33,10 +41,11 @@ import numpy as np
 import torch
 
 from debcr.errors import DataError
+from debcr.files import write_bytes
 from debcr.modelfile import tensor_checksum
 from debcr.nn.fast import inference_network
 
-__all__ = ["FORM_VERSION", "OpenVINORunner", "available", "cache_dir"]
+__all__ = ["FORM_VERSION", "SHIPPED", "OpenVINORunner", "available", "cache_dir", "write_shipped"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +69,12 @@ _KEY_INFO = "debcr_cache_key"
 #: 4.37 s against 4.52 s for one stream of two threads, but at 1.64 GB peak memory against
 #: 1.16 GB (each stream holds its own activations): one stream keeps restoration under 1.5 GB.
 STREAMS = 1
+
+#: The folder of the shipped conversions of the built-in models: ``<name>.xml`` and
+#: ``<name>.bin`` for each, and `_MANIFEST` naming their weights checksums, form version,
+#: the OpenVINO release that wrote them and the files' sha256.
+SHIPPED = Path(__file__).resolve().parent.parent / "weights" / "openvino"
+_MANIFEST = "manifest.json"
 
 _convert_lock = threading.Lock()
 
@@ -95,12 +110,107 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def cache_key(model: torch.nn.Module) -> str:
-    """The file name stem of ``model``'s cached conversion (weights, form, OpenVINO version)."""
+def cache_key(model: torch.nn.Module, checksum: str | None = None) -> str:
+    """The file name stem of ``model``'s cached conversion (weights, form, OpenVINO version);
+    ``checksum`` is the weights' `tensor_checksum` when already known."""
     import openvino as ov
 
-    checksum = tensor_checksum(model.state_dict())
+    checksum = checksum or tensor_checksum(model.state_dict())
     return f"mrbcr-{checksum[:32]}-form{FORM_VERSION}-ov{_safe(ov.__version__)}"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The release numbers of an OpenVINO version string (``"2026.4.1-22982-..."`` → 2026, 4, 1)."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0]))
+
+
+def _shipped(core: Any, checksum: str) -> Any | None:
+    """The shipped conversion of the weights ``checksum``; None if there is none, or it is
+    stale, for a later OpenVINO, or damaged (each but the first said in a log line)."""
+    import openvino as ov
+
+    try:
+        manifest = json.loads((SHIPPED / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # an installation without shipped conversions
+    entry = manifest.get("models", {}).get(checksum)
+    if entry is None:
+        return None  # not a built-in model
+    name = entry["name"]
+    if manifest.get("form_version") != FORM_VERSION:
+        logger.info(
+            "the shipped OpenVINO model of %s is of network form %s, not %d; converting",
+            name,
+            manifest.get("form_version"),
+            FORM_VERSION,
+        )
+        return None
+    if _release(manifest["openvino"]) > _release(ov.__version__):
+        logger.info(
+            "the shipped OpenVINO model of %s was written by OpenVINO %s, later than the "
+            "installed %s; converting",
+            name,
+            manifest["openvino"],
+            ov.__version__,
+        )
+        return None
+    xml, weights = SHIPPED / f"{name}.xml", SHIPPED / f"{name}.bin"
+    try:
+        # As for cache entries: the bytes checked are the bytes loaded.
+        xml_bytes, weights_bytes = xml.read_bytes(), weights.read_bytes()
+        for path, data in ((xml, xml_bytes), (weights, weights_bytes)):
+            if hashlib.sha256(data).hexdigest() != entry[path.suffix[1:]]:
+                raise ValueError(f"{path.name} does not match its checksum in {_MANIFEST}")
+        ov_model = core.read_model(xml_bytes, weights_bytes)
+    except Exception as exc:  # a damaged installation: convert instead
+        logger.warning(
+            "the shipped OpenVINO model %s cannot be used (%s); converting the network",
+            xml,
+            str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
+        )
+        return None
+    logger.debug("loaded the shipped OpenVINO model of %s: %s", name, xml)
+    return ov_model
+
+
+def write_shipped(names: list[str] | None = None, folder: Path | None = None) -> Path:
+    """Convert the built-in models ``names`` (default all) into ``folder`` (default
+    `SHIPPED`) with their manifest; returns the manifest's path.
+
+    For maintainers: run it after changing `FORM_VERSION` or the inference-only network
+    (``python -c "from debcr.backends.openvino_runner import write_shipped; write_shipped()"``),
+    so the built-in models keep starting without a conversion.
+    """
+    import openvino as ov
+
+    from debcr.modelfile import load_model
+    from debcr.weights import PRETRAINED
+
+    folder = SHIPPED if folder is None else Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for name in names or list(PRETRAINED):
+        model = load_model(PRETRAINED[name].path)
+        checksum = tensor_checksum(model.state_dict())
+        ov_model = _convert(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            ov.save_model(ov_model, f"{tmp}/{name}.xml", compress_to_fp16=False)
+            for suffix in (".xml", ".bin"):
+                data = Path(f"{tmp}/{name}{suffix}").read_bytes()
+                write_bytes(folder / f"{name}{suffix}", data, overwrite=True)
+                models.setdefault(checksum, {"name": name})[suffix[1:]] = hashlib.sha256(
+                    data
+                ).hexdigest()
+    manifest = {
+        "form_version": FORM_VERSION,
+        "openvino": ov.__version__.split("-")[0],
+        "models": models,
+    }
+    path = folder / _MANIFEST
+    write_bytes(
+        path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode(), overwrite=True
+    )
+    return path
 
 
 def _convert(model: torch.nn.Module) -> Any:
@@ -158,7 +268,7 @@ def _read(core: Any, folder: Path, key: str) -> Any | None:
             raise ValueError(f"it has {len(inputs)} inputs and {len(ov_model.outputs)} outputs")
     except Exception as exc:  # a truncated, corrupt or foreign file: convert again
         logger.warning(
-            "the cached OpenVINO model %s cannot be used (%s); converting the network again",
+            "the cached OpenVINO model %s cannot be used (%s); building it again",
             xml,
             str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__,
         )
@@ -196,7 +306,8 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 def load_or_convert(model: torch.nn.Module, core: Any) -> Any:
     """``model``'s OpenVINO conversion, from the cache or converted (and then cached)."""
-    folder, key = cache_dir(), cache_key(model)
+    checksum = tensor_checksum(model.state_dict())
+    folder, key = cache_dir(), cache_key(model, checksum)
     sums = _paths(folder, key)[2]  # written last: it changes when a whole entry was written
     seen = _stamp(sums)
     ov_model = _read(core, folder, key)
@@ -208,8 +319,10 @@ def load_or_convert(model: torch.nn.Module, core: Any) -> Any:
         ov_model = _read(core, folder, key) if changed else None
         if ov_model is not None:
             return ov_model
-        logger.info("converting the network for OpenVINO (once per model, ~20 s)")
-        ov_model = _convert(model)
+        ov_model = _shipped(core, checksum)
+        if ov_model is None:
+            logger.info("converting the network for OpenVINO (once per model, ~20 s)")
+            ov_model = _convert(model)
         ov_model.set_rt_info(key, [_KEY_INFO])
         try:
             _write(ov_model, folder, key)

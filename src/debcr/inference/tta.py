@@ -18,6 +18,9 @@ __all__ = ["TRANSFORMS", "dihedral", "restore_tta", "uncertainty_path", "undo_di
 #: The 8 transforms: ``k % 4`` quarter turns, then a transpose for ``k >= 4``.
 TRANSFORMS = tuple(range(8))
 
+#: The transforms that keep a tile's shape, and those that transpose it.
+_SAME_SHAPE, _TRANSPOSED = (0, 2, 5, 7), (1, 3, 4, 6)
+
 #: Compound suffixes that stay together when a name is derived from an output path.
 _COMPOUND = (".ome.tif", ".ome.tiff", ".ome.zarr")
 
@@ -36,23 +39,24 @@ def undo_dihedral(tiles: np.ndarray, k: int) -> np.ndarray:
 
 
 def restore_tta(
-    run: Callable[[np.ndarray], np.ndarray], tiles: np.ndarray, batch: int
+    run: Callable[[np.ndarray], np.ndarray], tiles: np.ndarray, max_tiles: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over the 8 transforms of the network output of ``tiles``.
 
-    The ``8 × B`` transformed tiles go through ``run`` ``batch`` at a time, grouped by shape
-    (the transposing transforms of a non-square tile share a shape), so a forward pass never
-    holds more tiles than ``batch`` and the cost is 8 single passes.
+    The transformed copies of a batch ``(B, H, W)`` go through ``run`` as one batch of
+    ``8 × B`` tiles when the tiles are square, and as two batches of ``4 × B`` (one per
+    shape, ``H × W`` and ``W × H``) otherwise, so the network sees each geometry once per
+    batch (an OpenVINO runner compiles it once) rather than once per transform. With
+    ``max_tiles``, a batch holds at most that many tiles (where memory grows with the batch).
     """
-    n = tiles.shape[0]
+    n, height, width = tiles.shape
+    groups = (TRANSFORMS,) if height == width else (_SAME_SHAPE, _TRANSPOSED)
     outputs = np.empty((len(TRANSFORMS), *tiles.shape), dtype=np.float32)
-    for group in ((0, 2, 5, 7), (1, 3, 4, 6)):  # same shape as the tile / transposed
+    for group in groups:
         stacked = np.concatenate([dihedral(tiles, k) for k in group])
+        step = len(stacked) if max_tiles is None else max(1, int(max_tiles))
         restored = np.concatenate(
-            [
-                run(np.ascontiguousarray(stacked[i : i + batch]))
-                for i in range(0, len(stacked), batch)
-            ]
+            [run(stacked[i : i + step]) for i in range(0, len(stacked), step)]
         )
         for j, k in enumerate(group):
             outputs[k] = undo_dihedral(restored[j * n : (j + 1) * n], k)

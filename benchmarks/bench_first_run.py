@@ -1,0 +1,123 @@
+"""The first run in a fresh environment: `debcr predict` of one 512² image, per path.
+
+Commands (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_first_run.py            # 3 rounds
+    .venv/bin/python benchmarks/bench_first_run.py --save     # write results/first_run.md
+
+Each run is a fresh process with an empty debcr cache (``DEBCR_CACHE_DIR`` set to a new
+temporary folder), restoring FMD Confocal_BPAE_B field 19 raw frame 0 (512², PNG) with the
+built-in ``2D_denoising`` to a TIFF, as a new user's first command would:
+
+* ``default``: ``debcr predict in.png -o out.tif`` (backend ``auto``: OpenVINO, starting from
+  the conversion shipped with debcr);
+* ``torch``: the same with ``--backend torch``;
+* ``openvino, converting``: the default with the shipped conversions hidden (what every first
+  run cost before they were shipped: the network is converted first).
+
+The variants run in turn, ``--repeats`` times (interleaved, so a shared machine's background
+load reaches all alike); reported are the wall times of the processes, median and each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import (
+    FMD_FIELD19_RAW,
+    HERE,
+    command_line,
+    fmt,
+    log,
+    machine_line,
+    median,
+    publish,
+    table,
+)
+
+ROOT = HERE.parent
+DEBCR = [sys.executable, "-c", "import sys; from debcr.cli import main; sys.exit(main())"]
+#: The default command with the shipped conversions hidden (a folder that does not exist).
+HIDDEN = [
+    sys.executable,
+    "-c",
+    "import sys; from pathlib import Path; import debcr.backends.openvino_runner as o; "
+    "o.SHIPPED = Path('/nonexistent'); from debcr.cli import main; sys.exit(main())",
+]
+
+
+def variants(image: Path, out: Path) -> dict[str, list[str]]:
+    args = ["predict", str(image), "-o", str(out), "--overwrite", "-q"]
+    return {
+        "default (openvino, shipped)": [*DEBCR, *args],
+        "torch": [*DEBCR, *args, "--backend", "torch"],
+        "openvino, converting": [*HIDDEN, *args],
+    }
+
+
+def first_run(cmd: list[str]) -> float:
+    """Wall time of ``cmd`` in a fresh process with an empty debcr cache."""
+    with tempfile.TemporaryDirectory(prefix="debcr-cache-") as cache:
+        env = {**os.environ, "DEBCR_CACHE_DIR": cache}
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-converting", action="store_true", help="omit the slow variant")
+    parser.add_argument("--save", action="store_true", help="write results/first_run.md")
+    args = parser.parse_args()
+
+    header = machine_line()
+    with tempfile.TemporaryDirectory(prefix="debcr-first-run-") as tmp:
+        runs = variants(FMD_FIELD19_RAW[0], Path(tmp) / "out.tif")
+        if args.skip_converting:
+            runs.pop("openvino, converting")
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for r in range(args.repeats):
+            for name, cmd in runs.items():
+                times[name].append(first_run(cmd))
+                log(f"round {r + 1}: {name} {times[name][-1]:.2f} s")
+    torch_median = median(times["torch"])
+    rows = [
+        [
+            name,
+            f"**{fmt(median(ts))}**",
+            ", ".join(fmt(t) for t in ts),
+            f"{fmt(median(ts) / torch_median)}×",
+        ]
+        for name, ts in times.items()
+    ]
+    report = "\n".join(
+        [
+            "# First run in a fresh environment: one 512² image",
+            "",
+            f"Command: `{command_line('bench_first_run.py')}`",
+            "",
+            f"Machine: {header}",
+            "",
+            "Each run: a fresh process, an empty cache (`DEBCR_CACHE_DIR` a new folder), "
+            f"FMD field 19 raw frame 0 (512² PNG) restored with `2D_denoising`; {args.repeats} "
+            "rounds, the variants interleaved. Commands: default `debcr predict in.png -o "
+            "out.tif --overwrite -q`; torch: the same with `--backend torch`; openvino, "
+            "converting: the default with the shipped conversions hidden "
+            "(`debcr.backends.openvino_runner.SHIPPED` pointed at a missing folder).",
+            "",
+            table(["variant", "median (s)", "rounds (s)", "/ torch"], rows),
+            "",
+        ]
+    )
+    publish(report, HERE / "results" / "first_run.md", args.save)
+
+
+if __name__ == "__main__":
+    main()
