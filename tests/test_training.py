@@ -364,24 +364,51 @@ def test_ctrl_c_saves_the_step_says_so_and_the_run_resumes(data, tmp_path: Path)
     assert "/400" in stdout and f"/{step + 4}" in result.stdout
 
 
+# Two Ctrl-C after step 5 of a run saving every 3 steps, in a process of its own (the signals go
+# to the whole process, which must not be the test runner's).
+_CTRL_C_TWICE = """
+import json, os, signal, sys
+import numpy as np
+from lightning.pytorch.callbacks import Callback
+from debcr.config import TrainConfig
+from debcr.model import train
+from debcr.training import TrainingInterrupted
+
+class CtrlCTwice(Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # asks to stop after this step
+            os.kill(os.getpid(), signal.SIGINT)  # stops at once
+
+train_set, val_set = dict(np.load(sys.argv[1])), dict(np.load(sys.argv[2]))
+config = TrainConfig(**json.loads(sys.argv[3]))
+before = signal.getsignal(signal.SIGINT)
+try:
+    train(train_set, val_set, config, callbacks=[CtrlCTwice()])
+except TrainingInterrupted as stop:
+    print(json.dumps({"step": stop.step, "run_dir": str(stop.run_dir), "message": str(stop),
+                      "handler_kept": signal.getsignal(signal.SIGINT) is before}))
+"""
+
+
 @pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_at_the_last_checkpoint(data, tmp_path: Path) -> None:
-    from lightning.pytorch.callbacks import Callback
-
-    from debcr.training import TrainingInterrupted
-
-    class CtrlCTwice(Callback):  # after step 5, between two checkpoints (save_freq 3)
-        def on_train_batch_end(self, trainer, *args) -> None:
-            if trainer.global_step == 5:
-                os.kill(os.getpid(), signal.SIGINT)  # asks to stop after this step
-                os.kill(os.getpid(), signal.SIGINT)  # stops at once
-
     run = tmp_path / "cc"
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(TrainingInterrupted, match="interrupted at step 3") as stop:
-        train(*data, _config(run, num_steps=40, save_freq=3), callbacks=[CtrlCTwice()])
-    assert signal.getsignal(signal.SIGINT) is before  # Lightning left it ignored
-    assert stop.value.step == 3 and stop.value.run_dir == run
+    for name, arrays in zip(("train", "val"), data, strict=True):
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+    settings = _config(run, num_steps=40, save_freq=3).model_dump()
+    arrays = [str(tmp_path / "train.npz"), str(tmp_path / "val.npz")]
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_TWICE, *arrays, json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stop = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "interrupted at step 3" in stop["message"]
+    assert stop["handler_kept"]  # Lightning left it ignored
+    assert stop["step"] == 3 and stop["run_dir"] == str(run)
     assert _ckpt_step(run / "resume.ckpt") == 3
     train(*data, _config(run, num_steps=6, save_freq=3), resume=True)
     assert _all_steps(run) == list(range(6))
