@@ -181,11 +181,18 @@ class PredictTab(JobTab):
         run here."""
         if request != self._path_request:
             return  # an answer for choices changed since
-        if line is None:
-            self.path_label.setText(f"Cannot run with these choices: {hint}")
+        text = (
+            f"Cannot run with these choices: {hint}"
+            if line is None
+            else f"Runs on: {line}" + (f"\n{hint}" if hint else "")
+        )
+        try:
+            self.path_label.setText(text)
+            self.path_label.setToolTip("" if line is None else hint or "")
+        except RuntimeError:
+            # The widget was closed while the worker answered (Qt deleted the label): nothing
+            # is left to show it in.
             return
-        self.path_label.setText(f"Runs on: {line}" + (f"\n{hint}" if hint else ""))
-        self.path_label.setToolTip(hint or "")
 
     def _choose_file(self) -> None:
         path = open_file(self, "Model file or BMZ package", MODEL_PATTERN)
