@@ -24,23 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from debcr.nn.fast import _centre, _halving, _up
 from debcr.nn.mrbcr import MRBCR, Fusion, InverseBranch, ResidualDenseBlock, check_input_shape
 
 __all__ = ["merged_forward"]
-
-
-def _centre(weight_1x1: Tensor) -> Tensor:
-    """A 1×1 kernel as the centre tap of a 3×3 kernel."""
-    return F.pad(weight_1x1, (1, 1, 1, 1))
-
-
-def _up(x: Tensor, factor: int) -> Tensor:
-    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-
-
-def _halving(weight: Tensor) -> Tensor:
-    """The 4×4 stride-2 kernel of a 3×3 convolution (padding 1) followed by a 2×2 mean."""
-    return sum(F.pad(weight, (dx, 1 - dx, dy, 1 - dy)) for dy in (0, 1) for dx in (0, 1)) / 4
 
 
 @functools.cache
