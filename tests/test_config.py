@@ -26,8 +26,12 @@ PAPER_RECIPE = {
     "patience": 10,
     "val_freq": 100,
     "save_freq": 50,
+    "recipe": "paper",
     "learning_rate": 1e-3,
     "adam_eps": 1e-7,
+    "lr_schedule": "constant",
+    "warmup_fraction": 0.0,
+    "ema_decay": 0.0,
     "patch_size": 128,
     "mode": "supervised",
     "loss": "reference",
@@ -88,10 +92,61 @@ def _message(excinfo: pytest.ExceptionInfo) -> str:
 # ---- defaults and the original's files ---------------------------------------------------
 
 
-def test_defaults_are_the_paper_recipe() -> None:
-    assert TrainConfig().to_dict() == PAPER_RECIPE
+#: The keys the default recipe (debcr) sets differently from the paper's.
+DEBCR_RECIPE = {
+    "recipe": "debcr",
+    "lr_schedule": "cosine",
+    "warmup_fraction": 0.05,
+    "ema_decay": 0.999,
+    "augmentation": "flip_rot90",
+}
+
+
+def test_paper_recipe_is_selectable_and_the_default_is_debcr() -> None:
+    assert TrainConfig(recipe="paper").to_dict() == PAPER_RECIPE
+    assert TrainConfig().to_dict() == {**PAPER_RECIPE, **DEBCR_RECIPE}
     assert cfg.load() == TrainConfig()
     assert list(TrainConfig.model_fields) == list(PAPER_RECIPE)
+
+
+def test_recipe_fills_only_the_keys_not_given(tmp_path: Path) -> None:
+    config = TrainConfig(recipe="paper", augmentation="flip", learning_rate=5e-4)
+    assert (config.augmentation, config.learning_rate) == ("flip", 5e-4)
+    assert (config.lr_schedule, config.ema_decay) == ("constant", 0.0)
+    # a file naming the recipe and one key of it
+    path = _write(tmp_path / "r.yaml", "recipe: paper\nema_decay: 0.99\n")
+    loaded = cfg.load(path)
+    assert (loaded.recipe, loaded.ema_decay, loaded.lr_schedule) == ("paper", 0.99, "constant")
+    # a file of the original (no recipe key) gets the default recipe's training keys
+    original = cfg.load(_write(tmp_path / "o.yaml", ORIGINAL_FILE))
+    assert (original.recipe, original.lr_schedule) == ("debcr", "cosine")
+
+
+def test_changing_the_recipe_sets_all_its_keys() -> None:
+    config = TrainConfig(augmentation="flip")
+    config["recipe"] = "paper"
+    assert config.to_dict() == PAPER_RECIPE
+    config.recipe = "debcr"
+    assert config.to_dict() == {**PAPER_RECIPE, **DEBCR_RECIPE}
+    # keys changed together with the recipe win over it
+    mixed = config.with_overrides(recipe="paper", warmup_fraction=0.1, lr_schedule="cosine")
+    assert (mixed.recipe, mixed.warmup_fraction, mixed.lr_schedule) == ("paper", 0.1, "cosine")
+    assert mixed.ema_decay == 0.0
+    # overriding a key of the recipe without the recipe keeps the others
+    assert config.with_overrides(ema_decay=0.5).lr_schedule == "cosine"
+
+
+def test_unknown_recipe_is_one_sentence_and_changes_nothing() -> None:
+    config = TrainConfig()
+    with pytest.raises(ConfigError) as excinfo:
+        config["recipe"] = "papr"
+    text = _message(excinfo)
+    assert "recipe: must be one of 'debcr', 'paper' (got 'papr')" in text
+    assert config.to_dict() == {**PAPER_RECIPE, **DEBCR_RECIPE}
+    with pytest.raises(ConfigError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+    with pytest.raises(ConfigError, match="warmup_fraction"):
+        TrainConfig(warmup_fraction=0.8)
 
 
 def test_original_file_is_what_the_original_writes() -> None:
@@ -312,7 +367,7 @@ def test_item_assignment_is_validated_and_atomic() -> None:
 
 
 def test_mapping_access_like_the_original_dict() -> None:
-    config = TrainConfig()
+    config = TrainConfig(recipe="paper")
     assert dict(config) == config.to_dict() == PAPER_RECIPE
     assert list(config) == list(PAPER_RECIPE) and len(config) == len(PAPER_RECIPE)
     assert "NUM_STEPS" in config and "num_steps" in config and "nope" not in config

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import fmd_frame, fmd_gt
 from debcr.config import TrainConfig
@@ -522,3 +523,108 @@ def test_layer_data_becomes_the_sets_of_each_mode_with_a_held_out_tenth() -> Non
     assert note == "validation: the last tenth of the training patches"
     with pytest.raises(DataError, match="Noise2Noise needs a stack of repeated noisy frames"):
         training_sets(frames[0], None, _config(Path("x"), mode="noise2noise"))
+
+
+_KILLED_RUN = """
+import os, signal, sys
+from lightning.pytorch.callbacks import Callback
+from debcr import config as cfg
+from debcr.model import train
+
+class KillAt(Callback):  # kill -9 at a step between two checkpoints
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+config = cfg.load(sys.argv[1])
+callbacks = [KillAt()] if int(sys.argv[2]) > 0 else []
+train(config.train_data, config.val_data, config, callbacks=callbacks)
+"""
+
+
+def _curve(run: Path) -> dict[int, tuple[float, float]]:
+    with (run / "metrics.csv").open() as fh:
+        return {
+            int(r["step"]): (float(r["train_loss"]), float(r["lr"])) for r in csv.DictReader(fh)
+        }
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_on_the_same_curve(data, tmp_path: Path) -> None:
+    """Schedule, weight average, data order and augmentation continue exactly after kill -9."""
+    from debcr import config as cfg
+
+    _write_data(data, tmp_path)
+    runs = {}
+    for name, kill_at in (("straight", 0), ("killed", 8)):
+        out = tmp_path / name
+        # the default recipe: cosine schedule with warm-up, weight average, flips/rotations
+        config = _config(
+            out,
+            num_steps=12,
+            val_freq=4,
+            save_freq=3,
+            recipe="debcr",
+            train_data=str(tmp_path / "t_train.npz"),
+            val_data=str(tmp_path / "t_val.npz"),
+        )
+        assert (config.lr_schedule, config.augmentation) == ("cosine", "flip_rot90")
+        assert config.ema_decay > 0
+        cfg.save(config, tmp_path / f"{name}.yaml")
+        proc = subprocess.run(
+            [sys.executable, "-c", _KILLED_RUN, str(tmp_path / f"{name}.yaml"), str(kill_at)],
+            capture_output=True,
+            text=True,
+        )
+        runs[name] = out
+        if kill_at:
+            assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+            assert _ckpt_step(out / "resume.ckpt") == 6
+            assert max(_curve(out)) >= 6  # a step after the checkpoint was logged, then lost
+        else:
+            assert proc.returncode == 0, proc.stderr[-2000:]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "debcr.cli", "train", "--resume", str(runs["killed"])],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight, killed = _curve(runs["straight"]), _curve(runs["killed"])
+    assert sorted(killed) == sorted(straight) == list(range(12))
+    for step in range(12):
+        assert killed[step] == pytest.approx(straight[step], rel=1e-6), step
+    # warm-up (1 step of 12 at 5 %), then a decay to 1 % of the rate
+    rates = [straight[s][1] for s in range(12)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] < rates[1] / 5
+    for name in ("last.safetensors", "best.safetensors"):
+        a = load_model(runs["straight"] / name).state_dict()
+        b = load_model(runs["killed"] / name).state_dict()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_run_from_before_recipes_resumes_with_the_paper_recipe(data, tmp_path: Path) -> None:
+    run = tmp_path / "old"
+    _write_data(data, tmp_path)
+    config = _config(
+        run,
+        num_steps=4,
+        recipe="paper",
+        train_data=str(tmp_path / "t_train.npz"),
+        val_data=str(tmp_path / "t_val.npz"),
+    )
+    train(config.train_data, config.val_data, config)
+    # config.yaml as a version without recipes wrote it
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    for key in ("recipe", "lr_schedule", "warmup_fraction", "ema_decay"):
+        del written[key]
+    (run / "config.yaml").write_text(yaml.safe_dump(written))
+    result = subprocess.run(
+        [sys.executable, "-m", "debcr.cli", "train", "--resume", str(run), "num_steps=6"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [rate for _, rate in _curve(run).values()] == pytest.approx([1e-3] * 6)
+    assert "recipe: paper" in (run / "config.yaml").read_text()

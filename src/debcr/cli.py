@@ -190,6 +190,19 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_config(path: Path):
+    """The configuration of a run folder; a run from before recipes trained with ``paper``'s."""
+    import yaml
+
+    from debcr import config as cfg
+
+    config = cfg.load(path)
+    written = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    if isinstance(written, dict) and "recipe" not in written:
+        return cfg.load_dict({**written, "recipe": "paper"})
+    return config
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from debcr import config as cfg
     from debcr.defaults import RUN_CONFIG
@@ -216,7 +229,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"the run's folder (its weights_path), e.g. `debcr train --resume {run_dir.parent}`"
             )
         overrides["weights_path"] = str(run_dir)
-        config = cfg.load(run_dir / RUN_CONFIG).with_overrides(overrides)
+        config = _run_config(run_dir / RUN_CONFIG).with_overrides(overrides)
     else:
         if not paths:
             raise DebcrError(

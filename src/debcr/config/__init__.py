@@ -8,7 +8,7 @@ checks every value, so a typo or an impossible value is reported when the file i
 hours into a run. Notebooks written for the original keep working:
 
 ```python
-config = debcr.config.load()          # the defaults (the paper's recipe)
+config = debcr.config.load()          # the defaults (the debcr recipe)
 config["batch_size"] = 16             # validated on assignment
 debcr.config.save(config, "my.yaml")  # the original can read this file too
 ```
@@ -24,6 +24,7 @@ command-line tools and GUIs import it at start-up.
 """
 
 from debcr.config.messages import UnknownKeyError
+from debcr.config.recipes import DEFAULT_RECIPE, RECIPES
 from debcr.config.schema import MAX_SEED as MAX_SEED
 from debcr.config.schema import ORIGINAL_KEYS, PRECISION_ALIASES, STRATEGIES, TrainConfig, merge
 from debcr.config.schema import Precision as Precision
@@ -31,8 +32,10 @@ from debcr.config.schema import Strategy as Strategy
 from debcr.config.yaml_io import load, load_dict, parse_overrides, save
 
 __all__ = [
+    "DEFAULT_RECIPE",
     "ORIGINAL_KEYS",
     "PRECISION_ALIASES",
+    "RECIPES",
     "STRATEGIES",
     "TrainConfig",
     "UnknownKeyError",

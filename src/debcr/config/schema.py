@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from debcr.config.messages import Messages, report, show
+from debcr.config.recipes import DEFAULT_RECIPE, RECIPES
 from debcr.defaults import SIZE_MULTIPLE
 from debcr.modes import DEFAULT_MODE, MODES
 
@@ -95,7 +96,7 @@ Float = Annotated[float, BeforeValidator(_reject_bool)]
 
 
 class TrainConfig(BaseModel):
-    """Settings of a training run (flat, validated; the defaults are the paper's recipe).
+    """Settings of a training run (flat, validated; the defaults are the ``debcr`` recipe).
 
     Every field is described in its ``description`` (``TrainConfig.model_fields``); the
     allowed values are checked on creation and on every assignment, and a bad value raises
@@ -114,8 +115,12 @@ class TrainConfig(BaseModel):
         Patches per training / validation batch.
     num_steps, patience, val_freq, save_freq : int
         Length of the run, early stopping, validation and checkpoint intervals.
+    recipe : str
+        Named set of the keys below that shape training (``debcr`` or ``paper``).
     learning_rate, adam_eps : float
         Adam settings.
+    lr_schedule, warmup_fraction, ema_decay : str, float, float
+        Learning-rate schedule and moving average of the weights.
     patch_size, patch_normalization, augmentation : int, str, str
         How training patches are drawn and scaled.
     loss, fft_weight : str, float
@@ -165,6 +170,15 @@ class TrainConfig(BaseModel):
         "checkpoint); at most num_steps.",
     )
     save_freq: Int = Field(50, ge=1, description="Steps between periodic checkpoints.")
+    recipe: Literal[tuple(RECIPES)] = Field(
+        DEFAULT_RECIPE,
+        description="A named set of training settings (see debcr.config.RECIPES): "
+        "'debcr' (the default: cosine learning-rate schedule with warm-up, a moving "
+        "average of the weights, flips and 90° rotations) or 'paper' (the published DeBCR "
+        "recipe: constant learning rate, no average, no augmentation). The recipe fills "
+        "the keys it names that are not given; keys given explicitly win. Changing the "
+        "recipe of a configuration sets all of its keys.",
+    )
     learning_rate: Float = Field(
         1e-3, gt=0, le=1, allow_inf_nan=False, description="Adam learning rate."
     )
@@ -174,6 +188,30 @@ class TrainConfig(BaseModel):
         allow_inf_nan=False,
         description="Adam epsilon. 1e-7 is the Keras default the original trained with "
         "(PyTorch's default is 1e-8).",
+    )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        RECIPES[DEFAULT_RECIPE]["lr_schedule"],
+        description="How the learning rate changes over the run: 'constant' (the paper's "
+        "recipe) or 'cosine' (a linear warm-up over warmup_fraction of num_steps, then a "
+        "half-cosine decay to 1 % of learning_rate at num_steps).",
+    )
+    warmup_fraction: Float = Field(
+        RECIPES[DEFAULT_RECIPE]["warmup_fraction"],
+        ge=0,
+        le=0.5,
+        allow_inf_nan=False,
+        description="Share of num_steps over which the learning rate rises linearly to "
+        "learning_rate, for lr_schedule 'cosine'; 0 = no warm-up.",
+    )
+    ema_decay: Float = Field(
+        RECIPES[DEFAULT_RECIPE]["ema_decay"],
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="Decay of an exponential moving average of the weights, which is "
+        "validated and saved (best and last model) instead of the raw weights; the decay "
+        "is warmed up as min(ema_decay, (1 + n) / (10 + n)) after n updates, so short runs "
+        "are not dominated by the starting weights. 0 = no average (the paper's recipe).",
     )
     patch_size: Int = Field(
         128,
@@ -225,9 +263,9 @@ class TrainConfig(BaseModel):
         "pixel excluded, N2V2) replaces a masked pixel; odd, 11 as in CAREamics.",
     )
     augmentation: Literal["none", "flip", "flip_rot90"] = Field(
-        "none",
+        RECIPES[DEFAULT_RECIPE]["augmentation"],
         description="Random symmetries applied alike to input and target patches: 'none' "
-        "(as the original), 'flip' (horizontal/vertical flips) or 'flip_rot90' (flips and "
+        "(the paper's recipe), 'flip' (horizontal/vertical flips) or 'flip_rot90' (flips and "
         "90° rotations, the 8 symmetries of the square).",
     )
     patch_normalization: Literal["none", "minmax"] = Field(
@@ -319,6 +357,9 @@ class TrainConfig(BaseModel):
             super().__setattr__(name, value)
             return
         field = MESSAGES.field_name(name)
+        if field == "recipe":
+            self.update(recipe=value)
+            return
         # pydantic stores the new value before the cross-field checks run, and leaves it
         # there when they fail; keep the old state so a rejected assignment changes nothing.
         state = self.__dict__.copy()
@@ -331,6 +372,17 @@ class TrainConfig(BaseModel):
             raise MESSAGES.invalid(exc, {name: value}, "training configuration") from None
 
     # ---- field checks --------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_keys(cls, data: Any) -> Any:
+        # The recipe's keys that are not given take the recipe's values.
+        if not isinstance(data, Mapping):
+            return data
+        name = data.get("recipe", DEFAULT_RECIPE)
+        if name not in RECIPES:
+            return data  # the field check reports the name
+        return {**RECIPES[name], **data}
 
     @model_validator(mode="before")
     @classmethod
@@ -555,4 +607,8 @@ def merge(config: TrainConfig | Mapping[str, Any], overrides: Mapping[str, Any])
             raise report([f"{line} (got {show(value)})"], "overrides")
         spelled[field] = key
         changes[field] = value
+    recipe = changes.get("recipe")
+    if isinstance(recipe, str) and recipe in RECIPES and recipe != values["recipe"]:
+        # A new recipe brings all of its keys, except those changed at the same time.
+        values.update(RECIPES[recipe])
     return validate({**values, **changes}, "training configuration")

@@ -1,4 +1,4 @@
-"""Training patches for Lightning: loading and checking them, datasets, augmentation."""
+"""Training patches for Lightning: loading and checking them, datasets, order, augmentation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from debcr.data.io import load
 from debcr.data.normalize import normalize
@@ -126,6 +126,37 @@ def load_repeats(source: Any, what: str = "training data") -> np.ndarray:
         )
     _check_patches(repeats, "repeats", what)
     return repeats.astype(np.float32, copy=False)
+
+
+class EpochOrder(Sampler[int]):
+    """A random order of ``n`` items per epoch that depends only on the seed and the epoch.
+
+    Lightning announces each epoch (``set_epoch``). A run resumed in the middle of an epoch
+    gives ``skip`` (items of epoch ``skip_epoch`` that its steps used already): that epoch then
+    continues where the interrupted run was, so the resumed run sees the batches the
+    uninterrupted one would have seen (torch's own shuffling starts every resumed epoch anew).
+    """
+
+    def __init__(self, n: int, seed: int, *, skip_epoch: int = 0, skip: int = 0) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+        self.skip_epoch = skip_epoch
+        self.skip = skip
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if self.skip and self.epoch == self.skip_epoch:
+            order, self.skip = order[self.skip :], 0
+        return iter(order)
 
 
 class PairDataset(Dataset):

@@ -71,7 +71,7 @@ from debcr.nn.receptive import store_halos
 from debcr.runtime import default_precision, tune_allocator
 from debcr.sources import load as load_source
 from debcr.training.curves import plot_curves
-from debcr.training.data import normalise_raw
+from debcr.training.data import EpochOrder, normalise_raw
 from debcr.training.history import MetricsLog
 from debcr.training.modes import TrainingMode, check_data_mode, mode_for, normalization_of
 from debcr.training.module import MRBCRModule
@@ -133,7 +133,7 @@ class RunFiles(Callback):
     def _save_model(self, trainer: L.Trainer, module: MRBCRModule, name: str, **extra: Any) -> None:
         if trainer.is_global_zero:
             info = {**self.metadata, "step": trainer.global_step, **extra}
-            save_model(module.net, self.run_dir / name, metadata=info, overwrite=True)
+            save_model(module.model_to_save(), self.run_dir / name, metadata=info, overwrite=True)
 
     def _save_resume(self, trainer: L.Trainer) -> None:
         # The metrics of every step the checkpoint covers are on disk before it is.
@@ -204,15 +204,38 @@ def _recorded_val_loss(path: Path) -> float | None:
     return None if value is None else float(value)
 
 
-def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int, seed: int | None):
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+def _loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    workers: int,
+    seed: int | None,
+    resume_step: int = 0,
+    ranks: int = 1,
+) -> DataLoader:
+    """The data loader of a split; shuffled (in `EpochOrder`) for training.
+
+    A run resumed at ``resume_step`` on one process continues the interrupted epoch's order.
+    The loader's own generator (seeds of the iterators and workers) keeps torch's global one,
+    which augmentation draws from and a checkpoint restores, untouched.
+    """
+    if seed is None:
+        seed = int(torch.randint(2**31 - 1, ()))
+    batch_size = min(batch_size, len(dataset))
+    sampler = None
+    if shuffle:
+        # Under DDP Lightning splits this order between the ranks (not resumed mid-epoch).
+        per_epoch = len(dataset) // batch_size
+        epoch, used = divmod(resume_step, per_epoch) if ranks == 1 else (0, 0)
+        sampler = EpochOrder(len(dataset), seed, skip_epoch=epoch, skip=used * batch_size)
     return DataLoader(
         dataset,
-        batch_size=min(batch_size, len(dataset)),
-        shuffle=shuffle,
+        batch_size=batch_size,
+        sampler=sampler,
         drop_last=shuffle,
         num_workers=workers,
-        generator=generator,
+        generator=torch.Generator().manual_seed(seed),
         persistent_workers=workers > 0,
     )
 
@@ -260,13 +283,24 @@ def fit(
     with _disk_errors(files, resume, before), _interruptible(trainer, files, run_dir, history):
         _fit(
             trainer,
-            MRBCRModule(net, mode, learning_rate=config.learning_rate, adam_eps=config.adam_eps),
+            MRBCRModule(
+                net,
+                mode,
+                learning_rate=config.learning_rate,
+                adam_eps=config.adam_eps,
+                lr_schedule=config.lr_schedule,
+                warmup_fraction=config.warmup_fraction,
+                total_steps=config.num_steps,
+                ema_decay=config.ema_decay,
+            ),
             train_dataloaders=_loader(
                 mode.dataset(train_arrays, training=True),
                 config.batch_size,
                 shuffle=True,
                 workers=config.num_workers,
                 seed=config.seed,
+                resume_step=files.saved_step or 0,
+                ranks=trainer.world_size,
             ),
             val_dataloaders=_loader(
                 mode.dataset(val_arrays, training=False),
@@ -497,6 +531,7 @@ def _provenance(
         "init_source": parent.get("source", ""),
         "init_license": parent.get("license", ""),
         "config": config.to_dict(),
+        "recipe": config.recipe,
         "precision": precision,
         "normalization": normalization,
         "mode": mode.name,
