@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.data import default_collate
 
 from conftest import DATA, FMD, fmd_frame
 from debcr.config import TrainConfig
@@ -141,14 +142,17 @@ def test_noise2noise_pairs_are_two_different_frames_of_one_location() -> None:
     assert len(data) == 16
     torch.manual_seed(0)
     seen = set()
-    for _ in range(200):
-        index = int(torch.randint(len(data), ()))
-        a, b = data[index]
-        # which frames of this location they are (every frame has its own noise)
-        first = [f for f in range(8) if np.array_equal(a[0].numpy(), stack[index, f])]
-        second = [f for f in range(8) if np.array_equal(b[0].numpy(), stack[index, f])]
-        assert len(first) == len(second) == 1 and first != second
-        seen.add((first[0], second[0]))
+    mode = Noise2Noise()
+    for _ in range(50):
+        index = torch.randint(len(data), (4,)).tolist()
+        batch = mode.batch(default_collate([data[i] for i in index]), training=True)
+        for row, i in enumerate(index):
+            a, b = batch.inputs[row, 0].numpy(), batch.target[row, 0].numpy()
+            # which frames of this location they are (every frame has its own noise)
+            first = [f for f in range(8) if np.array_equal(a, stack[i, f])]
+            second = [f for f in range(8) if np.array_equal(b, stack[i, f])]
+            assert len(first) == len(second) == 1 and first != second
+            seen.add((first[0], second[0]))
     assert len(seen) > 40  # pairs are redrawn: most of the 56 ordered pairs appear
     fixed = RepeatsDataset(stack, random_pairs=False)
     assert len(fixed) == 16 * 8

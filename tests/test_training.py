@@ -550,11 +550,18 @@ def _curve(run: Path) -> dict[int, tuple[float, float]]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_on_the_same_curve(data, tmp_path: Path) -> None:
-    """Schedule, weight average, data order and augmentation continue exactly after kill -9."""
+@pytest.mark.parametrize("mode", ["supervised", "noise2noise"])
+def test_killed_run_resumes_on_the_same_curve(data, tmp_path: Path, mode: str) -> None:
+    """Schedule, weight average, data order, augmentation and Noise2Noise pairs continue
+    exactly after kill -9."""
     from debcr import config as cfg
 
-    _write_data(data, tmp_path)
+    if mode == "supervised":
+        _write_data(data, tmp_path)
+    else:  # three "acquisitions" of every location
+        for split, name in zip(data, ("t_train", "t_val"), strict=True):
+            low, gt = split["low"], split["gt"]
+            np.savez(tmp_path / f"{name}.npz", repeats=np.stack([low, gt, (low + gt) / 2], 1))
     runs = {}
     for name, kill_at in (("straight", 0), ("killed", 8)):
         out = tmp_path / name
@@ -565,6 +572,7 @@ def test_killed_run_resumes_on_the_same_curve(data, tmp_path: Path) -> None:
             val_freq=4,
             save_freq=3,
             recipe="debcr",
+            mode=mode,
             train_data=str(tmp_path / "t_train.npz"),
             val_data=str(tmp_path / "t_val.npz"),
         )

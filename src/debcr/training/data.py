@@ -187,12 +187,13 @@ class PatchDataset(Dataset):
 
 
 class RepeatsDataset(Dataset):
-    """Pairs of two different frames of one patch location, ``(1, P, P)`` each.
+    """The frames of one patch location: all of them, or a fixed pair.
 
-    With ``random_pairs`` an item is one location with a pair of distinct frames drawn at
-    every access (so anew every epoch; torch's generator, seeded by the run). Otherwise the
-    items are the fixed pairs ``(f, f + 1 mod F)`` of every location and frame, for a
-    validation loss that is the same for the same network.
+    With ``random_pairs`` an item is the ``(F, P, P)`` stack of one location, from which
+    `draw_pairs` takes two distinct frames when the batch is trained on (torch's generator,
+    seeded by the run and restored on resume, so a resumed run draws the same pairs).
+    Otherwise the items are the fixed pairs ``(f, f + 1 mod F)`` of every location and frame,
+    ``(1, P, P)`` each, for a validation loss that is the same for the same network.
     """
 
     def __init__(self, repeats: np.ndarray, *, random_pairs: bool) -> None:
@@ -205,18 +206,26 @@ class RepeatsDataset(Dataset):
         return n if self.random_pairs else n * self.frames
 
     def frame_pair(self, index: int) -> tuple[int, int, int]:
-        """``(location, input frame, target frame)`` of item ``index``."""
-        if self.random_pairs:
-            first = int(torch.randint(self.frames, ()))
-            second = int(torch.randint(self.frames - 1, ()))
-            return index, first, second + (second >= first)
+        """``(location, input frame, target frame)`` of the fixed item ``index``."""
         location, first = divmod(index, self.frames)
         return location, first, (first + 1) % self.frames
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        if self.random_pairs:
+            return (self.repeats[index],)
         location, first, second = self.frame_pair(index)
         frames = self.repeats[location]
         return frames[first, None], frames[second, None]
+
+
+def draw_pairs(stacks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two distinct random frames of every ``(F, P, P)`` stack of a batch, ``(B, 1, P, P)`` each."""
+    n, frames = stacks.shape[:2]
+    first = torch.randint(frames, (n,))
+    second = torch.randint(frames - 1, (n,))
+    second = second + (second >= first)
+    rows = torch.arange(n)
+    return stacks[rows, first, None], stacks[rows, second, None]
 
 
 def augment(low: torch.Tensor, gt: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:

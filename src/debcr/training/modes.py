@@ -56,6 +56,7 @@ from debcr.training.data import (
     PatchDataset,
     RepeatsDataset,
     augment,
+    draw_pairs,
     load_pairs,
     load_patches,
     load_repeats,
@@ -224,7 +225,10 @@ class Noise2Noise(TrainingMode):
         return RepeatsDataset(arrays["repeats"], random_pairs=training)
 
     def batch(self, items: Sequence[Tensor], *, training: bool, batch_index: int = 0) -> Batch:
-        first, second = self._scaled_pair(items[0], items[1], training)
+        # Training items are whole stacks: the pair is drawn here, in the step, from the
+        # run's generator, so a resumed run draws the pairs the uninterrupted one would have.
+        first, second = draw_pairs(items[0]) if training else (items[0], items[1])
+        first, second = self._scaled_pair(first, second, training)
         return Batch(first, second)
 
 
