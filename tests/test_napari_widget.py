@@ -443,6 +443,32 @@ def test_fine_tuning_a_built_in_model_offers_a_smaller_learning_rate(widget) -> 
     assert tr.lr.value() == pytest.approx(1e-4)
 
 
+def test_the_recipe_is_chosen_in_the_settings_and_kept_in_settings_files(widget, tmp_path) -> None:
+    tr = widget.train_tab
+    assert tr.recipe.currentText() == "debcr"
+    config = tr.config()
+    assert (config.recipe, config.lr_schedule, config.augmentation) == (
+        "debcr",
+        "cosine",
+        "flip_rot90",
+    )
+    tr.recipe.setCurrentText("paper")
+    config = tr.config()
+    assert (config.recipe, config.lr_schedule, config.ema_decay, config.augmentation) == (
+        "paper",
+        "constant",
+        0.0,
+        "none",
+    )
+    tr.lr.setValue(0.0002)  # a typed rate wins over the recipe's
+    assert tr.config().learning_rate == pytest.approx(2e-4)
+    tr.save_config(tmp_path / "s.yaml")
+    tr.reset_config()
+    assert tr.recipe.currentText() == "debcr"
+    tr.load_config(tmp_path / "s.yaml")
+    assert tr.recipe.currentText() == "paper" and tr.config().lr_schedule == "constant"
+
+
 def test_new_runs_go_to_the_home_folder_not_the_working_directory(
     widget, tmp_path, monkeypatch
 ) -> None:

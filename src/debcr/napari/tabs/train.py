@@ -93,6 +93,11 @@ class TrainTab(JobTab):
         self.init_path = QLineEdit(placeholderText="model file or training run folder")
 
     def _make_settings_controls(self) -> None:
+        from debcr.config import RECIPES, TrainConfig
+
+        self.recipe = QComboBox()
+        self.recipe.addItems(list(RECIPES))
+        self.recipe.setToolTip(TrainConfig.model_fields["recipe"].description)
         self.batch = spin(1, 4096, 32, 8)
         self.steps = spin(1, 10_000_000, 2000, 10)
         self.val_freq = spin(1, 1_000_000, 100, 10)
@@ -152,6 +157,7 @@ class TrainTab(JobTab):
     def _settings_box(self) -> QGroupBox:
         box = QGroupBox("Settings")
         form = QFormLayout(box)
+        form.addRow("recipe:", self.recipe)
         form.addRow("images in batch:", self.batch)
         form.addRow("training steps:", self.steps)
         form.addRow("validate every (steps):", self.val_freq)
@@ -199,6 +205,7 @@ class TrainTab(JobTab):
             self.defaults,
             {
                 "mode": self.current_mode(),
+                "recipe": self.recipe.currentText(),
                 "batch_size": self.batch.value(),
                 "num_steps": self.steps.value(),
                 "val_freq": self.val_freq.value(),
@@ -231,6 +238,7 @@ class TrainTab(JobTab):
         self.defaults = config
         self.mode.setCurrentIndex(list(MODES).index(config.mode))
         self._show_mode()
+        self.recipe.setCurrentText(config.recipe)
         self.batch.setValue(config.batch_size)
         self.steps.setValue(config.num_steps)
         self.val_freq.setValue(config.val_freq)
