@@ -63,9 +63,9 @@ Running: ``--jobs N`` runs N units at once, each in its own subprocess with one 
 results. Every finished unit is written atomically to
 ``benchmarks/_work/bench_quality/<settings-key>/<task>/<method>/seed<k>.json`` (per-frame metrics
 and their summary, training wall time, steps, the median s/step seen during training, the other
-CPU load); its log is in ``.../logs/``. ``--reuse`` skips units whose file exists with identical
-settings. The report (``benchmarks/results/quality.md`` and ``quality.json``) covers every
-finished unit of the settings key, so a benchmark run in parts reports all parts.
+CPU load); its log is in ``<settings-key>/logs/``. ``--reuse`` skips units whose file exists
+with identical settings. The report (``benchmarks/results/quality.md`` and ``quality.json``)
+covers every finished unit of the settings key, so a benchmark run in parts reports all parts.
 
 ``--timing`` instead trains every selected (task, method) for ``--timing-warmup`` +
 ``--timing-steps`` steps (validation only at the end, no prediction), one process at a time
@@ -638,9 +638,10 @@ def child_main(args: argparse.Namespace) -> int:
 # -- the parent: scheduling ----------------------------------------------------------------
 
 
-def run_lanes(units: list[tuple[str, str, int]], args, out_of, jobs: int, threads: int) -> list:
-    """Run units as subprocesses, ``jobs`` at once; return the failed units."""
-    log_dir = OUT / "logs"
+def run_lanes(
+    units: list[tuple[str, str, int]], args, out_of, jobs: int, threads: int, log_dir: Path
+) -> list:
+    """Run units as subprocesses, ``jobs`` at once (logs in ``log_dir``); return the failures."""
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     pending, running, failed = list(units), {}, []
@@ -969,7 +970,9 @@ def main() -> int:
             if not is_reference(split_method(method)[0])
         ]
         tmp = OUT / "timing_parts"
-        failed = run_lanes(units, args, lambda u: tmp / f"{u[0]}_{u[1]}.json", jobs=1, threads=2)
+        failed = run_lanes(
+            units, args, lambda u: tmp / f"{u[0]}_{u[1]}.json", 1, 2, OUT / "timing_logs"
+        )
         timing = load_timing()
         rows = []
         for task, method, _ in units:
@@ -1013,7 +1016,7 @@ def main() -> int:
                 units.append(unit)
     units.sort(key=lambda u: (not is_reference(split_method(u[1])[0]),))
     log(f"{len(units)} units to run ({args.jobs} at once), {len(reused)} reused")
-    failed = run_lanes(units, args, lambda u: unit_path(root, *u), jobs=args.jobs, threads=1)
+    failed = run_lanes(units, args, lambda u: unit_path(root, *u), args.jobs, 1, root / "logs")
     seeds = sorted(set(args.seeds))
     found = collect(root, seeds)
     if not found:

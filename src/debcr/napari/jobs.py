@@ -308,7 +308,8 @@ def monitor_callback(
             if preview is not None:
                 with torch.no_grad():
                     x = torch.from_numpy(preview[None, None]).to(module.device)
-                    event["preview"] = module.net.restore(x)[0, 0].float().cpu().numpy()
+                    net = module.model_to_save()  # the validated weights (their average)
+                    event["preview"] = net.restore(x)[0, 0].float().cpu().numpy()
             report(event)
 
     return _Monitor()
