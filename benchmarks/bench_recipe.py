@@ -40,6 +40,7 @@ VARIANTS: dict[str, tuple[str | None, dict]] = {
     "ft_debcr": ("2D_denoising", {"recipe": "debcr"}),
     "ft_debcr_lr3e-4": ("2D_denoising", {"recipe": "debcr", "learning_rate": 3e-4}),
     "scratch_paper": (None, {"recipe": "paper"}),
+    "scratch_cosine_ema": (None, {"recipe": "debcr", "augmentation": "none"}),
     "scratch_debcr": (None, {"recipe": "debcr"}),
 }
 

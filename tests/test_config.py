@@ -98,7 +98,6 @@ DEBCR_RECIPE = {
     "lr_schedule": "cosine",
     "warmup_fraction": 0.05,
     "ema_decay": 0.999,
-    "augmentation": "flip_rot90",
 }
 
 

@@ -447,19 +447,10 @@ def test_the_recipe_is_chosen_in_the_settings_and_kept_in_settings_files(widget,
     tr = widget.train_tab
     assert tr.recipe.currentText() == "debcr"
     config = tr.config()
-    assert (config.recipe, config.lr_schedule, config.augmentation) == (
-        "debcr",
-        "cosine",
-        "flip_rot90",
-    )
+    assert (config.recipe, config.lr_schedule, config.ema_decay) == ("debcr", "cosine", 0.999)
     tr.recipe.setCurrentText("paper")
     config = tr.config()
-    assert (config.recipe, config.lr_schedule, config.ema_decay, config.augmentation) == (
-        "paper",
-        "constant",
-        0.0,
-        "none",
-    )
+    assert (config.recipe, config.lr_schedule, config.ema_decay) == ("paper", "constant", 0.0)
     tr.lr.setValue(0.0002)  # a typed rate wins over the recipe's
     assert tr.config().learning_rate == pytest.approx(2e-4)
     tr.save_config(tmp_path / "s.yaml")

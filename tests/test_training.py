@@ -572,6 +572,7 @@ def test_killed_run_resumes_on_the_same_curve(data, tmp_path: Path, mode: str) -
             val_freq=4,
             save_freq=3,
             recipe="debcr",
+            augmentation="flip_rot90",
             mode=mode,
             train_data=str(tmp_path / "t_train.npz"),
             val_data=str(tmp_path / "t_val.npz"),

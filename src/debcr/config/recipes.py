@@ -23,7 +23,7 @@ RECIPES: MappingProxyType[str, MappingProxyType[str, Any]] = MappingProxyType(
                 "lr_schedule": "cosine",
                 "warmup_fraction": 0.05,
                 "ema_decay": 0.999,
-                "augmentation": "flip_rot90",
+                "augmentation": "none",
             }
         ),
         "paper": MappingProxyType(

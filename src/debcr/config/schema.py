@@ -173,9 +173,9 @@ class TrainConfig(BaseModel):
     recipe: Literal[tuple(RECIPES)] = Field(
         DEFAULT_RECIPE,
         description="A named set of training settings (see debcr.config.RECIPES): "
-        "'debcr' (the default: cosine learning-rate schedule with warm-up, a moving "
-        "average of the weights, flips and 90° rotations) or 'paper' (the published DeBCR "
-        "recipe: constant learning rate, no average, no augmentation). The recipe fills "
+        "'debcr' (the default: cosine learning-rate schedule with warm-up and a moving "
+        "average of the weights, chosen on validation data) or 'paper' (the published DeBCR "
+        "recipe: constant learning rate, no average). Neither augments. The recipe fills "
         "the keys it names that are not given; keys given explicitly win. Changing the "
         "recipe of a configuration sets all of its keys.",
     )
@@ -265,7 +265,7 @@ class TrainConfig(BaseModel):
     augmentation: Literal["none", "flip", "flip_rot90"] = Field(
         RECIPES[DEFAULT_RECIPE]["augmentation"],
         description="Random symmetries applied alike to input and target patches: 'none' "
-        "(the paper's recipe), 'flip' (horizontal/vertical flips) or 'flip_rot90' (flips and "
+        "(both recipes), 'flip' (horizontal/vertical flips) or 'flip_rot90' (flips and "
         "90° rotations, the 8 symmetries of the square).",
     )
     patch_normalization: Literal["none", "minmax"] = Field(
