@@ -36,11 +36,13 @@ VAL_FIELD = "20"
 #: name → (starting model, config keys); recipe keys not named come from the recipe.
 VARIANTS: dict[str, tuple[str | None, dict]] = {
     "ft_paper": ("2D_denoising", {"recipe": "paper"}),
-    "ft_cosine_ema": ("2D_denoising", {"recipe": "debcr", "augmentation": "none"}),
     "ft_debcr": ("2D_denoising", {"recipe": "debcr"}),
-    "ft_debcr_lr3e-4": ("2D_denoising", {"recipe": "debcr", "learning_rate": 3e-4}),
+    "ft_debcr_flips": ("2D_denoising", {"recipe": "debcr", "augmentation": "flip_rot90"}),
+    "ft_debcr_flips_lr3e-4": (
+        "2D_denoising",
+        {"recipe": "debcr", "augmentation": "flip_rot90", "learning_rate": 3e-4},
+    ),
     "scratch_paper": (None, {"recipe": "paper"}),
-    "scratch_cosine_ema": (None, {"recipe": "debcr", "augmentation": "none"}),
     "scratch_debcr": (None, {"recipe": "debcr"}),
 }
 

@@ -333,7 +333,7 @@ def train(
         normalises each image on its own, which suits images of different brightness better.
     config
         A `debcr.config.TrainConfig`, a dict of its fields (the original's
-        keys work), or ``None`` for the paper's recipe.
+        keys work), or ``None`` for the defaults (the ``debcr`` recipe).
     init_model
         Start from this model: a built-in name (fine-tuning, e.g. ``"2D_denoising"``),
         a model file, or an `MRBCR`; ``None`` uses ``config.init_model``
