@@ -63,7 +63,7 @@ def test_one_training_step_gives_the_same_parameters() -> None:
     params = []
     for net in (copy.deepcopy(base), faithful_net):
         module = MRBCRModule(net.train(), learning_rate=1e-4)
-        optimiser = module.configure_optimizers()
+        optimiser = module.configure_optimizers()["optimizer"]
         loss = module.training_step((x, y), 0)
         loss.backward()
         optimiser.step()
