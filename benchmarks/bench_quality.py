@@ -316,20 +316,6 @@ def test_pairs(task: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndar
 # -- training ------------------------------------------------------------------------------
 
 
-def step_timer():
-    """A Lightning callback noting the end time of every training batch."""
-    from lightning.pytorch.callbacks import Callback
-
-    class StepTimer(Callback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.ends.append(time.perf_counter())
-
-    return StepTimer()
-
-
 def deltas(ends: list[float]) -> list[float]:
     return [b - a for a, b in itertools.pairwise(ends)]
 
@@ -362,6 +348,8 @@ def train_mrbcr(task, base, recipe, seed, sets, run_dir: Path, budget: dict):
     if recipe:
         fields["recipe"] = recipe
     config = TrainConfig(**fields)
+    from careamics_runner import step_timer  # the same callback (stdlib + Lightning only)
+
     timer = step_timer()
     log(f"m-rBCR {base} (mode {mode}, init {init or 'Glorot'}, recipe {recipe or 'default'})")
     t0 = time.perf_counter()
