@@ -42,6 +42,7 @@ VARIANTS: dict[str, tuple[str | None, dict]] = {
         "2D_denoising",
         {"recipe": "debcr", "augmentation": "flip_rot90", "learning_rate": 3e-4},
     ),
+    "ft_debcr_mse": ("2D_denoising", {"recipe": "debcr", "loss": "mse"}),
     "scratch_paper": (None, {"recipe": "paper"}),
     "scratch_debcr": (None, {"recipe": "debcr"}),
 }
@@ -104,6 +105,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
                 "warmup_fraction",
                 "ema_decay",
                 "augmentation",
+                "loss",
             )
         },
         "psnr_raw": float(np.mean(psnr)),
@@ -186,7 +188,8 @@ def main() -> int:
                 name,
                 r["init"] or "none (Glorot)",
                 f"{c['recipe']}: lr {c['learning_rate']:g} {c['lr_schedule']}, warm-up "
-                f"{c['warmup_fraction']:g}, EMA {c['ema_decay']:g}, {c['augmentation']}",
+                f"{c['warmup_fraction']:g}, EMA {c['ema_decay']:g}, {c['augmentation']}, "
+                f"loss {c.get('loss', 'reference')}",
                 f"{r['psnr_raw']:.2f}",
                 f"{r['ssim_affine']:.4f}",
                 f"{r['best_val_loss']:.4f} ({r['best_step']})",
@@ -205,7 +208,8 @@ def main() -> int:
             f"{args.steps} steps, validation every {args.val_freq} steps on {args.val_patches} "
             f"patches of field 20, seed {args.seed}, one thread per run ({args.jobs} at once); "
             f"scored on {args.frames} raw frames of field 20 vs its avg50 with "
-            "`debcr.model.predict` defaults. The test field 19 is not read.",
+            "`debcr.model.predict` defaults. The test field 19 is not read. Validation "
+            "losses compare only variants trained with the same loss.",
             "",
             table(
                 [
