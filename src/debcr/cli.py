@@ -625,6 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    # Lightning gives its "lightning" logger a handler of its own and lets
+    # "lightning.pytorch" propagate when the root logger has one: every message came twice.
+    logging.getLogger("lightning").propagate = False
     if args.command is None:
         parser.print_help()
         return 0
