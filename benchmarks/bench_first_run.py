@@ -13,10 +13,14 @@ built-in ``2D_denoising`` to a TIFF, as a new user's first command would:
   the conversion shipped with debcr);
 * ``torch``: the same with ``--backend torch``;
 * ``openvino, converting``: the default with the shipped conversions hidden (what every first
-  run cost before they were shipped: the network is converted first).
+  run cost before they were shipped: the network is converted first);
+* ``default, warm`` and ``torch, warm``: the same two commands again in a fresh process but with
+  a cache that earlier runs filled (one untimed call each first) — what every later command
+  costs.
 
 The variants run in turn, ``--repeats`` times (interleaved, so a shared machine's background
-load reaches all alike); reported are the wall times of the processes, median and each.
+load reaches all alike); reported are the wall times of the processes, median and each, and
+the ratio to the PyTorch path's median of the same kind (first or warm).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from _common import (
     publish,
     table,
 )
+from debcr.runtime import cpu_name, native_bf16
 
 ROOT = HERE.parent
 DEBCR = [sys.executable, "-c", "import sys; from debcr.cli import main; sys.exit(main())"]
@@ -54,17 +59,20 @@ HIDDEN = [
 
 def variants(image: Path, out: Path) -> dict[str, list[str]]:
     args = ["predict", str(image), "-o", str(out), "--overwrite", "-q"]
+    default, torch = [*DEBCR, *args], [*DEBCR, *args, "--backend", "torch"]
     return {
-        "default (openvino, shipped)": [*DEBCR, *args],
-        "torch": [*DEBCR, *args, "--backend", "torch"],
+        "default (openvino, shipped)": default,
+        "torch": torch,
         "openvino, converting": [*HIDDEN, *args],
+        "default, warm": default,
+        "torch, warm": torch,
     }
 
 
-def first_run(cmd: list[str]) -> float:
-    """Wall time of ``cmd`` in a fresh process with an empty debcr cache."""
-    with tempfile.TemporaryDirectory(prefix="debcr-cache-") as cache:
-        env = {**os.environ, "DEBCR_CACHE_DIR": cache}
+def timed_run(cmd: list[str], cache: str | None = None) -> float:
+    """Wall time of ``cmd`` in a fresh process; with a new, empty debcr cache unless ``cache``."""
+    with tempfile.TemporaryDirectory(prefix="debcr-cache-") as empty:
+        env = {**os.environ, "DEBCR_CACHE_DIR": cache or empty}
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True)
         return time.perf_counter() - t0
@@ -77,26 +85,32 @@ def main() -> None:
     parser.add_argument("--save", action="store_true", help="write results/first_run.md")
     args = parser.parse_args()
 
-    header = machine_line()
+    header = f"{cpu_name()}, native bf16: {'yes' if native_bf16() else 'no'}; {machine_line()}"
     with tempfile.TemporaryDirectory(prefix="debcr-first-run-") as tmp:
         runs = variants(FMD_FIELD19_RAW[0], Path(tmp) / "out.tif")
         if args.skip_converting:
             runs.pop("openvino, converting")
         times: dict[str, list[float]] = {name: [] for name in runs}
+        warm_cache = Path(tmp) / "cache"
+        for name, cmd in runs.items():
+            if name.endswith(", warm"):
+                timed_run(cmd, str(warm_cache))  # fills the cache as a first run does
         for r in range(args.repeats):
             for name, cmd in runs.items():
-                times[name].append(first_run(cmd))
+                cache = str(warm_cache) if name.endswith(", warm") else None
+                times[name].append(timed_run(cmd, cache))
                 log(f"round {r + 1}: {name} {times[name][-1]:.2f} s")
-    torch_median = median(times["torch"])
-    rows = [
-        [
-            name,
-            f"**{fmt(median(ts))}**",
-            ", ".join(fmt(t) for t in ts),
-            f"{fmt(median(ts) / torch_median)}×",
-        ]
-        for name, ts in times.items()
-    ]
+    rows = []
+    for name, ts in times.items():
+        torch_median = median(times["torch, warm" if name.endswith(", warm") else "torch"])
+        rows.append(
+            [
+                name,
+                f"**{fmt(median(ts))}**",
+                ", ".join(fmt(t) for t in ts),
+                f"{fmt(median(ts) / torch_median)}×",
+            ]
+        )
     report = "\n".join(
         [
             "# First run in a fresh environment: one 512² image",
@@ -110,7 +124,9 @@ def main() -> None:
             "rounds, the variants interleaved. Commands: default `debcr predict in.png -o "
             "out.tif --overwrite -q`; torch: the same with `--backend torch`; openvino, "
             "converting: the default with the shipped conversions hidden "
-            "(`debcr.backends.openvino_runner.SHIPPED` pointed at a missing folder).",
+            "(`debcr.backends.openvino_runner.SHIPPED` pointed at a missing folder); warm: "
+            "the default and torch commands with a cache filled by earlier runs; `/ torch` "
+            "divides by the torch row of the same kind.",
             "",
             table(["variant", "median (s)", "rounds (s)", "/ torch"], rows),
             "",
