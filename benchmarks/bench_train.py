@@ -35,9 +35,12 @@ image; the same float32 arrays go to every implementation.
   loop.
 
 Each plain-loop row reports the median (and min/max) of ``--repeats`` timed steps after
-``--warmup`` untimed ones (``time.perf_counter``). Threads: library defaults (torch: one per
-core; TF: all cores) unless ``--threads`` sets both. Timings on a shared 2-core machine are
-noisy; the load average and the share of CPU taken by other processes are printed.
+``--warmup`` untimed ones (``time.perf_counter``), and the convolution/matrix-product FLOPs of
+one step (``torch.utils.flop_counter``; forward, loss and backward) with the rate achieved,
+which separates how much work a network needs from how efficiently the CPU does it. Threads:
+library defaults (torch: one per core; TF: all cores) unless ``--threads`` sets both. Timings
+on a shared 2-core machine are noisy; the load average and the share of CPU taken by other
+processes are printed.
 """
 
 from __future__ import annotations
@@ -173,6 +176,8 @@ def make_pairs(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 def bench_ours(low: np.ndarray, gt: np.ndarray, repeats: int, warmup: int) -> list[dict]:
     """Plain torch training steps: m-rBCR merged (as debcr trains) and faithful, float32 and
     bfloat16 autocast; the CARE U-Net baseline (MSE on its one output) at the same batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     import debcr
     from debcr.nn import CAREUNet, init_glorot_
     from debcr.nn.losses import mrbcr_loss
@@ -217,12 +222,24 @@ def bench_ours(low: np.ndarray, gt: np.ndarray, repeats: int, warmup: int) -> li
 
         with OtherLoad() as load:
             times = time_repeated(step, repeats, warmup)
+        # Convolution and matrix-product FLOPs of one more step (forward, loss, backward):
+        # separates the work a network needs from how fast the CPU does it.
+        with FlopCounterMode(display=False) as flops:
+            step()
         name = (
             "CARE U-Net (debcr.nn.CAREUNet, MSE), plain loop, float32"
             if form == "care"
             else f"ours ({form} weights), plain loop, {precision}"
         )
-        rows.append({"name": name, "times": times, "loss": last["loss"], "other": str(load)})
+        rows.append(
+            {
+                "name": name,
+                "times": times,
+                "loss": last["loss"],
+                "other": str(load),
+                "gflop": flops.get_total_flops() / 1e9,
+            }
+        )
     return rows
 
 
@@ -412,10 +429,14 @@ def main() -> int:
         "speed-up vs original eager",
         "speed-up vs original tf.function",
         "loss after last step",
+        "GFLOP/step",
+        "GFLOP/s",
         "other CPU load",
     ]
 
-    def row(name: str, times: list[float], loss: float | None, other: str) -> list[str]:
+    def row(
+        name: str, times: list[float], loss: float | None, other: str, gflop: float | None = None
+    ) -> list[str]:
         med = median(times)
         return [
             name,
@@ -427,10 +448,12 @@ def main() -> int:
             fmt(eager_ref / med if eager_ref else None) + "×" * bool(eager_ref),
             fmt(graph_ref / med if graph_ref else None) + "×" * bool(graph_ref),
             "—" if loss is None else f"{loss:.4f}",
+            "—" if gflop is None else f"{gflop:.1f}",
+            "—" if gflop is None else f"{gflop / med:.0f}",
             other,
         ]
 
-    rows = [row(r["name"], r["times"], r["loss"], r["other"]) for r in ours]
+    rows = [row(r["name"], r["times"], r["loss"], r["other"], r["gflop"]) for r in ours]
     if lightning:
         per = lightning["s_per_step"]
         rows.append(
@@ -444,6 +467,8 @@ def main() -> int:
                 f"{args.batch / per:.1f}",
                 fmt(eager_ref / per if eager_ref else None) + "×" * bool(eager_ref),
                 fmt(graph_ref / per if graph_ref else None) + "×" * bool(graph_ref),
+                "—",
+                "—",
                 "—",
                 lightning["other"],
             ]
