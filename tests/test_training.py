@@ -641,5 +641,6 @@ def test_run_from_before_recipes_resumes_with_the_paper_recipe(data, tmp_path: P
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("`Trainer.fit` stopped") == 1, result.stderr[-2000:]
+    assert "litlogger" not in result.stderr and "LeafSpec" not in result.stderr, result.stderr
     assert [rate for _, rate in _curve(run).values()] == pytest.approx([1e-3] * 6)
     assert "recipe: paper" in (run / "config.yaml").read_text()

@@ -41,6 +41,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,21 @@ from debcr.training.module import MRBCRModule
 from debcr.training.progress import StepProgressBar
 
 logger = logging.getLogger(__name__)
+
+
+class _WithoutLightningTips(logging.Filter):
+    """Drops Lightning's tips for its cloud services: nothing a debcr user needs to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutLightningTips())
+# Lightning 2.6 builds torch pytree specs in a way torch 2.13 deprecates, once per run; the
+# warning names Lightning's code and nothing the user can change.
+warnings.filterwarnings(
+    "ignore", message=r".*isinstance\(treespec, LeafSpec\)", module=r"lightning\."
+)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
