@@ -12,6 +12,8 @@ Commands (from the repository root; CPU)::
         --methods mrbcr_finetune,mrbcr_finetune@paper,mrbcr_finetune@debcr --reuse
     # the quiet per-step timing (one process at a time, 2 threads) used for the s/step column
     .venv/bin/python benchmarks/bench_quality.py --timing
+    # the tables from whatever has finished so far (trains nothing)
+    .venv/bin/python benchmarks/bench_quality.py --report-only
     # smoke run
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_quality.py --tasks fmd_supervised \\
         --steps 6 --val-freq 3 --seeds 0 --frames 2 --no-save
@@ -920,6 +922,11 @@ def parse_args() -> tuple[argparse.Namespace, argparse.ArgumentParser]:
     parser.add_argument("--jobs", type=int, default=1, help="units run at once (1)")
     parser.add_argument("--reuse", action="store_true", help="skip units already finished")
     parser.add_argument("--no-save", action="store_true", help="don't write results/quality.*")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: report the finished units of these settings and seeds",
+    )
     parser.add_argument("--timing", action="store_true", help="quiet s/step timing instead")
     parser.add_argument("--timing-steps", type=int, default=30, help="timed steps (30)")
     parser.add_argument("--timing-warmup", type=int, default=5, help="warm-up steps (5)")
@@ -1006,6 +1013,8 @@ def main() -> int:
                     continue
                 units.append(unit)
     units.sort(key=lambda u: (not is_reference(split_method(u[1])[0]),))
+    if args.report_only:
+        units = []
     log(f"{len(units)} units to run ({args.jobs} at once), {len(reused)} reused")
     failed = run_lanes(units, args, lambda u: unit_path(root, *u), args.jobs, 1, root / "logs")
     seeds = sorted(set(args.seeds))
