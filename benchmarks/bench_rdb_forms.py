@@ -209,8 +209,8 @@ def main() -> int:
                 "vs merged",
                 "split layers",
                 "concat layers",
-                "max |Δ| torch vs merged",
-                "max |Δ| OpenVINO vs torch merged",
+                "max abs Δ, torch vs merged",
+                "max abs Δ, OpenVINO vs torch merged",
             ],
             rows,
         )
