@@ -88,12 +88,7 @@ class _WithoutLightningTips(logging.Filter):
         return not str(record.msg).startswith("💡 Tip:")
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WithoutLightningTips())
-# Lightning 2.6 builds torch pytree specs in a way torch 2.13 deprecates, once per run; the
-# warning names Lightning's code and nothing the user can change.
-warnings.filterwarnings(
-    "ignore", message=r".*isinstance\(treespec, LeafSpec\)", module=r"lightning\."
-)
+_WITHOUT_TIPS = _WithoutLightningTips()
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -630,6 +625,13 @@ def _trainer(
 ) -> L.Trainer:
     run_dir = files.run_dir
     progress = [StepProgressBar()] if config.progress else []
+    # Set when a trainer is built rather than at import (both calls are idempotent).
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_WITHOUT_TIPS)
+    # Lightning 2.6 builds torch pytree specs in a way torch 2.13 deprecates, once per run; the
+    # warning names Lightning's code and nothing the user can change.
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\)", module=r"lightning\."
+    )
     return L.Trainer(
         max_steps=config.num_steps,
         max_epochs=-1,
