@@ -33,6 +33,19 @@ def test_importing_data_config_and_metrics_does_not_import_torch() -> None:
 
 
 @pytest.mark.slow
+def test_restoring_does_not_import_matplotlib() -> None:
+    # matplotlib's import is a third of a second of every command's start; only figures need it.
+    words = _fresh_python(
+        "import sys, numpy as np, debcr.cli, debcr.data, debcr.model, debcr.inference\n"
+        "model = debcr.model.init(seed=0)\n"
+        "out = debcr.model.predict(model, np.random.default_rng(0).random((64, 64)),"
+        " backend='torch', progress=False)\n"
+        "print(out.shape, 'matplotlib' in sys.modules)"
+    )
+    assert words == ["(64,", "64)", "False"]
+
+
+@pytest.mark.slow
 def test_model_module_is_imported_on_first_access() -> None:
     words = _fresh_python(
         "import sys, debcr\n"

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from debcr.data.normalize import check_percentiles
 from debcr.defaults import PERCENTILES
 from debcr.errors import DataError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["RANDOM_SLICE", "show"]
 
@@ -144,6 +146,10 @@ def show(
     n_rows, n_cols = len(rows), len(datasets)
     if transpose:
         n_rows, n_cols = n_cols, n_rows
+    # matplotlib is imported here, not at module import: restoring never draws a figure and
+    # its import costs a third of a second of every command's start.
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(panel_w * n_cols, panel_h * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for r, z in enumerate(rows):
