@@ -1,13 +1,16 @@
-"""The first run in a fresh environment: `debcr predict` of one 512² image, per path.
+"""The first run in a fresh environment: `debcr predict` of one image, per path.
 
 Commands (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_first_run.py            # 3 rounds
+    .venv/bin/python benchmarks/bench_first_run.py            # 3 rounds, one 512² image
     .venv/bin/python benchmarks/bench_first_run.py --save     # write results/first_run.md
+    .venv/bin/python benchmarks/bench_first_run.py --grids 1,2,4 --skip-converting  # by size
 
 Each run is a fresh process with an empty debcr cache (``DEBCR_CACHE_DIR`` set to a new
 temporary folder), restoring FMD Confocal_BPAE_B field 19 raw frame 0 (512², PNG) with the
-built-in ``2D_denoising`` to a TIFF, as a new user's first command would:
+built-in ``2D_denoising`` to a TIFF, as a new user's first command would (``--grids``: also
+mosaics of grid × grid raw frames 0, 1, … of that field, 512·grid px square, as uint8 TIFFs —
+where the paths' start-up costs stop mattering):
 
 * ``default``: ``debcr predict in.png -o out.tif`` (backend ``auto``: OpenVINO, starting from
   the conversion shipped with debcr);
@@ -33,10 +36,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import tifffile
+
 from _common import (
     FMD_FIELD19_RAW,
     HERE,
     command_line,
+    fmd_mosaic,
     fmt,
     log,
     machine_line,
@@ -83,44 +89,62 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-converting", action="store_true", help="omit the slow variant")
     parser.add_argument("--save", action="store_true", help="write results/first_run.md")
+    parser.add_argument(
+        "--grids",
+        default="1",
+        help="comma-separated mosaic sizes: grid × grid frames of 512² (1 = the PNG frame itself)",
+    )
     args = parser.parse_args()
+    grids = [int(g) for g in args.grids.split(",")]
+    if any(not 1 <= g <= 4 for g in grids):
+        parser.error(f"--grids must be between 1 and 4 (16 frames), got {args.grids!r}")
 
     header = f"{cpu_name()}, native bf16: {'yes' if native_bf16() else 'no'}; {machine_line()}"
+    times: dict[tuple[int, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="debcr-first-run-") as tmp:
-        runs = variants(FMD_FIELD19_RAW[0], Path(tmp) / "out.tif")
-        if args.skip_converting:
-            runs.pop("openvino, converting")
-        times: dict[str, list[float]] = {name: [] for name in runs}
+        runs: dict[tuple[int, str], list[str]] = {}
+        for grid in grids:
+            image = FMD_FIELD19_RAW[0]
+            if grid > 1:
+                image = Path(tmp) / f"mosaic_{grid}.tif"
+                tifffile.imwrite(image, fmd_mosaic(grid)[0])
+            for name, cmd in variants(image, Path(tmp) / f"out_{grid}.tif").items():
+                if not (args.skip_converting and name == "openvino, converting"):
+                    runs[grid, name] = cmd
+        times = {key: [] for key in runs}
         warm_cache = Path(tmp) / "cache"
-        for name, cmd in runs.items():
+        for (_, name), cmd in runs.items():
             if name.endswith(", warm"):
                 timed_run(cmd, str(warm_cache))  # fills the cache as a first run does
         for r in range(args.repeats):
-            for name, cmd in runs.items():
+            for (grid, name), cmd in runs.items():
                 cache = str(warm_cache) if name.endswith(", warm") else None
-                times[name].append(timed_run(cmd, cache))
-                log(f"round {r + 1}: {name} {times[name][-1]:.2f} s")
+                times[grid, name].append(timed_run(cmd, cache))
+                log(f"round {r + 1}: {512 * grid}² {name} {times[grid, name][-1]:.2f} s")
     rows = []
-    for name, ts in times.items():
-        torch_median = median(times["torch, warm" if name.endswith(", warm") else "torch"])
+    for (grid, name), ts in times.items():
+        torch_median = median(times[grid, "torch, warm" if name.endswith(", warm") else "torch"])
         rows.append(
             [
+                f"{512 * grid}²",
                 name,
                 f"**{fmt(median(ts))}**",
                 ", ".join(fmt(t) for t in ts),
                 f"{fmt(median(ts) / torch_median)}×",
             ]
         )
+    sizes = ", ".join(f"{512 * g}²" for g in grids)
     report = "\n".join(
         [
-            "# First run in a fresh environment: one 512² image",
+            f"# First run in a fresh environment: one image ({sizes})",
             "",
             f"Command: `{command_line('bench_first_run.py')}`",
             "",
             f"Machine: {header}",
             "",
             "Each run: a fresh process, an empty cache (`DEBCR_CACHE_DIR` a new folder), "
-            f"FMD field 19 raw frame 0 (512² PNG) restored with `2D_denoising`; {args.repeats} "
+            "FMD field 19 raw frame 0 (512² PNG; larger sizes: mosaics of raw frames 0, 1, … "
+            f"as uint8 TIFF) restored with `2D_denoising`; {args.repeats} "
             "rounds, the variants interleaved. Commands: default `debcr predict in.png -o "
             "out.tif --overwrite -q`; torch: the same with `--backend torch`; openvino, "
             "converting: the default with the shipped conversions hidden "
@@ -128,7 +152,7 @@ def main() -> None:
             "the default and torch commands with a cache filled by earlier runs; `/ torch` "
             "divides by the torch row of the same kind.",
             "",
-            table(["variant", "median (s)", "rounds (s)", "/ torch"], rows),
+            table(["image", "variant", "median (s)", "rounds (s)", "/ torch"], rows),
             "",
         ]
     )
