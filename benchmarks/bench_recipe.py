@@ -43,6 +43,9 @@ VARIANTS: dict[str, tuple[str | None, dict]] = {
         {"recipe": "debcr", "augmentation": "flip_rot90", "learning_rate": 3e-4},
     ),
     "ft_debcr_mse": ("2D_denoising", {"recipe": "debcr", "loss": "mse"}),
+    # the fine-tuning rates offered elsewhere (napari's suggestion, the tutorial's)
+    "ft_debcr_lr1e-4": ("2D_denoising", {"recipe": "debcr", "learning_rate": 1e-4}),
+    "ft_debcr_lr5e-4": ("2D_denoising", {"recipe": "debcr", "learning_rate": 5e-4}),
     "scratch_paper": (None, {"recipe": "paper"}),
     "scratch_debcr": (None, {"recipe": "debcr"}),
 }
