@@ -45,7 +45,6 @@ import datetime
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -430,19 +429,10 @@ def kept_sections() -> dict[str, str]:
     return {part[0]: "## " + part.rstrip("\n") for part in parts if part[1:2] == "."}
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def header(started: datetime.datetime, note: str) -> str:
     import torch
+
+    from debcr.runtime import cpu_name
 
     threads = os.environ.get("OMP_NUM_THREADS")
     env = f"OMP_NUM_THREADS={threads} " if threads else ""
@@ -451,7 +441,7 @@ def header(started: datetime.datetime, note: str) -> str:
         "# Intensity units of `debcr.model.predict` and test-time augmentation\n\n"
         f"* Command: `{command.rstrip()}`\n"
         f"* Date: {started:%Y-%m-%d %H:%M %Z}; {note}\n"
-        f"* CPU: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__} "
+        f"* CPU: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), numpy {np.__version__}\n"
         "* Everything goes through `debcr.model.predict` with the units of its column, other "
         "options at their defaults; see the script's docstring for the definitions.\n"
