@@ -145,7 +145,8 @@ t1 = time.perf_counter()
 before = status_kb()["VmHWM"]
 sampler = threading.Thread(target=sample, daemon=True)
 sampler.start()
-debcr.model.predict(model, sys.argv[1], output=sys.argv[2], overwrite=True, progress=False)
+tile = {"tile_size": int(sys.argv[3])} if len(sys.argv) > 3 else {}
+debcr.model.predict(model, sys.argv[1], output=sys.argv[2], overwrite=True, progress=False, **tile)
 t2 = time.perf_counter()
 stop.set()
 sampler.join()
@@ -476,7 +477,11 @@ def part_b(args: argparse.Namespace, speed_hint: float | None) -> dict:
     ):
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", DISK_CHILD, str(src), str(dst)], stdout=out, stderr=err, env=env
+            [sys.executable, "-c", DISK_CHILD, str(src), str(dst)]
+            + ([str(args.disk_tile)] if args.disk_tile else []),
+            stdout=out,
+            stderr=err,
+            env=env,
         )
         _, status, _ = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -519,7 +524,8 @@ def part_b(args: argparse.Namespace, speed_hint: float | None) -> dict:
             headers,
             [
                 [
-                    f"{size}×{size} uint16 → float32",
+                    f"{size}×{size} uint16 → float32"
+                    + (f", tile {args.disk_tile}" if args.disk_tile else ""),
                     f"{wall:.1f}",
                     f"{child['predict_s']:.1f}",
                     f"{mpx / child['predict_s']:.3f}",
@@ -579,6 +585,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--size", type=int, default=4096, help="(b) image side (default 4096; target 8192)"
+    )
+    parser.add_argument(
+        "--disk-tile", type=int, help="(b) tile_size of the restoration (default: predict's)"
     )
     parser.add_argument("--keep", action="store_true", help="(b) keep the output TIFF")
     parser.add_argument("--json", type=Path, help="also write a summary here")

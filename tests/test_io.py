@@ -518,6 +518,50 @@ def test_open_output_refuses_existing_and_compressed_memmap(tmp_path: Path) -> N
     assert leftovers(tmp_path) == []
 
 
+def _file_rss() -> int:
+    """Bytes of file-backed pages resident in this process (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux /proc")
+def test_release_mapped_hands_back_pages_and_keeps_the_data(
+    tmp_path: Path, nuclei: np.ndarray
+) -> None:
+    from debcr.data.io.memory import release_mapped
+
+    data = np.tile(nuclei.astype(np.float32), (4, 1, 1))  # 240 × 256² float32: 60 MiB
+    with open_output(tmp_path / "o.tif", data.shape, np.float32) as out:
+        before = _file_rss()
+        out[:] = data
+        written = _file_rss()
+        assert written - before > 0.8 * data.nbytes
+        release_mapped(out[10:])  # a view of the mapping hands back the whole mapping
+        assert written - _file_rss() > 0.8 * data.nbytes
+        np.testing.assert_array_equal(out[100], data[100])  # mapped again on access
+    np.testing.assert_array_equal(np.asarray(load(tmp_path / "o.tif")), data)
+
+    inputs = load(tmp_path / "o.tif", lazy=True)  # an uncompressed TIFF: memory-mapped
+    assert isinstance(inputs, np.memmap) and inputs.mode == "r"
+    total = float(inputs.sum(dtype=np.float64))
+    read = _file_rss()
+    release_mapped(inputs, data, None)  # arrays that are no mapping are left alone
+    assert read - _file_rss() > 0.8 * data.nbytes
+    assert float(inputs.sum(dtype=np.float64)) == total
+
+    private = np.load(_npy(tmp_path, data[:8]), mmap_mode="c")  # copy-on-write: changes kept
+    private[0] = -1.0
+    release_mapped(private)
+    assert (private[0] == -1.0).all()
+
+
+def _npy(folder: Path, data: np.ndarray) -> Path:
+    np.save(folder / "d.npy", data)
+    return folder / "d.npy"
+
+
 # ------------------------------------------------------------------------------------------
 # Registry
 # ------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from debcr.backends import Runner, make_runner
 from debcr.data.calibration import CurveMap, CurveSums
 from debcr.data.intensity import CalibrationSums, IntensityMap
 from debcr.data.io import open_output
-from debcr.data.io.memory import available_memory
+from debcr.data.io.memory import available_memory, release_mapped
 from debcr.data.normalize import NormStats
 from debcr.defaults import BATCH_SIZE, PATCH_BATCH, PATCH_EDGE, TILE_SIZE
 from debcr.errors import DebcrError
@@ -39,6 +39,10 @@ MIN_TILE = 64
 #: precision (bytes): one 672² tile took 0.91 GB in float32 and 0.44 GB in bfloat16, two
 #: twice that (2-core Xeon, torch 2.13).
 TORCH_CPU_BYTES_PER_PIXEL = {"float32": 2000, "bfloat16": 1000, "float16": 1000}
+
+#: Output written between hand-backs of memory-mapped pages (`release_mapped`): a few
+#: madvise calls per 8192² plane, and a bound on what mapped files add to resident memory.
+RELEASE_BYTES = 64 << 20
 
 #: What gathers a channel's calibration statistics, tile by tile.
 Calibrator = CurveSums | CalibrationSums
@@ -116,11 +120,14 @@ class _Engine:
 
         Reading (and normalising) the next batch of tiles and writing the previous one run in
         two helper threads while the network computes, so disk-to-disk restoration runs at
-        the network's speed; at most three batches are held at once.
+        the network's speed; at most three batches are held at once. The pages of
+        memory-mapped files read or written are handed back every `RELEASE_BYTES` written,
+        so memory does not grow with the image.
         """
         plan = plan_tiles(image.shape, self.tile, self.halo)
         h = self.halo
         groups = list(_batched(plan.tiles(), self.batch))
+        release_every = max(1, RELEASE_BYTES // (4 * self.batch * self.tile * self.tile))
 
         def read(group: list) -> np.ndarray:
             return np.stack(
@@ -156,6 +163,8 @@ class _Engine:
                     if writing is not None:
                         writing.result()
                 writing = writer.submit(write, group, windows, restored)
+                if (i + 1) % release_every == 0:
+                    writer.submit(release_mapped, out, spread_out, image)
             writing.result()
 
     def total_tiles(self, shape: tuple[int, ...]) -> int:
@@ -341,6 +350,7 @@ def _finish(
             if spread is not None:
                 factor = np.float32(abs(mappings[z].gain) * width)
                 spread[z, r : r + rows] = np.asarray(spread[z, r : r + rows]) * factor
+            release_mapped(out, spread)
 
 
 def _shrink(engine: _Engine) -> bool:

@@ -1,4 +1,5 @@
-"""How much memory is free, and refusing an allocation that cannot fit before it is made.
+"""How much memory is free, refusing an allocation that cannot fit before it is made, and
+handing back the pages of memory-mapped files.
 
 Files declare their sizes, and a damaged or hostile file can declare 10⁶ × 10⁶ pixels in a few
 hundred bytes: every allocation sized by a file is checked here first, so such a file ends in
@@ -7,12 +8,14 @@ one sentence instead of a numpy ``MemoryError`` (or the kernel's OOM killer).
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
+from typing import Any
 
 from debcr.errors import DataError
 
-__all__ = ["available_memory", "check_memory", "format_bytes"]
+__all__ = ["available_memory", "check_memory", "format_bytes", "release_mapped"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -88,3 +91,26 @@ def check_memory(nbytes: int, what: str, advice: str) -> None:
             f"{what} would take {format_bytes(nbytes)}, more than the {format_bytes(free)} of "
             f"memory available; {advice}"
         )
+
+
+def release_mapped(*arrays: Any) -> None:
+    """Unmap the resident pages of memory-mapped file arrays from this process.
+
+    A memory-mapped input or output keeps every page it touched in the process's memory until
+    the mapping closes, so restoring a large image disk to disk would grow with the image. The
+    pages of a shared file mapping stay in the kernel's page cache (written-to pages are still
+    written to the file) and are mapped again on the next access; only this process's resident
+    memory shrinks. Arrays that are not shared file mappings (numpy arrays, Zarr arrays,
+    copy-on-write memmaps, whose pages would be lost) and platforms without ``madvise`` are
+    left alone.
+    """
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    for array in arrays:
+        mapping = getattr(array, "_mmap", None)
+        if mapping is None or getattr(array, "mode", "c") not in ("r", "r+", "w+"):
+            continue
+        try:
+            mapping.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # a closed mapping, or one the kernel refuses to advise
+            continue
