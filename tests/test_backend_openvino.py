@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from debcr.backends import openvino_runner
 from debcr.backends.openvino_runner import OpenVINORunner, cache_dir, cache_key
 from debcr.data.normalize import normalize
 from debcr.errors import DebcrError
+from debcr.model import predict
 from debcr.modelfile import load_model, tensor_checksum
 from debcr.samples import nuclei
 from debcr.weights import PRETRAINED
@@ -290,3 +292,25 @@ def test_a_stale_shipped_conversion_is_not_used(
         found = openvino_runner._shipped(openvino.Core(), tensor_checksum(denoiser.state_dict()))
     assert found is None
     assert any(said in m and "converting" in m for m in _messages(caplog)), _messages(caplog)
+
+
+def test_default_tiles_follow_backend_and_precision(cache, denoiser, caplog) -> None:
+    # OpenVINO in float32 holds twice bfloat16's activations: smaller tiles keep a disk-to-disk
+    # restoration under 1.5 GB (benchmarks/bench_predict.py --part b --disk-tile).
+    image = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    tiles = {}
+    for backend, precision in [
+        ("openvino", "float32"),
+        ("openvino", "bfloat16"),
+        ("torch", "float32"),
+    ]:
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="debcr.inference"):
+            predict(denoiser, image, backend=backend, precision=precision, progress=False)
+        (line,) = [r.getMessage() for r in caplog.records if "restoring with" in r.getMessage()]
+        tiles[backend, precision] = int(re.search(r"tile (\d+)", line).group(1))
+    assert tiles == {
+        ("openvino", "float32"): 768,
+        ("openvino", "bfloat16"): 1024,
+        ("torch", "float32"): 512,
+    }

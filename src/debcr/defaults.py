@@ -19,7 +19,14 @@ NORMALIZATION: dict[str, object] = {"method": "percentile", "pmin": PMIN, "pmax"
 
 #: Default tile core (pixels per side) per CPU backend and on accelerators (GPUs): measured
 #: in benchmarks/bench_predict.py (eager torch loses speed on big tiles, OpenVINO keeps it).
-TILE_SIZE: dict[str, int] = {"torch": 512, "openvino": 1024, "accelerator": 1024}
+#: OpenVINO in float32 holds twice bfloat16's activations: with 1024² tiles a 4096² image took
+#: 1.68 GB disk to disk, with 768² tiles 1.30 GB (2-core Xeon), under the 1.5 GB target.
+TILE_SIZE: dict[str, int] = {
+    "torch": 512,
+    "openvino": 1024,
+    "openvino-float32": 768,
+    "accelerator": 1024,
+}
 #: What can run the network (``backend=`` of predict, ``--backend``): see debcr.backends.
 BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
 #: Precisions of restoration; ``"auto"`` is bfloat16 where the device computes it natively.

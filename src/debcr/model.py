@@ -193,9 +193,10 @@ def predict(
         Tiles per forward pass (default: 1 on CPU, 4 on a GPU; patch stacks are
         batched up to this many).
     tile_size
-        Core size of the tiles in pixels (default: 1024 with OpenVINO or on a GPU, 512 with
-        PyTorch on a CPU, where eager convolutions slow down on bigger tiles). Smaller tiles
-        need less memory.
+        Core size of the tiles in pixels (default: 1024 on a GPU and with OpenVINO in
+        bfloat16, 768 with OpenVINO in float32, whose activations take twice the memory, 512
+        with PyTorch on a CPU, where eager convolutions slow down on bigger tiles). Smaller
+        tiles need less memory.
     halo
         Context added around each tile (multiple of 4); default: the network's effective
         receptive field at the precision used: in float32 the radius holding all but 1e-4

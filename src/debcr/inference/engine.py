@@ -249,6 +249,8 @@ def _engine_for(model: torch.nn.Module, image: Any, opts: PredictOptions) -> _En
     tune_allocator()
     runner = make_runner(model, opts.backend, dev, precision)
     kind = runner.backend if dev.type == "cpu" else "accelerator"
+    if kind == "openvino" and precision == "float32":
+        kind = "openvino-float32"
     engine = _Engine(
         runner=runner,
         device=dev,
