@@ -43,9 +43,6 @@ if TYPE_CHECKING:
     from debcr.napari.widget import DeBCRWidget
 
 NEW_MODEL = "new model"
-#: Learning rate offered when fine-tuning a built-in model: the tutorial's (a tenth of the
-#: 1e-3 for training from scratch, so the published weights are adjusted, not overwritten).
-FINE_TUNE_LR = 1e-4
 
 
 class TrainTab(JobTab):
@@ -103,9 +100,6 @@ class TrainTab(JobTab):
         self.val_freq = spin(1, 1_000_000, 100, 10)
         self.patience = spin(1, 100_000, 10, 1)
         self.lr = dspin(0.000001, 1.0, 0.001, 0.0001, decimals=6)
-        # Whether the learning rate is ours to set (it follows "start from") or the user's.
-        self._lr_typed = False
-        self._setting_lr = False
         self.save_path = QLineEdit()
         self.resume = QCheckBox("continue the run in this folder (resume)")
 
@@ -192,8 +186,6 @@ class TrainTab(JobTab):
             lambda text: self.init_path.setEnabled(text == MODEL_FILE)
         )
         self.mode.currentIndexChanged.connect(self._show_mode)
-        self.init.currentTextChanged.connect(self._suggest_lr)
-        self.lr.valueChanged.connect(self._lr_changed)
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -217,23 +209,6 @@ class TrainTab(JobTab):
             },
         )
 
-    def _set_lr(self, value: float) -> None:
-        self._setting_lr = True
-        self.lr.setValue(value)
-        self._setting_lr = False
-
-    def _lr_changed(self, *_: Any) -> None:
-        if not self._setting_lr:
-            self._lr_typed = True
-
-    def _suggest_lr(self, *_: Any) -> None:
-        """The fine-tuning learning rate for a built-in model, else the settings' one; a value
-        the user typed (or loaded from a settings file) is kept."""
-        if self._lr_typed:
-            return
-        builtin = self.init.currentText() in jobs.BUILTIN_MODELS
-        self._set_lr(FINE_TUNE_LR if builtin else self.defaults.learning_rate)
-
     def show_config(self, config: TrainConfig) -> None:
         self.defaults = config
         self.mode.setCurrentIndex(list(MODES).index(config.mode))
@@ -243,7 +218,7 @@ class TrainTab(JobTab):
         self.steps.setValue(config.num_steps)
         self.val_freq.setValue(config.val_freq)
         self.patience.setValue(config.patience)
-        self._set_lr(config.learning_rate)
+        self.lr.setValue(config.learning_rate)
         self.save_path.setText(str(config.weights_path))
 
     def reset_config(self) -> None:
@@ -253,8 +228,6 @@ class TrainTab(JobTab):
         # The home folder, not the working directory: napari started from a desktop launcher
         # runs in "/", where nothing can be written.
         self.show_config(TrainConfig(weights_path=str(default_runs() / stamp)))
-        self._lr_typed = False
-        self._suggest_lr()
 
     def load_config(self, path: str | Path) -> None:
         from debcr.config import load
@@ -264,7 +237,6 @@ class TrainTab(JobTab):
         except Exception as exc:  # a bad file must end in the log, not in a crash
             self.log(f"Could not load settings from {path}: {jobs.describe_error(exc)}")
             return
-        self._lr_typed = True  # the file's learning rate is a choice, not a default
         self.log(f"Settings loaded from {path}.")
 
     def save_config(self, path: str | Path) -> None:
