@@ -3,6 +3,7 @@
 Command (from the repository root, on a quiet machine)::
 
     .venv/bin/python benchmarks/bench_tiles.py --out benchmarks/results/tiles.md
+    .venv/bin/python benchmarks/bench_tiles.py --configs openvino:float32:512,openvino:float32:768
 
 Each (backend, precision, tile size) runs in a fresh subprocess: load the 2D_denoising model,
 restore a 512² crop once (warm-up: OpenVINO compiles, caches fill), then restore the 2048²
@@ -51,18 +52,35 @@ CONFIGS = [
     ("openvino", "bfloat16", 768),
     ("openvino", "bfloat16", 1024),
     ("openvino", "bfloat16", 2048),
+    ("openvino", "float32", 512),
+    ("openvino", "float32", 768),
     ("openvino", "float32", 1024),
     ("openvino", "float32", 2048),
 ]
+
+
+def parse_configs(text: str) -> list[tuple[str, str, int]]:
+    """``backend:precision:tile,…`` as `CONFIGS` rows."""
+    rows = []
+    for item in text.split(","):
+        backend, precision, tile = item.strip().split(":")
+        rows.append((backend, precision, int(tile)))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per row (default 2)")
     parser.add_argument("--out", type=Path, default=None, help="write the report here")
+    parser.add_argument(
+        "--configs",
+        type=parse_configs,
+        default=CONFIGS,
+        help="rows to run, backend:precision:tile comma-separated (default: all of CONFIGS)",
+    )
     args = parser.parse_args()
     rows = []
-    for backend, precision, tile in CONFIGS:
+    for backend, precision, tile in args.configs:
         log(f"{backend} {precision} tile {tile}")
         res = subprocess.run(
             [
