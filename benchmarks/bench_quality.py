@@ -803,17 +803,6 @@ TASK_TITLES = {
 }
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return "CPU model unknown"
-
-
 def careamics_line() -> str:
     try:
         from careamics_env import DEFAULT_PATH, careamics_version
@@ -824,6 +813,8 @@ def careamics_line() -> str:
 
 
 def report(found, args, settings, key, started, total_s, failed) -> tuple[str, list[dict]]:
+    from debcr.runtime import cpu_name
+
     timing = load_timing()
     json_rows, md = rows_for(found, args, timing)
     missing = [
@@ -870,7 +861,7 @@ def report(found, args, settings, key, started, total_s, failed) -> tuple[str, l
         f"* Command: `{command_line('bench_quality.py')}`\n"
         f"* Date: {started:%Y-%m-%d %H:%M %Z} (this invocation {total_s / 60:.1f} min; rows "
         "include every finished unit of these settings, see each unit's file for its date)\n"
-        f"* Machine: {cpu_model()}; {machine_line()}\n"
+        f"* Machine: {cpu_name()}; {machine_line()}\n"
         f"* Settings key `{key}`: {json.dumps(settings, sort_keys=True)}\n"
         f"* Budget: {budget}\n"
         f"* Methods: {methods}\n"
@@ -945,6 +936,8 @@ def parse_args() -> tuple[argparse.Namespace, argparse.ArgumentParser]:
 
 
 def main() -> int:
+    from debcr.runtime import cpu_name
+
     args, parser = parse_args()
     if args.unit:
         return child_main(args)
@@ -954,7 +947,7 @@ def main() -> int:
     settings = settings_of(args)
     key = settings_key(settings)
     root = OUT / key
-    print(f"Machine: {cpu_model()}; {machine_line()}")
+    print(f"Machine: {cpu_name()}; {machine_line()}")
     for task in args.tasks:
         if plan[task]:
             info = data_paths(task, args, prepare=True)
