@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage.metrics import peak_signal_noise_ratio
 
 from conftest import fmd_frame, fmd_gt
@@ -110,6 +112,25 @@ def test_tile_plan_covers_every_pixel_once() -> None:
             assert ye - y <= plan.core[0] and xe - x <= plan.core[1]
             cover[y:ye, x:xe] += 1
         assert (cover == 1).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(height=st.integers(1, 5000), width=st.integers(1, 5000), tile=st.integers(4, 2048))
+def test_tile_plans_have_equal_cores_and_no_extra_tiles(height, width, tile) -> None:
+    plan = plan_tiles((height, width), tile, 0)
+    limit = -(-tile // 4) * 4
+    for axis, length in enumerate((height, width)):
+        starts = plan.starts(axis)
+        # As many tiles as cores of the tile size need; all cores equal, none above it.
+        assert len(starts) == -(-length // limit)
+        assert plan.core[axis] <= limit and plan.core[axis] % 4 == 0
+        # Computed beyond the image or twice: under one size multiple (4) per tile.
+        assert plan.core[axis] * len(starts) - length < 4 * len(starts)
+        assert all(s % 4 == 0 for s in starts) and starts[0] == 0
+        assert starts[-1] + plan.core[axis] >= length  # the last core reaches the end
+        ends = [*starts[1:], length]
+        assert all(end - start <= plan.core[axis] for start, end in zip(starts, ends))
+        assert all(end > start for start, end in zip(starts, ends))
 
 
 @pytest.mark.slow

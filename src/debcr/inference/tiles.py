@@ -59,15 +59,26 @@ class TilePlan:
         return [(y, x, ye, xe) for y, ye in self.segments(0) for x, xe in self.segments(1)]
 
 
+def _balanced_core(length: int, tile: int) -> int:
+    """The core size along an axis of ``length``: as many cores as cores of ``tile`` need, made
+    equal (rounded up to the size multiple), so no tile is computed mostly for an overlap."""
+    pieces = max(1, -(-length // tile))
+    return min(tile, round_up(-(-length // pieces)))
+
+
 def plan_tiles(shape: tuple[int, int], tile: int, halo: int) -> TilePlan:
     """Plan tiles for a slice of ``shape`` with cores of at most ``tile`` pixels.
+
+    Each axis gets as many cores as cores of ``tile`` pixels would need, all of one size: a
+    2048-pixel axis with ``tile=768`` gets three cores of 684, not 768 + 768 + a third that
+    overlaps the second by 256 and computes a full tile for 512 new pixels.
 
     Raises
     ------
     DataError
         If one tile's window (core plus halo) does not fit in the free memory.
     """
-    core = tuple(min(round_up(tile), round_up(n)) for n in shape)
+    core = tuple(_balanced_core(int(n), round_up(tile)) for n in shape)
     plan = TilePlan(shape=(int(shape[0]), int(shape[1])), core=core, halo=halo)
     height, width = plan.input_size
     check_memory(
