@@ -70,8 +70,8 @@ def plan_tiles(shape: tuple[int, int], tile: int, halo: int) -> TilePlan:
     """Plan tiles for a slice of ``shape`` with cores of at most ``tile`` pixels.
 
     Each axis gets as many cores as cores of ``tile`` pixels would need, all of one size: a
-    2048-pixel axis with ``tile=768`` gets three cores of 684, not 768 + 768 + a third that
-    overlaps the second by 256 and computes a full tile for 512 new pixels.
+    2048-pixel axis with ``tile=768`` gets three cores of 684, not three of 768 of which two
+    overlap by 256 pixels (computed twice).
 
     Raises
     ------
