@@ -100,7 +100,6 @@ def main() -> None:
         parser.error(f"--grids must be between 1 and 4 (16 frames), got {args.grids!r}")
 
     header = f"{cpu_name()}, native bf16: {'yes' if native_bf16() else 'no'}; {machine_line()}"
-    times: dict[tuple[int, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="debcr-first-run-") as tmp:
         runs: dict[tuple[int, str], list[str]] = {}
         for grid in grids:
@@ -111,7 +110,7 @@ def main() -> None:
             for name, cmd in variants(image, Path(tmp) / f"out_{grid}.tif").items():
                 if not (args.skip_converting and name == "openvino, converting"):
                     runs[grid, name] = cmd
-        times = {key: [] for key in runs}
+        times: dict[tuple[int, str], list[float]] = {key: [] for key in runs}
         warm_cache = Path(tmp) / "cache"
         for (_, name), cmd in runs.items():
             if name.endswith(", warm"):

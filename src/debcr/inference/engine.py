@@ -137,7 +137,7 @@ class _Engine:
                 ]
             )
 
-        def write(group: list, windows: np.ndarray, restored: tuple) -> None:
+        def write(group: list, windows: np.ndarray, restored: tuple, release: bool) -> None:
             means, spreads = restored
             for i, ((y, x, ye, xe), window) in enumerate(zip(group, windows)):
                 core = means[i, h : h + ye - y, h : h + xe - x]
@@ -145,6 +145,8 @@ class _Engine:
                 out[z, y:ye, x:xe] = core
                 if spread_out is not None and spreads is not None:
                     spread_out[z, y:ye, x:xe] = spreads[i, h : h + ye - y, h : h + xe - x]
+            if release:
+                release_mapped(out, spread_out, image)
             bar.update(len(group))
 
         with (
@@ -162,9 +164,9 @@ class _Engine:
                 finally:
                     if writing is not None:
                         writing.result()
-                writing = writer.submit(write, group, windows, restored)
-                if (i + 1) % release_every == 0:
-                    writer.submit(release_mapped, out, spread_out, image)
+                writing = writer.submit(
+                    write, group, windows, restored, (i + 1) % release_every == 0
+                )
             writing.result()
 
     def total_tiles(self, shape: tuple[int, ...]) -> int:
