@@ -35,6 +35,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 NUCLEI = DATA / "cells3d_nuclei" / "nuclei.tif"
 IMG2D = DATA / "stardist" / "img2d.tif"
 FMD_GT = DATA / "fmd_confocal_bpae_b" / "gt" / "19" / "avg50.png"
+BEAD = DATA / "flowdec" / "bead-25pct_data.tif"
 
 
 META3D = ImageMetadata(axes="ZYX", scale=(0.29, 0.26, 0.26), unit="um", extra={"note": [1, 2]})
@@ -516,6 +517,18 @@ def test_open_output_refuses_existing_and_compressed_memmap(tmp_path: Path) -> N
         with open_output(tmp_path / "c.tif", (4, 4), np.float32, compression="zlib"):
             pass
     assert leftovers(tmp_path) == []
+
+
+def test_a_tiff_without_resolution_tags_is_uncalibrated(tmp_path: Path) -> None:
+    # tifffile reports 1 pixel per inch where the tags are missing: not a 25,400 µm pixel.
+    with tifffile.TiffFile(BEAD) as tif:
+        assert "XResolution" not in tif.pages[0].tags
+    data, meta = load(BEAD, with_metadata=True)
+    assert data.shape == (64, 64, 64)
+    assert meta.scale is None and meta.unit is None
+    write(tmp_path / "b.ome.zarr", data, metadata=meta)
+    _, back = load(tmp_path / "b.ome.zarr", with_metadata=True)
+    assert back.scale is None or all(v == 1.0 for v in back.scale)
 
 
 def _file_rss() -> int:

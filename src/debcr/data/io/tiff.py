@@ -280,7 +280,10 @@ def _resolution_sizes(page: Any, factor: float) -> dict[str, float]:
 
 def _resolution_tags(page: Any) -> tuple[dict[str, float], str | None]:
     """Pixel size from plain TIFF tags; the default (1, 1) without a unit is no calibration,
-    and neither is a print or screen default (72 or 96 dots per inch)."""
+    and neither is a print or screen default (72 or 96 dots per inch), nor a file without
+    resolution tags (tifffile then reports 1 pixel per inch, TIFF's default unit)."""
+    if "XResolution" not in page.tags or "YResolution" not in page.tags:
+        return {}, None
     resunit = int(getattr(page, "resolutionunit", 1) or 1)
     factor = _RESUNIT_TO_MICROMETER.get(resunit)
     sizes = _resolution_sizes(page, factor or 1.0)
