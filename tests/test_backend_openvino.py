@@ -18,10 +18,11 @@ import openvino  # a test dependency: these tests must not be skipped
 import pytest
 import torch
 
+from conftest import FMD
 from debcr.backends import openvino_runner
 from debcr.backends.openvino_runner import OpenVINORunner, cache_dir, cache_key
 from debcr.data.normalize import normalize
-from debcr.errors import DebcrError
+from debcr.errors import DebcrError, ModelFileError
 from debcr.model import predict
 from debcr.modelfile import load_model, tensor_checksum
 from debcr.samples import nuclei
@@ -314,3 +315,42 @@ def test_default_tiles_follow_backend_and_precision(cache, denoiser, caplog) -> 
         ("openvino", "bfloat16"): 1024,
         ("torch", "float32"): 512,
     }
+
+
+@pytest.mark.slow
+def test_a_built_in_model_restores_without_importing_torch(tmp_path, denoiser) -> None:
+    """`debcr predict` with a built-in model on the CPU needs only its file's header and the
+    shipped conversion: torch (about a second of every start) is never imported, and the
+    result is the one of the loaded network run by OpenVINO."""
+    source = FMD / "raw" / "20" / "HV110_P0500510003.png"  # a field not used elsewhere here
+    out = tmp_path / "restored.tif"
+    code = (
+        "import sys\n"
+        "from debcr.cli import main\n"
+        f"rc = main(['predict', {str(source)!r}, '-o', {str(out)!r}, '-q',"
+        " '--precision', 'float32'])\n"
+        "assert rc == 0, rc\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'openvino' in sys.modules, 'not restored by OpenVINO'\n"
+    )
+    env = {**os.environ, "DEBCR_CACHE_DIR": str(tmp_path / "fresh-cache")}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=env)
+    loaded = predict(denoiser, source, precision="float32", backend="openvino", progress=False)
+    import tifffile
+
+    restored = tifffile.imread(out)
+    assert restored.shape == loaded.shape == (512, 512)
+    assert np.abs(restored - loaded).max() <= 1e-4 * float(np.ptp(loaded))
+
+
+def test_a_damaged_model_file_is_refused_though_its_conversion_is_kept(tmp_path, cache) -> None:
+    """Restoring from a file's header alone must not let damaged weights pass: a copy of a
+    built-in model (whose conversion ships) with flipped weight bytes is refused."""
+    path = tmp_path / "copy.safetensors"
+    data = bytearray(PRETRAINED["2D_denoising"].path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    data[start + 1000] ^= 0x5A
+    path.write_bytes(bytes(data))
+    image = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    with pytest.raises(ModelFileError, match=r"copy\.safetensors is damaged"):
+        predict(path, image, backend="openvino", progress=False)

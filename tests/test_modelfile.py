@@ -12,7 +12,15 @@ from safetensors.torch import save_file
 
 from debcr.errors import ModelFileError
 from debcr.model import init, save
-from debcr.modelfile import CHECKSUM_KEY, FORMAT, load_model, read_header, tensor_checksum
+from debcr.modelfile import (
+    CHECKSUM_KEY,
+    FORMAT,
+    StoredModel,
+    file_checksum,
+    load_model,
+    read_header,
+    tensor_checksum,
+)
 from debcr.weights import PRETRAINED, available
 
 
@@ -142,3 +150,24 @@ def test_registry_lists_the_four_published_models() -> None:
         assert meta["license"] == "CC-BY-4.0" and "CC BY 4.0" in meta["attribution"]
     licence = PRETRAINED["2D_denoising"].path.with_name("LICENSE-weights.txt").read_text()
     assert "Attribution 4.0 International" in licence
+
+
+def test_file_checksum_reads_the_tensor_checksum_from_the_bytes(tmp_path: Path) -> None:
+    """The torch-free checksum of `StoredModel` equals the one of the loaded tensors."""
+    paths = [save(init(seed=3), tmp_path / "new.safetensors")]
+    paths += [p.path for p in PRETRAINED.values()]
+    for path in paths:
+        expected = tensor_checksum(load_model(path).state_dict())
+        assert file_checksum(path) == expected
+        stored = StoredModel.read(path)
+        assert stored is not None and stored.checksum == expected
+        assert stored.metadata == load_model(path).metadata
+
+
+def test_a_file_of_other_dtypes_is_loaded_whole(tmp_path: Path) -> None:
+    """float64 weights: `file_checksum` does not name them, so the file is not stored."""
+    path = save(init(seed=0), tmp_path / "m.safetensors")
+    tensors = {k: v.double() for k, v in init(seed=0).state_dict().items()}
+    _rewrite(path, tensors, read_header(path))
+    assert file_checksum(path) is None
+    assert StoredModel.read(path) is None

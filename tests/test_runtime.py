@@ -238,3 +238,15 @@ def test_release_memory_returns_the_kept_heap() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert int(result.stdout.split()[-1]) > 200 * 2**20, result.stdout
+
+
+def test_cpu_only_agrees_with_resolve_device(monkeypatch) -> None:
+    """Deciding "the CPU" without torch must never hide a GPU that `resolve_device` would use."""
+    assert runtime.cpu_only("cpu") and runtime.cpu_only(torch.device("cpu"))
+    assert not runtime.cpu_only("cuda") and not runtime.cpu_only("mps")
+    if runtime.cpu_only(None):
+        assert runtime.resolve_device(None).type == "cpu"
+    # A GPU's device file present: ask torch.
+    monkeypatch.setattr(runtime, "_GPU_DEVICE_FILES", (__file__,))
+    assert not runtime.cpu_only(None) and not runtime.cpu_only("auto")
+    assert runtime.cpu_only("cpu")

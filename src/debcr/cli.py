@@ -98,8 +98,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     plan = plan_outputs(image_files(args.inputs), Path(args.output), args.suffix)
     options = _predict_options(args)
     from debcr import model as api
+    from debcr.sources import resolve
 
-    net = api.init(args.model, device=args.device or "auto")
+    # A model file's header suffices where OpenVINO keeps its conversion: no torch to start.
+    net = resolve(args.model).stored() or api.init(args.model, device=args.device or "auto")
     restored: list[Path] = []
     failed: list[Path] = []
     for source, target in plan:

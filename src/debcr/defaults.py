@@ -6,6 +6,10 @@ prediction engine's; the file names are those of a training run folder.
 
 from __future__ import annotations
 
+#: The network model files hold, and its version (checked when a file is read).
+ARCHITECTURE: str = "m-rBCR"
+ARCHITECTURE_VERSION: int = 1
+
 #: m-rBCR halves its input twice, so image and patch sides must be multiples of this.
 SIZE_MULTIPLE: int = 4
 
@@ -16,6 +20,26 @@ PERCENTILES: tuple[float, float] = (PMIN, PMAX)
 
 #: What the published models expect: percentile normalisation of the input.
 NORMALIZATION: dict[str, object] = {"method": "percentile", "pmin": PMIN, "pmax": PMAX}
+
+#: Fraction of the total input influence allowed outside the halo (the exact mode's).
+HALO_TOLERANCE: float = 1e-4
+#: Per precision, the influence that may be left outside the halo. bfloat16's is the largest
+#: for which, on every real image measured (benchmarks/bench_halo.py, results/halo.md: FMD,
+#: stardist, cells3d, flowdec neuron with the four published models), tiled float32 differs
+#: from the whole image by less than bfloat16 itself does. float32 and float16 keep the exact
+#: halo (float16 is not measured: CPUs only emulate it).
+HALO_TOLERANCES: dict[str, float] = {
+    "float32": HALO_TOLERANCE,
+    "bfloat16": 5e-4,
+    "float16": HALO_TOLERANCE,
+}
+
+
+def halo_key(precision: str) -> str:
+    """The metadata key of the halo for ``precision`` (``halo`` for the exact one)."""
+    exact = HALO_TOLERANCES.get(precision, HALO_TOLERANCE) == HALO_TOLERANCE
+    return "halo" if exact else f"halo_{precision}"
+
 
 #: Default tile core (pixels per side) per CPU backend and on accelerators (GPUs): measured
 #: in benchmarks/bench_predict.py (eager torch loses speed on big tiles, OpenVINO keeps it).

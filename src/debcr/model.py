@@ -14,19 +14,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from debcr import inference
 from debcr.data.normalize import NormStats
 from debcr.inference.options import PredictOptions
-from debcr.modelfile import save_model
-from debcr.nn import MRBCR
 from debcr.runtime import resolve_device
 from debcr.sources import load as load_source
+from debcr.sources import resolve
 
 if TYPE_CHECKING:
+    import torch
+
     from debcr.interop.bmz import BMZExport
     from debcr.interop.portable import ExportCheck
+    from debcr.nn import MRBCR
 
 __all__ = ["MRBCR", "export", "export_bmz", "init", "predict", "save", "train"]
 
@@ -69,6 +69,8 @@ def save(
     overwrite: bool = False,
 ) -> Path:
     """Save ``model`` as a debcr model file (safetensors + metadata, written atomically)."""
+    from debcr.modelfile import save_model
+
     return save_model(model, path, metadata=metadata, overwrite=overwrite)
 
 
@@ -133,13 +135,23 @@ def export(
     # input is never replaced, even with overwrite=True; only a model file counts as one (a
     # package written into a training run's folder is fine).
     fmt = export_format(path, format, package)
-    if not isinstance(model, MRBCR) and Path(model).is_file():
+    if isinstance(model, str | os.PathLike) and Path(model).is_file():
         check_targets([Path(path)], [Path(model)], overwrite)
     return write(_as_model(model), path, format=fmt, overwrite=overwrite, **package)
 
 
 def _as_model(model: MRBCR | str | os.PathLike) -> MRBCR:
-    return model if isinstance(model, MRBCR) else init(model)
+    return init(model) if isinstance(model, str | os.PathLike) else model
+
+
+def __getattr__(name: str) -> Any:
+    # MRBCR is torch's: imported when asked for, so that restoring with OpenVINO (`predict`
+    # given a model's name or file) starts without torch.
+    if name == "MRBCR":
+        from debcr.nn import MRBCR
+
+        return MRBCR
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def predict(
@@ -293,8 +305,10 @@ def predict(
         tta=tta,
         uncertainty=uncertainty,
     )
-    if not isinstance(model, MRBCR):
-        model = init(model, device=device or "auto")
+    if isinstance(model, str | os.PathLike):
+        # A model file's header is all the OpenVINO backend needs where its conversion is
+        # kept; the weights are loaded where they are needed (`debcr.modelfile.StoredModel`).
+        model = resolve(model).stored() or init(model, device=device or "auto")
     return inference.predict(model, image, options)
 
 

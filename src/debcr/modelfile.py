@@ -5,6 +5,13 @@ A model file holds the m-rBCR parameters and, in the safetensors header,
 normalisation the model expects, provenance (task, source, licence) and a sha256
 checksum of the tensors. Loading checks all of it, so a wrong or damaged file
 fails with a clear message instead of producing a silently wrong model.
+
+Importing this module does not import torch. A `StoredModel` is a model file whose header was
+read and checked but whose weights were not loaded: the OpenVINO backend restores with the
+conversion it keeps for those weights (`debcr.backends.openvino_runner`) from the checksum
+alone, so a command-line restoration with a built-in model never imports torch (about a
+second of every start); the weights are loaded (`StoredModel.load`) where they are needed —
+the PyTorch backend, a first conversion, or a halo the file does not store.
 """
 
 from __future__ import annotations
@@ -14,85 +21,85 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from debcr._version import __version__
-from debcr.defaults import NORMALIZATION
+from debcr.defaults import ARCHITECTURE, ARCHITECTURE_VERSION, NORMALIZATION
 from debcr.errors import ModelFileError
 from debcr.files import atomic_output
-from debcr.nn import ARCHITECTURE, ARCHITECTURE_VERSION, MRBCR
+
+if TYPE_CHECKING:
+    import torch
+
+    from debcr.nn import MRBCR
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "debcr-model"
 FORMAT_VERSION = 1
 #: Header key of the tensors' checksum (see `tensor_checksum`).
 CHECKSUM_KEY = "tensors_sha256"
 
-logger = logging.getLogger(__name__)
 
+@dataclass(frozen=True, eq=False)
+class StoredModel:
+    """An m-rBCR model file whose header was read and checked, its weights not yet loaded.
 
-def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 of the tensors' names, dtypes, shapes and bytes, in sorted name order."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def model_file_path(path: str | os.PathLike) -> Path:
-    """Where `save_model` writes ``path``: ``.safetensors`` appended to another suffix."""
-    path = Path(path)
-    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
-
-
-def save_model(
-    model: MRBCR,
-    path: str | os.PathLike,
-    *,
-    metadata: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write ``model`` to a ``.safetensors`` model file (atomically).
-
-    Parameters
+    Attributes
     ----------
-    model
-        The network; its ``metadata`` attribute (if any) is stored too, updated by
-        ``metadata``.
     path
-        Output file; ``.safetensors`` is appended if it has another suffix.
+        The ``.safetensors`` file.
+    checksum
+        The checksum of its weights stored in the header (`tensor_checksum`).
     metadata
-        Provenance and settings (JSON-serialisable), e.g. ``task``, ``source``,
-        ``license``, ``normalization``.
-    overwrite
-        Replace an existing file.
+        Its settings and provenance (``task``, ``normalization``, ``halo``…), as
+        ``MRBCR.metadata`` of the loaded model.
     """
-    path = model_file_path(path)
-    info = {**getattr(model, "metadata", {}), **(metadata or {})}
-    info.setdefault("normalization", dict(NORMALIZATION))
-    header = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "architecture": ARCHITECTURE,
-        "architecture_version": str(ARCHITECTURE_VERSION),
-        "debcr_version": __version__,
-        "metadata": json.dumps(info, sort_keys=True),
-    }
-    tensors = {
-        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
-    }
-    header[CHECKSUM_KEY] = tensor_checksum(tensors)
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        save_file(tensors, os.fspath(tmp), metadata=header)
-        # safetensors creates files private to the user; model files are meant to be shared.
-        os.chmod(tmp, 0o644)
-    return path
+
+    path: Path
+    checksum: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> StoredModel | None:
+        """The model file ``path`` with its header checked and its weights' bytes checked
+        against the stored checksum (`file_checksum`); None if the header stores no checksum
+        (a file of an older debcr) or `file_checksum` cannot check it: such a file is loaded
+        whole instead (`load_model`).
+
+        Raises
+        ------
+        FileNotFoundError, ModelFileError
+            As `load_model` for a missing file, a wrong header or damaged weights.
+        """
+        path = Path(path)
+        header = read_header(path)
+        metadata = check_header(path, header)
+        checksum = header.get(CHECKSUM_KEY)
+        found = file_checksum(path) if checksum else None
+        if found is None:
+            return None
+        if found != checksum:
+            raise _damaged(path)
+        return cls(path, checksum, metadata)
+
+    def load(self, device: str | torch.device = "cpu") -> MRBCR:
+        """The network, its weights checked against the checksum (`load_model`)."""
+        return load_model(self.path, map_location=device)
+
+
+def checksum_of(model: Any) -> str:
+    """The checksum of a network's weights, or the one a `StoredModel` stores."""
+    if isinstance(model, StoredModel):
+        return model.checksum
+    return tensor_checksum(model.state_dict())
+
+
+def network_of(model: Any, device: str | torch.device = "cpu") -> Any:
+    """The network itself: a `StoredModel` loaded onto ``device``, anything else as it is."""
+    return model.load(device) if isinstance(model, StoredModel) else model
 
 
 def read_header(path: str | os.PathLike) -> dict[str, str]:
@@ -117,21 +124,6 @@ def read_header(path: str | os.PathLike) -> dict[str, str]:
             f"{path} is not a safetensors model file ({exc}); debcr model files are written by "
             "debcr.model.save or `debcr convert-tf`"
         ) from exc
-
-
-def _verify_checksum(path: Path, header: Mapping[str, str], tensors: Mapping) -> None:
-    stored = header.get(CHECKSUM_KEY)
-    if stored is None:
-        logger.warning(
-            "%s has no checksum (written by an older debcr), so damage cannot be detected; "
-            "re-save it with debcr.model.save to add one",
-            path,
-        )
-    elif tensor_checksum(tensors) != stored:
-        raise ModelFileError(
-            f"{path} is damaged: its weights do not match the checksum stored in the file; "
-            "copy it again from where it came from"
-        )
 
 
 def _format_version(path: Path, header: Mapping[str, str]) -> int:
@@ -201,23 +193,16 @@ def check_metadata(path: str | os.PathLike, metadata: dict[str, Any]) -> dict[st
     return metadata
 
 
-def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> MRBCR:
-    """Load a model file written by `save_model`.
-
-    Returns an `MRBCR` in eval mode whose ``metadata`` attribute
-    holds the stored provenance and normalisation settings.
+def check_header(path: str | os.PathLike, header: Mapping[str, str]) -> dict[str, Any]:
+    """Check that ``header`` (of the file ``path``) is a debcr model file's that this debcr reads;
+    returns its metadata (settings and provenance).
 
     Raises
     ------
-    FileNotFoundError
-        If the file does not exist.
     ModelFileError
-        If it is not a debcr model file, is truncated or corrupt (its weights do not match
-        their stored checksum), was written for
-        another architecture (version), or does not fill every parameter.
+        Another format, a newer format version, another architecture (version), or damaged
+        metadata; the message says which and what to do.
     """
-    path = Path(path)
-    header = read_header(path)
     if header.get("format") != FORMAT:
         raise ModelFileError(
             f"{path} is a safetensors file but not a debcr model file "
@@ -234,7 +219,149 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
             f"{path} holds architecture {arch[0]} v{arch[1]}, but this debcr builds "
             f"{ARCHITECTURE} v{ARCHITECTURE_VERSION}"
         )
-    metadata = _metadata(path, header)
+    return _metadata(path, header)
+
+
+def tensor_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' names, dtypes, shapes and bytes, in sorted name order."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def model_file_path(path: str | os.PathLike) -> Path:
+    """Where `save_model` writes ``path``: ``.safetensors`` appended to another suffix."""
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+
+
+def save_model(
+    model: MRBCR,
+    path: str | os.PathLike,
+    *,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` to a ``.safetensors`` model file (atomically).
+
+    Parameters
+    ----------
+    model
+        The network; its ``metadata`` attribute (if any) is stored too, updated by
+        ``metadata``.
+    path
+        Output file; ``.safetensors`` is appended if it has another suffix.
+    metadata
+        Provenance and settings (JSON-serialisable), e.g. ``task``, ``source``,
+        ``license``, ``normalization``.
+    overwrite
+        Replace an existing file.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    path = model_file_path(path)
+    info = {**getattr(model, "metadata", {}), **(metadata or {})}
+    info.setdefault("normalization", dict(NORMALIZATION))
+    header = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "architecture": ARCHITECTURE,
+        "architecture_version": str(ARCHITECTURE_VERSION),
+        "debcr_version": __version__,
+        "metadata": json.dumps(info, sort_keys=True),
+    }
+    tensors = {
+        k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
+    }
+    header[CHECKSUM_KEY] = tensor_checksum(tensors)
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        save_file(tensors, os.fspath(tmp), metadata=header)
+        # safetensors creates files private to the user; model files are meant to be shared.
+        os.chmod(tmp, 0o644)
+    return path
+
+
+def _verify_checksum(path: Path, header: Mapping[str, str], tensors: Mapping) -> None:
+    stored = header.get(CHECKSUM_KEY)
+    if stored is None:
+        logger.warning(
+            "%s has no checksum (written by an older debcr), so damage cannot be detected; "
+            "re-save it with debcr.model.save to add one",
+            path,
+        )
+    elif tensor_checksum(tensors) != stored:
+        raise _damaged(path)
+
+
+def _damaged(path: Path) -> ModelFileError:
+    return ModelFileError(
+        f"{path} is damaged: its weights do not match the checksum stored in the file; "
+        "copy it again from where it came from"
+    )
+
+
+#: safetensors' codes of the tensor dtypes `file_checksum` reads, as `tensor_checksum` names
+#: them (model files hold float32 only, `save_model`).
+_DTYPE_NAMES = {"F32": "torch.float32"}
+
+
+def file_checksum(path: str | os.PathLike) -> str | None:
+    """`tensor_checksum` of the tensors in the model file ``path``, from its bytes (no torch;
+    about 5 ms for m-rBCR's 0.9 MB); None where a tensor is not float32.
+
+    Raises
+    ------
+    ModelFileError
+        If the file's header does not describe its tensors (a damaged file).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        start = 8 + int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:start])
+        digest = hashlib.sha256()
+        for name in sorted(k for k in header if k != "__metadata__"):
+            entry = header[name]
+            dtype = _DTYPE_NAMES.get(entry["dtype"])
+            if dtype is None:
+                return None
+            begin, end = (start + int(offset) for offset in entry["data_offsets"])
+            digest.update(f"{name}|{dtype}|{tuple(entry['shape'])}|".encode())
+            digest.update(data[begin:end])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path} is truncated or corrupt ({exc}); copy it again") from exc
+    return digest.hexdigest()
+
+
+def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> MRBCR:
+    """Load a model file written by `save_model`.
+
+    Returns an `MRBCR` in eval mode whose ``metadata`` attribute
+    holds the stored provenance and normalisation settings.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ModelFileError
+        If it is not a debcr model file, is truncated or corrupt (its weights do not match
+        their stored checksum), was written for
+        another architecture (version), or does not fill every parameter.
+    """
+    path = Path(path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from debcr.nn import MRBCR
+
+    header = read_header(path)
+    metadata = check_header(path, header)
     try:
         tensors = load_file(os.fspath(path), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:

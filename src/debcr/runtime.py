@@ -12,20 +12,24 @@ import re
 import subprocess
 import sys
 from importlib import metadata
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from debcr._version import DISTRIBUTION, __version__
 from debcr.errors import DebcrError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
 #: The original TensorFlow package's distribution, which also provides ``import debcr``.
 ORIGINAL = "debcr"
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: The precisions `resolve_precision` accepts besides ``"auto"``.
-PRECISIONS: tuple[str, ...] = tuple(_DTYPES)
+PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
+#: Device files of GPUs that PyTorch could use on Linux: NVIDIA's, AMD's (ROCm) and WSL2's.
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 #: Set to ``1`` to leave glibc's allocator as it is (see `tune_allocator`).
 NO_MALLOC_TUNING = "DEBCR_NO_MALLOC_TUNING"
@@ -46,6 +50,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     DebcrError
         If the requested device does not exist on this machine.
     """
+    import torch
+
     if device is None or str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -72,18 +78,53 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def cpu_only(device: str | torch.device | None = None) -> bool:
+    """Whether ``device`` means the CPU, decided without importing torch.
+
+    True for ``"cpu"``, and for ``None`` or ``"auto"`` on a Linux machine without the device
+    files of a GPU that PyTorch could use (`_GPU_DEVICE_FILES`), where `resolve_device` can only
+    choose the CPU. Elsewhere (macOS with MPS, Windows, a GPU present) False: ask
+    `resolve_device`.
+    """
+    if device is not None and str(device) not in ("auto", "cpu"):
+        return False
+    if str(device) == "cpu":
+        return True
+    return sys.platform == "linux" and not any(Path(f).exists() for f in _GPU_DEVICE_FILES)
+
+
+def device_type(device: str | torch.device) -> str:
+    """The kind of ``device``: ``"cpu"``, ``"cuda"``, ``"mps"``… (``"cuda:1"`` → ``"cuda"``)."""
+    return str(device).split(":")[0]
+
+
+def cpu_threads() -> int | None:
+    """Threads for CPU inference: PyTorch's setting where torch is imported, else
+    ``OMP_NUM_THREADS`` where set, else None (the runtime's own default: the physical cores)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def autocast_context(device: torch.device, precision: str):
     """Autocast to ``precision`` (``float32`` means none)."""
     if precision == "float32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+    import torch
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
 
 
 def device_name(device: torch.device) -> str:
     """Human-readable name: ``CUDA: NVIDIA H100 …``, ``MPS: Apple GPU`` or ``CPU: …``."""
-    if device.type == "cuda":
+    if device_type(device) == "cuda":
+        import torch
+
         return f"CUDA: {torch.cuda.get_device_name(device)}"
-    if device.type == "mps":
+    if device_type(device) == "mps":
         return "MPS: Apple GPU"
     return f"CPU: {cpu_name()} ({os.cpu_count()} cores)"
 
@@ -274,16 +315,18 @@ def native_bf16() -> bool:
     return _bf16_flag() is not None
 
 
-def default_precision(device: torch.device) -> str:
+def default_precision(device: str | torch.device) -> str:
     """The fastest precision that computes well on ``device``: ``bfloat16`` or ``float32``.
 
     ``bfloat16`` on a CPU that computes it natively (`native_bf16`) and on a CUDA GPU
     that does (compute capability 8.0, Ampere, or later; ROCm GPUs); ``float32`` elsewhere:
     Apple MPS, and older GPUs, which only emulate bfloat16 (the T4 and V100, for instance).
     """
-    device = torch.device(device)
-    if device.type == "cpu":
+    if device_type(device) == "cpu":
         return "bfloat16" if native_bf16() else "float32"
+    import torch
+
+    device = torch.device(device)
     if device.type == "cuda" and torch.cuda.is_available():
         if torch.version.hip:
             return "bfloat16"
@@ -292,7 +335,7 @@ def default_precision(device: torch.device) -> str:
     return "float32"
 
 
-def resolve_precision(precision: str | None, device: torch.device) -> str:
+def resolve_precision(precision: str | None, device: str | torch.device) -> str:
     """``precision`` checked; for ``None`` or ``"auto"``, `default_precision` of ``device``.
 
     Raises
@@ -302,7 +345,7 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
     """
     if precision is None or precision == "auto":
         return default_precision(device)
-    if not isinstance(precision, str) or precision not in _DTYPES:
+    if not isinstance(precision, str) or precision not in PRECISIONS:
         allowed = ", ".join(repr(p) for p in ("auto", *PRECISIONS))
         raise DebcrError(f"unknown precision {precision!r}; use one of {allowed}")
     return precision
@@ -311,6 +354,8 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
 def system_info() -> dict[str, str]:
     """Versions and devices; `debcr.backends.system_info` adds the inference path to them for
     ``debcr info`` (kept there because the backends are built on this module)."""
+    import torch
+
     device = resolve_device()
     info = {
         "debcr": f"{__version__} (distribution {_distributions()})",

@@ -25,6 +25,7 @@ from debcr.weights import PRETRAINED
 if TYPE_CHECKING:
     import torch
 
+    from debcr.modelfile import StoredModel
     from debcr.nn import MRBCR
 
 __all__ = ["ModelSource", "SourceKind", "load", "resolve"]
@@ -64,6 +65,24 @@ class ModelSource:
         from debcr.interop import model_from_tf_checkpoint
 
         return model_from_tf_checkpoint(self.location).to(device)
+
+    def stored(self) -> StoredModel | None:
+        """The model file, its header read and checked but its weights not loaded (no torch),
+        for a built-in model or a debcr model file with a weights checksum; None for the
+        other kinds (they are loaded, `load`).
+
+        Raises
+        ------
+        FileNotFoundError, ModelFileError
+            As `load` for a missing file or a wrong header.
+        """
+        from debcr.modelfile import StoredModel
+
+        if self.kind == "builtin":
+            return StoredModel.read(PRETRAINED[str(self.location)].path)
+        if self.kind == "file":
+            return StoredModel.read(self.location)
+        return None
 
 
 def _run_folder_model(folder: Path) -> Path | None:

@@ -22,14 +22,18 @@ import shutil
 import sys
 import threading
 from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from debcr import runtime
 from debcr.defaults import BACKENDS
 from debcr.errors import DataError, DebcrError
+from debcr.modelfile import StoredModel, checksum_of, network_of
+from debcr.runtime import device_type
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BACKENDS",
@@ -83,11 +87,11 @@ def check_backend(backend: str) -> None:
         raise DataError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
 
 
-def make_runner(
-    model: torch.nn.Module, backend: str, device: torch.device, precision: str
-) -> Runner:
+def make_runner(model: Any, backend: str, device: str | torch.device, precision: str) -> Runner:
     """The runner for ``model`` on ``device`` with ``backend`` at ``precision``.
 
+    ``model`` is a network or a model file not yet loaded (`debcr.modelfile.StoredModel`: the
+    OpenVINO backend runs it without loading its weights where its conversion is kept).
     Runners are reused for the same weights (a model changed in place gets a new one).
 
     Raises
@@ -97,12 +101,10 @@ def make_runner(
     DebcrError
         If ``backend`` needs an extra that is not installed, or cannot run on ``device``.
     """
-    from debcr.modelfile import tensor_checksum
-
     check_backend(backend)
     key = (
-        type(model).__name__,
-        tensor_checksum(model.state_dict()),
+        "MRBCR" if isinstance(model, StoredModel) else type(model).__name__,
+        checksum_of(model),
         backend,
         str(device),
         precision,
@@ -118,22 +120,26 @@ def make_runner(
         return runner
 
 
-def _build(model: torch.nn.Module, backend: str, device: torch.device, precision: str) -> Runner:
-    from debcr.backends.torch_runner import TorchRunner
-    from debcr.nn.fast import has_inference_form
+def _build(model: Any, backend: str, device: str | torch.device, precision: str) -> Runner:
+    if isinstance(model, StoredModel):
+        inference_form = True  # model files hold m-rBCR networks only
+    else:
+        from debcr.nn.fast import has_inference_form
 
-    inference_form = has_inference_form(model)
+        inference_form = has_inference_form(model)
     chosen = _choose(backend, device, inference_form)
     if chosen == "openvino":
         from debcr.backends.openvino_runner import OpenVINORunner
 
         return OpenVINORunner(model, precision)
-    if backend == "auto" and device.type == "cpu" and inference_form:
+    if backend == "auto" and device_type(device) == "cpu" and inference_form:
         _log_fallback_once()
-    return TorchRunner(model, device, precision)
+    from debcr.backends.torch_runner import TorchRunner
+
+    return TorchRunner(network_of(model, device), device, precision)
 
 
-def _choose(backend: str, device: torch.device, inference_form: bool = True) -> str:
+def _choose(backend: str, device: str | torch.device, inference_form: bool = True) -> str:
     """The backend that runs: ``"auto"`` resolved, a backend that cannot run refused.
 
     ``"auto"`` is OpenVINO for a network with an inference-only form on the CPU where
@@ -142,14 +148,15 @@ def _choose(backend: str, device: torch.device, inference_form: bool = True) -> 
     from debcr.backends import openvino_runner
 
     check_backend(backend)
-    if backend == "torch" or (backend == "auto" and (device.type != "cpu" or not inference_form)):
+    on_cpu = device_type(device) == "cpu"
+    if backend == "torch" or (backend == "auto" and (not on_cpu or not inference_form)):
         return "torch"
     if not inference_form:
         raise DebcrError(
             "backend 'openvino' runs m-rBCR models only; use backend='torch' for this network"
         )
     if openvino_runner.available():
-        if device.type != "cpu":
+        if not on_cpu:
             raise DebcrError(
                 f"the OpenVINO backend runs on the CPU, but device {str(device)!r} was "
                 "asked for; use backend='torch' on GPUs"
@@ -220,6 +227,8 @@ def describe_path(
         If ``device`` does not exist here, ``precision`` is unknown, or ``backend`` cannot run
         on ``device`` (as `make_runner` would say).
     """
+    import torch
+
     from debcr.backends import openvino_runner
     from debcr.runtime import cpu_name, resolve_device, resolve_precision
 

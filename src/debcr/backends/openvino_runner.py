@@ -38,12 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from debcr.errors import DataError
 from debcr.files import write_bytes
-from debcr.modelfile import tensor_checksum
-from debcr.nn.fast import inference_network
+from debcr.modelfile import checksum_of, network_of
+from debcr.runtime import cpu_threads
 
 __all__ = ["FORM_VERSION", "SHIPPED", "OpenVINORunner", "available", "cache_dir", "write_shipped"]
 
@@ -110,12 +109,12 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def cache_key(model: torch.nn.Module, checksum: str | None = None) -> str:
+def cache_key(model: Any, checksum: str | None = None) -> str:
     """The file name stem of ``model``'s cached conversion (weights, form, OpenVINO version);
-    ``checksum`` is the weights' `tensor_checksum` when already known."""
+    ``checksum`` is the weights' checksum when already known (`debcr.modelfile.checksum_of`)."""
     import openvino as ov
 
-    checksum = checksum or tensor_checksum(model.state_dict())
+    checksum = checksum or checksum_of(model)
     return f"mrbcr-{checksum[:32]}-form{FORM_VERSION}-ov{_safe(ov.__version__)}"
 
 
@@ -183,7 +182,7 @@ def write_shipped(names: list[str] | None = None, folder: Path | None = None) ->
     """
     import openvino as ov
 
-    from debcr.modelfile import load_model
+    from debcr.modelfile import load_model, tensor_checksum
     from debcr.weights import PRETRAINED
 
     folder = SHIPPED if folder is None else Path(folder)
@@ -213,11 +212,15 @@ def write_shipped(names: list[str] | None = None, folder: Path | None = None) ->
     return path
 
 
-def _convert(model: torch.nn.Module) -> Any:
-    """``model``'s inference-only network as an OpenVINO model of input ``(?, 1, ?, ?)``."""
+def _convert(model: Any) -> Any:
+    """``model``'s inference-only network as an OpenVINO model of input ``(?, 1, ?, ?)``
+    (a `debcr.modelfile.StoredModel` is loaded first)."""
     import openvino as ov
+    import torch
 
-    net = inference_network(model)
+    from debcr.nn.fast import inference_network
+
+    net = inference_network(network_of(model))
     with torch.no_grad(), warnings.catch_warnings():
         # OpenVINO traces the network with torch.jit, which PyTorch deprecates: not ours to fix.
         warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
@@ -304,9 +307,9 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def load_or_convert(model: torch.nn.Module, core: Any) -> Any:
+def load_or_convert(model: Any, core: Any) -> Any:
     """``model``'s OpenVINO conversion, from the cache or converted (and then cached)."""
-    checksum = tensor_checksum(model.state_dict())
+    checksum = checksum_of(model)
     folder, key = cache_dir(), cache_key(model, checksum)
     sums = _paths(folder, key)[2]  # written last: it changes when a whole entry was written
     seen = _stamp(sums)
@@ -337,12 +340,16 @@ class OpenVINORunner:
     Parameters
     ----------
     model
-        An m-rBCR model (`debcr.nn.MRBCR`); its inference-only form is converted.
+        An m-rBCR model (`debcr.nn.MRBCR`), or a model file not yet loaded
+        (`debcr.modelfile.StoredModel`): its conversion is read from the cache or the shipped
+        ones without loading the weights, else its inference-only form is converted.
     precision
         ``"float32"``, ``"bfloat16"`` or ``"float16"`` (OpenVINO's inference precision hint;
         the CPU may substitute a precision it supports).
     threads
-        CPU threads for inference; default `torch.get_num_threads`.
+        CPU threads for inference; default `debcr.runtime.cpu_threads` (PyTorch's setting
+        where torch is imported, else ``OMP_NUM_THREADS``, else OpenVINO's default: the
+        physical cores).
     streams
         Tiles run at once (at most one per thread), each with its own activations in memory;
         see `STREAMS`.
@@ -352,7 +359,7 @@ class OpenVINORunner:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Any,
         precision: str,
         threads: int | None = None,
         streams: int = STREAMS,
@@ -365,20 +372,23 @@ class OpenVINORunner:
                 f"got {precision!r}"
             )
         self.precision = precision
-        self.threads = max(1, int(threads if threads is not None else torch.get_num_threads()))
+        threads = threads if threads is not None else cpu_threads()
+        #: Inference threads; None: OpenVINO's default.
+        self.threads = max(1, int(threads)) if threads is not None else None
         self._core = ov.Core()
         self._model = load_or_convert(model, self._core)
         self._compiled: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
         self._lock = threading.Lock()
         #: Tiles in flight at once (OpenVINO streams, sharing ``threads``).
-        self.streams = max(1, min(int(streams), self.threads))
+        self.streams = max(1, min(int(streams), self.threads or os.cpu_count() or 1))
 
     def _config(self, streams: int) -> dict[str, Any]:
-        config = {
+        config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": _PRECISION_HINTS[self.precision],
             "NUM_STREAMS": streams,
-            "INFERENCE_NUM_THREADS": self.threads,
         }
+        if self.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = self.threads
         if streams == 1:
             config["PERFORMANCE_HINT"] = "LATENCY"
         return config

@@ -22,7 +22,8 @@ class TorchRunner:
 
     backend = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str) -> None:
+    def __init__(self, model: torch.nn.Module, device: str | torch.device, precision: str) -> None:
+        device = torch.device(device)
         self.device, self.precision = device, precision
         self.dtype = _DTYPES[precision]
         self.fast = has_inference_form(model)

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from debcr.defaults import UNITS
 from debcr.inference.engine import MIN_TILE, batch_size_for, predict_array
 from debcr.inference.lazy import predict_dask
@@ -58,7 +56,7 @@ __all__ = [
 ]
 
 
-def predict(model: torch.nn.Module, image: Any, options: PredictOptions) -> Any:
+def predict(model: Any, image: Any, options: PredictOptions) -> Any:
     """Restore ``image`` in memory, to a file, or lazily for a dask array (see the facade)."""
     if type(image).__module__.startswith("dask."):
         return predict_dask(model, image, options)

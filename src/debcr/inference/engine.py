@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from debcr.backends import Runner, make_runner
 from debcr.data.calibration import CurveMap, CurveSums
@@ -20,15 +20,25 @@ from debcr.data.intensity import CalibrationSums, IntensityMap
 from debcr.data.io import open_output
 from debcr.data.io.memory import available_memory, release_mapped
 from debcr.data.normalize import NormStats
-from debcr.defaults import BATCH_SIZE, PATCH_BATCH, PATCH_EDGE, TILE_SIZE
+from debcr.defaults import BATCH_SIZE, PATCH_BATCH, PATCH_EDGE, TILE_SIZE, halo_key
 from debcr.errors import DebcrError
 from debcr.inference.options import PredictOptions, Progress
 from debcr.inference.planes import as_stack, check_dtype, resolve_input
 from debcr.inference.scale import SliceScale, plane_stats, slice_scale
 from debcr.inference.tiles import check_halo, plan_tiles, read_window, round_up
 from debcr.inference.tta import restore_tta, uncertainty_path
-from debcr.nn.receptive import halo_for
-from debcr.runtime import release_memory, resolve_device, resolve_precision, tune_allocator
+from debcr.modelfile import network_of
+from debcr.runtime import (
+    cpu_only,
+    device_type,
+    release_memory,
+    resolve_device,
+    resolve_precision,
+    tune_allocator,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("debcr.inference")
 
@@ -65,7 +75,7 @@ def _batched(items: list, size: int) -> Iterator[list]:
 @dataclass
 class _Engine:
     runner: Runner
-    device: torch.device
+    device: str | torch.device
     batch: int
     tile: int
     halo: int
@@ -96,7 +106,7 @@ class _Engine:
         """Most tiles per forward with TTA: all 8 transforms of the batch at once (None),
         except with PyTorch on the CPU, whose working memory grows with the batch: there as
         many as fit in half the available memory (at least the plain batch)."""
-        if self.runner.backend != "torch" or self.device.type != "cpu":
+        if self.runner.backend != "torch" or device_type(self.device) != "cpu":
             return None
         free = available_memory()
         per_tile = (
@@ -174,10 +184,29 @@ class _Engine:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    torch = sys.modules.get("torch")  # no torch imported: no torch error to catch
+    oom = torch is not None and isinstance(exc, torch.OutOfMemoryError)
+    return oom or "out of memory" in str(exc).lower()
 
 
-def batch_size_for(image: Any, batch_size: int | None, device: torch.device) -> int:
+def inference_device(device: str | torch.device | None) -> str | torch.device:
+    """``device`` resolved: ``"cpu"`` where that is clear without importing torch
+    (`debcr.runtime.cpu_only`), else `debcr.runtime.resolve_device`'s choice."""
+    return "cpu" if cpu_only(device) else resolve_device(device)
+
+
+def default_halo(model: Any, precision: str) -> int:
+    """The halo of ``model`` at ``precision``: the one its metadata stores (model files store
+    them), else measured on the network (`debcr.nn.receptive.halo_for`)."""
+    stored = (getattr(model, "metadata", None) or {}).get(halo_key(precision))
+    if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0:
+        return stored
+    from debcr.nn.receptive import halo_for
+
+    return halo_for(network_of(model), precision)
+
+
+def batch_size_for(image: Any, batch_size: int | None, device: str | torch.device) -> int:
     """Tiles per forward pass: as asked, else stacks of small patches (the paper's workflow)
     `PATCH_BATCH` at a time, else the device's default."""
     if batch_size is not None:
@@ -185,19 +214,21 @@ def batch_size_for(image: Any, batch_size: int | None, device: torch.device) -> 
     shape = getattr(image, "shape", None)
     if shape is not None and len(shape) == 3 and max(shape[1:]) <= PATCH_EDGE:
         return PATCH_BATCH
-    return BATCH_SIZE["cpu" if device.type == "cpu" else "accelerator"]
+    return BATCH_SIZE["cpu" if device_type(device) == "cpu" else "accelerator"]
 
 
 def predict_array(
-    model: torch.nn.Module, image: Any, options: PredictOptions | None = None
+    model: Any, image: Any, options: PredictOptions | None = None
 ) -> np.ndarray | Path:
     """Restore an image or stack held in memory, in a memmap/zarr array, or in a file.
 
-    ``model`` is an `MRBCR` or any network with a ``restore`` method (the
-    CARE baseline). See `debcr.model.predict` for the options.
+    ``model`` is an `MRBCR`, a model file not yet loaded (`debcr.modelfile.StoredModel`), or any
+    network with a ``restore`` method (the CARE baseline). See `debcr.model.predict` for the
+    options.
     """
     opts = (options or PredictOptions()).for_model(model)
-    if isinstance(image, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor can only come from an imported torch
+    if torch is not None and isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     source, inputs, metadata = resolve_input(image, opts.axes)
     check_dtype(source)
@@ -244,13 +275,13 @@ def predict_array(
     return result, (spread_output if spread_output is not None else spread)
 
 
-def _engine_for(model: torch.nn.Module, image: Any, opts: PredictOptions) -> _Engine:
+def _engine_for(model: Any, image: Any, opts: PredictOptions) -> _Engine:
     """The runner and tiling for ``opts``: device, precision, halo and tile size resolved."""
-    dev = resolve_device(opts.device)
+    dev = inference_device(opts.device)
     precision = resolve_precision(opts.precision, dev)
     tune_allocator()
     runner = make_runner(model, opts.backend, dev, precision)
-    kind = runner.backend if dev.type == "cpu" else "accelerator"
+    kind = runner.backend if device_type(dev) == "cpu" else "accelerator"
     if kind == "openvino" and precision == "float32":
         kind = "openvino-float32"
     engine = _Engine(
@@ -258,7 +289,7 @@ def _engine_for(model: torch.nn.Module, image: Any, opts: PredictOptions) -> _En
         device=dev,
         batch=batch_size_for(image, opts.batch_size, dev),
         tile=int(opts.tile_size if opts.tile_size is not None else TILE_SIZE[kind]),
-        halo=int(opts.halo if opts.halo is not None else halo_for(model, precision)),
+        halo=int(opts.halo if opts.halo is not None else default_halo(model, precision)),
         tta=opts.tta or opts.uncertainty,
     )
     logger.debug(
@@ -328,7 +359,9 @@ def _run(
                             f"tile_size={engine.tile}; free memory on the device or use "
                             "device='cpu'"
                         ) from exc
-                    if engine.device.type == "cuda":
+                    if device_type(engine.device) == "cuda":
+                        import torch
+
                         torch.cuda.empty_cache()
     mappings = {c: _mapping(opts.units, calib) for c, calib in calibs.items()}
     planes = [mappings[int(c)] for c in channel_of_plane]

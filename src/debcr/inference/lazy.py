@@ -7,18 +7,16 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import torch
 
 from debcr.data.calibration import CurveMap, CurveSums
 from debcr.data.intensity import CalibrationSums, IntensityMap
 from debcr.data.normalize import DEFAULT_SAMPLE_PIXELS, NormStats, compute_stats
 from debcr.errors import DataError
-from debcr.inference.engine import predict_array
+from debcr.inference.engine import default_halo, inference_device, predict_array
 from debcr.inference.options import PredictOptions
 from debcr.inference.scale import slice_scale
 from debcr.inference.tiles import check_halo, round_up
-from debcr.nn.receptive import halo_for
-from debcr.runtime import resolve_device, resolve_precision
+from debcr.runtime import resolve_precision
 
 #: Pixels of the sample the calibration of a lazy result is computed from (about three
 #: 256² planes: slicing two planes then costs about five).
@@ -27,7 +25,7 @@ LAZY_SAMPLE_PIXELS = 3 * 256 * 256
 SAMPLE_WINDOW = 256
 
 
-def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | None = None) -> Any:
+def predict_dask(model: Any, image: Any, options: PredictOptions | None = None) -> Any:
     """Lazy restoration of a `dask.array.Array`, block by block with a halo.
 
     Normalisation statistics come from a strided sample of the whole array; each
@@ -59,8 +57,8 @@ def predict_dask(model: torch.nn.Module, image: Any, options: PredictOptions | N
         sample = np.asarray(_strided(image, DEFAULT_SAMPLE_PIXELS).compute())
         normalize = compute_stats(sample, pmin=opts.pmin, pmax=opts.pmax)
     stats = normalize if isinstance(normalize, NormStats) else None
-    precision = resolve_precision(opts.precision, resolve_device(opts.device))
-    halo = int(opts.halo if opts.halo is not None else halo_for(model, precision))
+    precision = resolve_precision(opts.precision, inference_device(opts.device))
+    halo = int(opts.halo if opts.halo is not None else default_halo(model, precision))
     block_options = replace(
         opts,
         normalize=False,
@@ -115,7 +113,7 @@ def sample_windows(shape: tuple[int, ...], budget: int = LAZY_SAMPLE_PIXELS) -> 
 
 
 def sampled_mapping(
-    model: torch.nn.Module, x: Any, halo: int, block_options: PredictOptions, units: str
+    model: Any, x: Any, halo: int, block_options: PredictOptions, units: str
 ) -> CurveMap | IntensityMap:
     """The calibration of a lazy restoration from a bounded sample, computed once, now.
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from debcr.backends import check_backend
 from debcr.data.normalize import NormStats, check_percentiles, percentiles_of
@@ -14,6 +12,9 @@ from debcr.defaults import PMAX, PMIN, SIZE_MULTIPLE, UNITS
 from debcr.errors import DataError
 from debcr.files import PathLike
 from debcr.runtime import resolve_precision
+
+if TYPE_CHECKING:
+    import torch
 
 #: ``progress`` of `debcr.model.predict`: a tqdm bar (True), none (False), or a
 #: callback ``(tiles_done, tiles_total)``; an exception raised by the callback cancels the run.
@@ -73,7 +74,7 @@ class PredictOptions:
         check_backend(self.backend)
         if self.precision not in (None, "auto"):
             # The one check of precision names (the device only matters for "auto").
-            resolve_precision(self.precision, torch.device("cpu"))
+            resolve_precision(self.precision, "cpu")
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise DataError(f"batch_size must be at least 1, got {int(self.batch_size)}")
         if self.tile_size is not None and int(self.tile_size) < SIZE_MULTIPLE:

@@ -1,8 +1,7 @@
 """Neural-network building blocks (torch): the m-rBCR network, its losses, the CARE baseline."""
 
+from debcr.defaults import ARCHITECTURE, ARCHITECTURE_VERSION
 from debcr.nn.mrbcr import (
-    ARCHITECTURE,
-    ARCHITECTURE_VERSION,
     MRBCR,
     SIZE_MULTIPLE,
     MRBCRRestorer,

@@ -24,11 +24,6 @@ from torch import Tensor, nn
 
 from debcr.defaults import SIZE_MULTIPLE
 
-#: Version of the architecture definition; stored in model files so that a
-#: future, incompatible change is detected when loading.
-ARCHITECTURE = "m-rBCR"
-ARCHITECTURE_VERSION = 1
-
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     # TF2 bilinear resize = half-pixel centres, no antialias, edge clamp, which is

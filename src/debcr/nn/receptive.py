@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from debcr.defaults import HALO_TOLERANCE, HALO_TOLERANCES, halo_key
 from debcr.nn.mrbcr import MRBCR, SIZE_MULTIPLE
 
 __all__ = ["HALO_TOLERANCE", "HALO_TOLERANCES", "effective_halo", "halo_for", "store_halos"]
-
-#: Fraction of the total input influence allowed outside the halo (the exact mode's).
-HALO_TOLERANCE = 1e-4
-#: Per precision, the influence that may be left outside the halo. bfloat16's is the largest
-#: for which, on every real image measured (benchmarks/bench_halo.py, results/halo.md: FMD,
-#: stardist, cells3d, flowdec neuron with the four published models), tiled float32 differs
-#: from the whole image by less than bfloat16 itself does. float32 and float16 keep the exact
-#: halo (float16 is not measured: CPUs only emulate it).
-HALO_TOLERANCES: dict[str, float] = {
-    "float32": HALO_TOLERANCE,
-    "bfloat16": 5e-4,
-    "float16": HALO_TOLERANCE,
-}
-
-
-def _key(precision: str) -> str:
-    """The metadata key of the halo for ``precision`` (``halo`` for the exact one)."""
-    exact = HALO_TOLERANCES.get(precision, HALO_TOLERANCE) == HALO_TOLERANCE
-    return "halo" if exact else f"halo_{precision}"
 
 
 def halo_for(model: torch.nn.Module, precision: str) -> int:
@@ -43,7 +25,7 @@ def halo_for(model: torch.nn.Module, precision: str) -> int:
                 f"no default halo for a {type(model).__name__}; give halo= (pixels of context)"
             )
         return int(halo)
-    key = _key(precision)
+    key = halo_key(precision)
     if metadata is None or not metadata.get(key):
         store_halos(model)
     return int(model.metadata[key])
@@ -53,7 +35,7 @@ def store_halos(model: MRBCR) -> dict[str, int]:
     """Measure the halo of every precision (one gradient) and keep them in ``model.metadata``."""
     tolerances = sorted(set(HALO_TOLERANCES.values()))
     measured = dict(zip(tolerances, _halos(model, tolerances)))
-    halos = {_key(p): measured[t] for p, t in HALO_TOLERANCES.items()}
+    halos = {halo_key(p): measured[t] for p, t in HALO_TOLERANCES.items()}
     if not hasattr(model, "metadata"):
         model.metadata = {}
     model.metadata.update(halos)
