@@ -324,3 +324,20 @@ def test_options_are_checked_before_any_runner_is_built(
         PredictOptions(**option)
     with pytest.raises(DebcrError, match=message):
         predict(denoiser, np.zeros((16, 16), np.float32), progress=False, **option)
+
+
+def test_a_model_file_without_halos_is_measured_once(tmp_path: Path) -> None:
+    """A model file restored from its header (`StoredModel`) that stores no halo: the halo is
+    measured on the loaded network, equals the network's own, and is kept for the next run."""
+    from debcr.model import init, save
+    from debcr.modelfile import StoredModel, load_model
+    from debcr.nn.receptive import effective_halo
+
+    path = save(init(seed=1), tmp_path / "untrained.safetensors")
+    stored = StoredModel.read(path)
+    assert stored is not None and "halo" not in stored.metadata
+    image = np.random.default_rng(0).random((96, 96), dtype=np.float32)
+    first = predict(stored, image, backend="torch", precision="float32", progress=False)
+    assert stored.metadata["halo"] == effective_halo(load_model(path))
+    second = predict(path, image, backend="torch", precision="float32", progress=False)
+    np.testing.assert_allclose(first, second, atol=1e-6)

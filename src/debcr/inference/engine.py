@@ -203,7 +203,11 @@ def default_halo(model: Any, precision: str) -> int:
         return stored
     from debcr.nn.receptive import halo_for
 
-    return halo_for(network_of(model), precision)
+    network = network_of(model)
+    halo = halo_for(network, precision)
+    if network is not model:  # a StoredModel: keep the measured halos for its next restoration
+        model.metadata.update(network.metadata)
+    return halo
 
 
 def batch_size_for(image: Any, batch_size: int | None, device: str | torch.device) -> int:
