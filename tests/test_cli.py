@@ -183,3 +183,21 @@ def test_train_takes_one_config_and_key_value_overrides(tmp_path: Path, capsys) 
     assert main(["train", "num_steps=0", str(config)]) == 2
     assert "num_steps" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_wrong_device_is_said_once_before_any_input(tmp_path: Path, capsys) -> None:
+    """With a built-in model (restored from its header) the device is still checked up front:
+    one message, not one failure per input."""
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", np.zeros((32, 32), np.float32))
+    argv = [
+        "predict",
+        str(tmp_path / "a.npy"),
+        str(tmp_path / "b.npy"),
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    assert main([*argv, "--device", "gpu7", "--keep-going", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("unknown device 'gpu7'") == 1 and "a.npy" not in err, err
+    assert not list(tmp_path.glob("out/*"))

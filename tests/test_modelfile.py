@@ -171,3 +171,25 @@ def test_a_file_of_other_dtypes_is_loaded_whole(tmp_path: Path) -> None:
     _rewrite(path, tensors, read_header(path))
     assert file_checksum(path) is None
     assert StoredModel.read(path) is None
+
+
+def test_a_file_replaced_after_reading_is_refused(tmp_path: Path) -> None:
+    """A `StoredModel` names the weights it read: loading other weights from its path (a run
+    replaced the file meanwhile) must fail, or a conversion of the new weights would be kept
+    under the old checksum."""
+    path = save(init(seed=0), tmp_path / "m.safetensors")
+    stored = StoredModel.read(path)
+    save(init(seed=1), path, overwrite=True)
+    with pytest.raises(ModelFileError, match="changed while it was in use"):
+        stored.load()
+
+
+@pytest.mark.parametrize("change", ["trailing bytes", "truncated"])
+def test_file_checksum_refuses_what_safetensors_refuses(tmp_path: Path, change: str) -> None:
+    path = tmp_path / "m.safetensors"
+    data = PRETRAINED["2D_denoising"].path.read_bytes()
+    path.write_bytes(data + b"\0" * 16 if change == "trailing bytes" else data[:-16])
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        StoredModel.read(path)
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        load_model(path)

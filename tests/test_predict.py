@@ -341,3 +341,10 @@ def test_a_model_file_without_halos_is_measured_once(tmp_path: Path) -> None:
     assert stored.metadata["halo"] == effective_halo(load_model(path))
     second = predict(path, image, backend="torch", precision="float32", progress=False)
     np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+def test_no_model_restores_with_a_new_untrained_one() -> None:
+    """``predict(None, …)``, as ``init(None)``: a new model (the facade accepts what init does)."""
+    image = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    out = predict(None, image, backend="torch", progress=False)
+    assert out.shape == image.shape and np.isfinite(out).all()

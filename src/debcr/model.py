@@ -140,8 +140,8 @@ def export(
     return write(_as_model(model), path, format=fmt, overwrite=overwrite, **package)
 
 
-def _as_model(model: MRBCR | str | os.PathLike) -> MRBCR:
-    return init(model) if isinstance(model, str | os.PathLike) else model
+def _as_model(model: MRBCR | str | os.PathLike | None) -> MRBCR:
+    return init(model) if model is None or isinstance(model, str | os.PathLike) else model
 
 
 def __getattr__(name: str) -> Any:
@@ -305,10 +305,11 @@ def predict(
         tta=tta,
         uncertainty=uncertainty,
     )
-    if isinstance(model, str | os.PathLike):
+    if model is None or isinstance(model, str | os.PathLike):
         # A model file's header is all the OpenVINO backend needs where its conversion is
         # kept; the weights are loaded where they are needed (`debcr.modelfile.StoredModel`).
-        model = resolve(model).stored() or init(model, device=device or "auto")
+        stored = resolve(model).stored() if model is not None else None
+        model = stored or init(model, device=device or "auto")
     return inference.predict(model, image, options)
 
 

@@ -86,8 +86,22 @@ class StoredModel:
         return cls(path, checksum, metadata)
 
     def load(self, device: str | torch.device = "cpu") -> MRBCR:
-        """The network, its weights checked against the checksum (`load_model`)."""
-        return load_model(self.path, map_location=device)
+        """The network, its weights checked against the checksum read with the header.
+
+        Raises
+        ------
+        ModelFileError
+            As `load_model`; or the file now holds other weights than when it was read (a
+            training run replaced it, say): they would otherwise be cached under the
+            checksum of the weights read first.
+        """
+        network = load_model(self.path, map_location=device)
+        if tensor_checksum(network.state_dict()) != self.checksum:
+            raise ModelFileError(
+                f"{self.path} changed while it was in use: it now holds other weights than "
+                "when it was read; start again to use the new ones"
+            )
+        return network
 
 
 def checksum_of(model: Any) -> str:
@@ -325,14 +339,19 @@ def file_checksum(path: str | os.PathLike) -> str | None:
     try:
         start = 8 + int.from_bytes(data[:8], "little")
         header = json.loads(data[8:start])
+        entries = {k: v for k, v in header.items() if k != "__metadata__"}
+        spans = sorted(tuple(map(int, v["data_offsets"])) for v in entries.values())
+        # As safetensors requires: the tensors cover the data exactly, with no gap or overlap.
+        ends = [0] + [end for _, end in spans]
+        if [begin for begin, _ in spans] != ends[:-1] or ends[-1] != len(data) - start:
+            raise ValueError("its tensors do not cover its data exactly")
         digest = hashlib.sha256()
-        for name in sorted(k for k in header if k != "__metadata__"):
-            entry = header[name]
-            dtype = _DTYPE_NAMES.get(entry["dtype"])
+        for name in sorted(entries):
+            dtype = _DTYPE_NAMES.get(entries[name]["dtype"])
             if dtype is None:
                 return None
-            begin, end = (start + int(offset) for offset in entry["data_offsets"])
-            digest.update(f"{name}|{dtype}|{tuple(entry['shape'])}|".encode())
+            begin, end = (start + int(offset) for offset in entries[name]["data_offsets"])
+            digest.update(f"{name}|{dtype}|{tuple(entries[name]['shape'])}|".encode())
             digest.update(data[begin:end])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path} is truncated or corrupt ({exc}); copy it again") from exc

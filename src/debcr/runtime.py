@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import glob
 import logging
 import os
 import platform
@@ -12,7 +13,6 @@ import re
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from debcr._version import DISTRIBUTION, __version__
@@ -28,8 +28,9 @@ ORIGINAL = "debcr"
 
 #: The precisions `resolve_precision` accepts besides ``"auto"``.
 PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "float16")
-#: Device files of GPUs that PyTorch could use on Linux: NVIDIA's, AMD's (ROCm) and WSL2's.
-_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+#: Device files of GPUs that PyTorch could use on Linux (patterns): NVIDIA's (Jetson boards:
+#: ``nvhost``/``nvgpu``), AMD's (ROCm) and WSL2's.
+_GPU_DEVICE_FILES = ("/dev/nvidia*", "/dev/nvhost*", "/dev/nvgpu*", "/dev/kfd", "/dev/dxg")
 
 #: Set to ``1`` to leave glibc's allocator as it is (see `tune_allocator`).
 NO_MALLOC_TUNING = "DEBCR_NO_MALLOC_TUNING"
@@ -90,7 +91,7 @@ def cpu_only(device: str | torch.device | None = None) -> bool:
         return False
     if str(device) == "cpu":
         return True
-    return sys.platform == "linux" and not any(Path(f).exists() for f in _GPU_DEVICE_FILES)
+    return sys.platform == "linux" and not any(glob.glob(f) for f in _GPU_DEVICE_FILES)
 
 
 def device_type(device: str | torch.device) -> str:

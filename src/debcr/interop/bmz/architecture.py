@@ -37,6 +37,8 @@ KNOWN_ARCHITECTURE_SHA256: frozenset[str] = frozenset(
         "f8584fe2adac62c6b13a76289e7aaa26f63cc2bd6b020b4b49f9edc604405d23",
         # docstrings with Markdown code spans instead of Sphinx roles
         "ce4b356dcbaea0aead6558cd388410f99a364f0e31342ead721bfc9789789359",
+        # the architecture's name and version moved to debcr.defaults (read without torch)
+        "5d764d1e136de07a3466be54b19cbc938a6fe68ad30c620eeddb56f8caea5c73",
     }
 )
 
