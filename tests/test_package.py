@@ -47,13 +47,17 @@ def test_restoring_does_not_import_matplotlib() -> None:
 
 @pytest.mark.slow
 def test_model_module_is_imported_on_first_access() -> None:
+    """``debcr.model`` loads on first access, still without torch (restoring with OpenVINO does
+    not need it); torch comes with the network class."""
     words = _fresh_python(
         "import sys, debcr\n"
         "before = 'torch' in sys.modules\n"
         "init = debcr.model.init\n"
-        "print(before, 'torch' in sys.modules, init.__module__, callable(init))"
+        "facade = 'torch' in sys.modules\n"
+        "network = debcr.model.MRBCR\n"
+        "print(before, facade, init.__module__, callable(init), 'torch' in sys.modules)"
     )
-    assert words == ["False", "True", "debcr.model", "True"]
+    assert words == ["False", "False", "debcr.model", "True", "True"]
 
 
 def test_ci_runs_the_readme_test_command() -> None:
