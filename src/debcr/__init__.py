@@ -1,7 +1,8 @@
 """debcr: restore fluorescence microscopy images with m-rBCR in PyTorch.
 
 ``import debcr`` is light: ``debcr.data`` and ``debcr.config`` use numpy only, and
-``debcr.model`` (which needs torch) is imported on first access.
+``debcr.model`` is imported on first access (torch only once a network is built: restoring
+with OpenVINO from a model's name or file does without it).
 """
 
 from __future__ import annotations
