@@ -98,13 +98,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     plan = plan_outputs(image_files(args.inputs), Path(args.output), args.suffix)
     options = _predict_options(args)
     from debcr import model as api
-    from debcr.runtime import cpu_only, resolve_device
+    from debcr.runtime import inference_device
     from debcr.sources import resolve
 
     # A model file's header suffices where OpenVINO keeps its conversion: no torch to start.
     net = resolve(args.model).stored() or api.init(args.model, device=args.device or "auto")
-    if not cpu_only(args.device):
-        resolve_device(args.device)  # a wrong device is said once, before any input
+    inference_device(args.device)  # a wrong device is said once, before any input
     restored: list[Path] = []
     failed: list[Path] = []
     for source, target in plan:

@@ -94,6 +94,12 @@ def cpu_only(device: str | torch.device | None = None) -> bool:
     return sys.platform == "linux" and not any(glob.glob(f) for f in _GPU_DEVICE_FILES)
 
 
+def inference_device(device: str | torch.device | None = None) -> str | torch.device:
+    """``device`` resolved: ``"cpu"`` where that is clear without importing torch
+    (`cpu_only`), else `resolve_device`'s choice (which raises for a device not present)."""
+    return "cpu" if cpu_only(device) else resolve_device(device)
+
+
 def device_type(device: str | torch.device) -> str:
     """The kind of ``device``: ``"cpu"``, ``"cuda"``, ``"mps"``… (``"cuda:1"`` → ``"cuda"``)."""
     return str(device).split(":")[0]

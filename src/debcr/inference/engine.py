@@ -29,10 +29,9 @@ from debcr.inference.tiles import check_halo, plan_tiles, read_window, round_up
 from debcr.inference.tta import restore_tta, uncertainty_path
 from debcr.modelfile import network_of
 from debcr.runtime import (
-    cpu_only,
     device_type,
+    inference_device,
     release_memory,
-    resolve_device,
     resolve_precision,
     tune_allocator,
 )
@@ -189,18 +188,12 @@ def _is_oom(exc: BaseException) -> bool:
     return oom or "out of memory" in str(exc).lower()
 
 
-def inference_device(device: str | torch.device | None) -> str | torch.device:
-    """``device`` resolved: ``"cpu"`` where that is clear without importing torch
-    (`debcr.runtime.cpu_only`), else `debcr.runtime.resolve_device`'s choice."""
-    return "cpu" if cpu_only(device) else resolve_device(device)
-
-
 def default_halo(model: Any, precision: str) -> int:
     """The halo of ``model`` at ``precision``: the one its metadata stores (model files store
     them), else measured on the network (`debcr.nn.receptive.halo_for`)."""
     stored = (getattr(model, "metadata", None) or {}).get(halo_key(precision))
-    if isinstance(stored, int) and not isinstance(stored, bool) and stored > 0:
-        return stored
+    if stored:  # checked on reading (`debcr.modelfile.check_metadata`), as halo_for reads it
+        return int(stored)
     from debcr.nn.receptive import halo_for
 
     network = network_of(model)

@@ -12,11 +12,11 @@ from debcr.data.calibration import CurveMap, CurveSums
 from debcr.data.intensity import CalibrationSums, IntensityMap
 from debcr.data.normalize import DEFAULT_SAMPLE_PIXELS, NormStats, compute_stats
 from debcr.errors import DataError
-from debcr.inference.engine import default_halo, inference_device, predict_array
+from debcr.inference.engine import default_halo, predict_array
 from debcr.inference.options import PredictOptions
 from debcr.inference.scale import slice_scale
 from debcr.inference.tiles import check_halo, round_up
-from debcr.runtime import resolve_precision
+from debcr.runtime import inference_device, resolve_precision
 
 #: Pixels of the sample the calibration of a lazy result is computed from (about three
 #: 256² planes: slicing two planes then costs about five).
