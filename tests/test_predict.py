@@ -326,6 +326,7 @@ def test_options_are_checked_before_any_runner_is_built(
         predict(denoiser, np.zeros((16, 16), np.float32), progress=False, **option)
 
 
+@pytest.mark.slow
 def test_a_model_file_without_halos_is_measured_once(tmp_path: Path) -> None:
     """A model file restored from its header (`StoredModel`) that stores no halo: the halo is
     measured on the loaded network, equals the network's own, and is kept for the next run."""
@@ -343,6 +344,7 @@ def test_a_model_file_without_halos_is_measured_once(tmp_path: Path) -> None:
     np.testing.assert_allclose(first, second, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_no_model_restores_with_a_new_untrained_one() -> None:
     """``predict(None, …)``, as ``init(None)``: a new model (the facade accepts what init does)."""
     image = np.random.default_rng(0).random((64, 64), dtype=np.float32)
