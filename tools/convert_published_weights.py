@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from debcr.interop import convert_tf_checkpoint
-from debcr.weights import ATTRIBUTION, PRETRAINED
+from debcr.weights import ATTRIBUTION, MEASURED_HALOS, PRETRAINED
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT.parent / "shared" / "debcr_reference" / "weights"
@@ -38,6 +38,7 @@ def main() -> None:
                 "license": "CC-BY-4.0",
                 "attribution": ATTRIBUTION,
                 "converted_from": "TensorFlow 2 checkpoint (debcr 0.1.0), values unchanged",
+                **MEASURED_HALOS.get(name, {}),
             },
         )
 

@@ -114,18 +114,25 @@ class CurveMap:
     def curve(self, y: np.ndarray) -> np.ndarray:
         """The curve without shift and floor (float64)."""
         y = np.asarray(y, dtype=np.float64)
-        inside = np.interp(y, self.ys, self.xs)
-        below = self.xs[0] + self.gain * (y - self.ys[0])
-        above = self.xs[-1] + self.gain * (y - self.ys[-1])
-        return np.where(y < self.ys[0], below, np.where(y > self.ys[-1], above, inside))
+        mapped = np.interp(y, self.ys, self.xs)
+        # Only the tails (about one curve bin's half at each end) continue with the gain:
+        # computed where they are, not as two more whole-image arrays.
+        for outside, y0, x0 in (
+            (y < self.ys[0], self.ys[0], self.xs[0]),
+            (y > self.ys[-1], self.ys[-1], self.xs[-1]),
+        ):
+            if outside.any():
+                mapped[outside] = x0 + self.gain * (y[outside] - y0)
+        return mapped
 
     def apply(self, y: Any) -> Any:
         """Map ``y`` (numpy array, or a dask array block by block); float32 out."""
         if hasattr(y, "map_blocks"):
             return y.map_blocks(self.apply, dtype=np.float32)
-        mapped = self.curve(y) + self.shift
+        mapped = self.curve(y)
+        mapped += self.shift
         if math.isfinite(self.floor):
-            mapped = np.maximum(mapped, self.floor)
+            np.maximum(mapped, self.floor, out=mapped)
         return mapped.astype(np.float32)
 
 

@@ -157,7 +157,8 @@ def convert_tf_checkpoint(
     overwrite
         Replace an existing output file.
     metadata
-        Extra provenance fields (e.g. source, licence) stored in the file.
+        Extra provenance fields (e.g. source, licence) stored in the file; halos given here
+        (e.g. ``halo_bfloat16`` measured on images) replace those of the receptive-field rule.
 
     Returns
     -------
@@ -171,12 +172,13 @@ def convert_tf_checkpoint(
     # Refused before the checkpoint is read and the halo measured (tens of seconds).
     check_targets([model_file_path(output)], [], overwrite)
     model = model_from_tf_checkpoint(prefix)
+    # Measured once here so that every later prediction can skip the probe.
+    halos = store_halos(model)
     info = {
         "task": task or "",
         "converted_from": "TensorFlow checkpoint of debcr 0.1.0",
         "source": os.fspath(prefix),
+        **halos,
         **(metadata or {}),
     }
-    # Measured once here so that every later prediction can skip the probe.
-    info.update(store_halos(model))
     return save_model(model, output, metadata=info, overwrite=overwrite)
