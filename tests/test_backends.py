@@ -9,10 +9,11 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from skimage.metrics import peak_signal_noise_ratio
 
-from conftest import TASKS, fmd_frame, fmd_gt
+from conftest import DATA, TASKS, fmd_frame, fmd_gt
 from debcr import backends
 from debcr.backends import make_runner
 from debcr.data.normalize import compute_stats, normalize
@@ -20,7 +21,7 @@ from debcr.errors import DebcrError
 from debcr.inference import engine
 from debcr.model import init, predict
 from debcr.nn.fast import inference_network
-from debcr.nn.receptive import HALO_TOLERANCE, effective_halo, halo_for
+from debcr.nn.receptive import HALO_TOLERANCE, HALO_TOLERANCES, effective_halo, halo_for
 from debcr.runtime import resolve_device
 from test_network import _fixture_model
 from test_runtime import BF16_FLAGS, _cpuinfo_flags
@@ -109,6 +110,38 @@ def test_precision_sized_halo_keeps_seams_below_bf16_rounding(denoiser) -> None:
     )
     assert np.abs(exact - whole).max() < 1e-3
     assert HALO_TOLERANCE == 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "plane"),
+    [
+        ("3D_denoising", ("cells3d_nuclei/nuclei.tif", 30)),
+        ("confocal_SR", ("flowdec/neuron-25pct_data.tif", 25)),
+        ("bright_SR", ("flowdec/neuron-25pct_data.tif", 25)),
+    ],
+)
+def test_measured_builtin_halos_keep_seams_below_bf16_rounding(task, plane) -> None:
+    """The built-ins' stored bf16 halos (measured on other planes, smaller than the
+    receptive-field rule's) hold on a plane their choice did not see."""
+    from debcr.weights import MEASURED_HALOS
+
+    model = init(task)
+    halo = halo_for(model, "bfloat16")
+    assert halo == MEASURED_HALOS[task]["halo_bfloat16"]
+    assert halo <= effective_halo(model, HALO_TOLERANCES["bfloat16"])
+    path, z = plane
+    image = tifffile.imread(DATA / path)[z]
+    opts = {"units": "normalized", "progress": False, "backend": "torch"}
+    side = max(image.shape)
+    whole = predict(model, image, precision="float32", tile_size=side, **opts)
+    bf16 = predict(model, image, precision="bfloat16", tile_size=side, halo=halo, **opts)
+    tiled = predict(model, image, precision="float32", tile_size=128, halo=halo, **opts)
+    seam, rounding = np.abs(tiled - whole).max(), np.abs(bf16 - whole).max()
+    assert seam < rounding, (task, halo, seam, rounding)
+    # The measurement sees seams at all: with 16 px less context they grow.
+    short = predict(model, image, precision="float32", tile_size=128, halo=halo - 16, **opts)
+    assert np.abs(short - whole).max() > seam
 
 
 def test_auto_uses_openvino_on_the_cpu_when_installed(denoiser) -> None:
