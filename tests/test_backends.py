@@ -122,7 +122,7 @@ def test_precision_sized_halo_keeps_seams_below_bf16_rounding(denoiser) -> None:
     ],
 )
 def test_measured_builtin_halos_keep_seams_below_bf16_rounding(task, plane) -> None:
-    """The built-ins' stored bf16 halos (measured on other planes, smaller than the
+    """The built-ins' stored bf16 halos (measured on other planes, no larger than the
     receptive-field rule's) hold on a plane their choice did not see."""
     from debcr.weights import MEASURED_HALOS
 

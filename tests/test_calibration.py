@@ -48,6 +48,22 @@ def test_pool_adjacent_violators_matches_hand_solved_cases() -> None:
     np.testing.assert_allclose(got, [2.0, 2.0, 2.0, 2.0])
 
 
+def test_curve_map_interpolates_inside_and_continues_with_the_gain_outside() -> None:
+    """Hand-computed values: inside the points, beyond both ends, NaN, a 0-d input, the
+    floor; the caller's array is left as it was."""
+    curve = CurveMap(
+        ys=np.array([0.0, 1.0, 2.0]), xs=np.array([0.0, 4.0, 6.0]), gain=3.0, shift=1.0, floor=0.5
+    )
+    y = np.array([[-1.0, 0.5, 1.5], [2.0, 4.0, np.nan]], dtype=np.float32)
+    before = y.copy()
+    got = curve.apply(y)
+    expected = np.array([[0.5, 3.0, 6.0], [7.0, 13.0, np.nan]], dtype=np.float32)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(y, before)
+    assert float(curve.apply(np.float32(3.0))) == 6.0 + 3.0 + 1.0
+
+
 def test_curve_is_monotone_keeps_the_mean_and_is_the_same_tile_by_tile(fmd_pair) -> None:
     x, y = fmd_pair
     whole = CurveSums()

@@ -114,7 +114,7 @@ class CurveMap:
     def curve(self, y: np.ndarray) -> np.ndarray:
         """The curve without shift and floor (float64)."""
         y = np.asarray(y, dtype=np.float64)
-        mapped = np.interp(y, self.ys, self.xs)
+        mapped = np.asarray(np.interp(y, self.ys, self.xs))  # an array for 0-d input too
         # Only the tails (about one curve bin's half at each end) continue with the gain:
         # computed where they are, not as two more whole-image arrays.
         for outside, y0, x0 in (

@@ -48,7 +48,8 @@ PRETRAINED: dict[str, Pretrained] = {
 #: model's own bfloat16 rounding on every validation image, plus one step (4 px) of margin,
 #: never more than the rule's. ``benchmarks/bench_halo.py --images validation``
 #: (results/halo_validation.md: FMD fields 3, 8, 14, stardist, cells3d z 10 and 50, flowdec
-#: neuron z 10 and 40) measured 44, 64, 40 and 32; the rule gives 80, 64, 68 and 60.
+#: neuron z 10 and 40) measured 2D_denoising 44, 3D_denoising 64, confocal_SR 40 and
+#: bright_SR 32; the rule gives 80, 64, 68 and 60.
 MEASURED_HALOS: dict[str, dict[str, int]] = {
     "2D_denoising": {"halo_bfloat16": 48},
     "3D_denoising": {"halo_bfloat16": 64},
