@@ -99,10 +99,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     options = _predict_options(args)
     from debcr import model as api
     from debcr.runtime import inference_device
-    from debcr.sources import resolve
+    from debcr.sources import restorable
 
     # A model file's header suffices where OpenVINO keeps its conversion: no torch to start.
-    net = resolve(args.model).stored() or api.init(args.model, device=args.device or "auto")
+    net = restorable(args.model, args.device or "auto")
     inference_device(args.device)  # a wrong device is said once, before any input
     restored: list[Path] = []
     failed: list[Path] = []

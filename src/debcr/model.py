@@ -19,7 +19,7 @@ from debcr.data.normalize import NormStats
 from debcr.inference.options import PredictOptions
 from debcr.runtime import resolve_device
 from debcr.sources import load as load_source
-from debcr.sources import resolve
+from debcr.sources import restorable
 
 if TYPE_CHECKING:
     import torch
@@ -305,11 +305,10 @@ def predict(
         tta=tta,
         uncertainty=uncertainty,
     )
-    if model is None or isinstance(model, str | os.PathLike):
-        # A model file's header is all the OpenVINO backend needs where its conversion is
-        # kept; the weights are loaded where they are needed (`debcr.modelfile.StoredModel`).
-        stored = resolve(model).stored() if model is not None else None
-        model = stored or init(model, device=device or "auto")
+    if model is None:
+        model = init(None, device=device or "auto")
+    elif isinstance(model, str | os.PathLike):
+        model = restorable(model, device or "auto")
     return inference.predict(model, image, options)
 
 

@@ -320,40 +320,29 @@ def _damaged(path: Path) -> ModelFileError:
     )
 
 
-#: safetensors' codes of the tensor dtypes `file_checksum` reads, as `tensor_checksum` names
-#: them (model files hold float32 only, `save_model`).
-_DTYPE_NAMES = {"F32": "torch.float32"}
-
-
 def file_checksum(path: str | os.PathLike) -> str | None:
-    """`tensor_checksum` of the tensors in the model file ``path``, from its bytes (no torch;
-    about 5 ms for m-rBCR's 0.9 MB); None where a tensor is not float32.
+    """`tensor_checksum` of the tensors in the model file ``path``, read with safetensors'
+    numpy reader (no torch; a few ms for m-rBCR's 0.9 MB); None where a tensor is not float32
+    (model files hold float32 only, `save_model`).
 
     Raises
     ------
     ModelFileError
-        If the file's header does not describe its tensors (a damaged file).
+        If safetensors cannot read the file (a truncated or damaged file).
     """
-    path = Path(path)
-    data = path.read_bytes()
+    import numpy as np
+    from safetensors import SafetensorError, safe_open
+
+    digest = hashlib.sha256()
     try:
-        start = 8 + int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:start])
-        entries = {k: v for k, v in header.items() if k != "__metadata__"}
-        spans = sorted(tuple(map(int, v["data_offsets"])) for v in entries.values())
-        # As safetensors requires: the tensors cover the data exactly, with no gap or overlap.
-        ends = [0] + [end for _, end in spans]
-        if [begin for begin, _ in spans] != ends[:-1] or ends[-1] != len(data) - start:
-            raise ValueError("its tensors do not cover its data exactly")
-        digest = hashlib.sha256()
-        for name in sorted(entries):
-            dtype = _DTYPE_NAMES.get(entries[name]["dtype"])
-            if dtype is None:
-                return None
-            begin, end = (start + int(offset) for offset in entries[name]["data_offsets"])
-            digest.update(f"{name}|{dtype}|{tuple(entries[name]['shape'])}|".encode())
-            digest.update(data[begin:end])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        with safe_open(os.fspath(path), framework="numpy") as tensors:
+            for name in sorted(tensors.keys()):
+                tensor = tensors.get_tensor(name)
+                if tensor.dtype != np.float32:
+                    return None
+                digest.update(f"{name}|torch.float32|{tuple(tensor.shape)}|".encode())
+                digest.update(np.ascontiguousarray(tensor).tobytes())
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"{path} is truncated or corrupt ({exc}); copy it again") from exc
     return digest.hexdigest()
 

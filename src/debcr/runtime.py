@@ -115,14 +115,20 @@ def cpu_threads() -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else None
 
 
+def torch_dtype(precision: str) -> torch.dtype:
+    """PyTorch's dtype of ``precision`` (one of `PRECISIONS`)."""
+    import torch
+
+    return getattr(torch, precision)
+
+
 def autocast_context(device: torch.device, precision: str):
     """Autocast to ``precision`` (``float32`` means none)."""
     if precision == "float32":
         return contextlib.nullcontext()
     import torch
 
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    return torch.autocast(device_type=device.type, dtype=dtypes[precision])
+    return torch.autocast(device_type=device.type, dtype=torch_dtype(precision))
 
 
 def device_name(device: torch.device) -> str:

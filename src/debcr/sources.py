@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from debcr.modelfile import StoredModel
     from debcr.nn import MRBCR
 
-__all__ = ["ModelSource", "SourceKind", "load", "resolve"]
+__all__ = ["ModelSource", "SourceKind", "load", "resolve", "restorable"]
 
 SourceKind = Literal["builtin", "file", "bmz", "tf_checkpoint"]
 
@@ -189,3 +189,16 @@ def load(source: Any, device: torch.device | str = "cpu", *, seed: int | None = 
         model.metadata = {"task": "", "source": "untrained"}
         return model.to(device).eval()
     return resolve(source).load(device)
+
+
+def restorable(source: str | os.PathLike, device: torch.device | str = "auto") -> Any:
+    """The model ``source`` names, ready to restore with: the model file with its header read
+    (`ModelSource.stored`, no torch) where that is all the OpenVINO backend needs, else the
+    network loaded onto ``device`` (``"auto"``: `debcr.runtime.resolve_device`'s choice)."""
+    spec = resolve(source)
+    stored = spec.stored()
+    if stored is not None:
+        return stored
+    from debcr.runtime import resolve_device
+
+    return spec.load(resolve_device(device))

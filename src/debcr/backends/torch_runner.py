@@ -6,9 +6,7 @@ import numpy as np
 import torch
 
 from debcr.nn.fast import has_inference_form, inference_network
-from debcr.runtime import autocast_context
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from debcr.runtime import autocast_context, torch_dtype
 
 
 class TorchRunner:
@@ -25,7 +23,7 @@ class TorchRunner:
     def __init__(self, model: torch.nn.Module, device: str | torch.device, precision: str) -> None:
         device = torch.device(device)
         self.device, self.precision = device, precision
-        self.dtype = _DTYPES[precision]
+        self.dtype = torch_dtype(precision)
         self.fast = has_inference_form(model)
         net = inference_network(model) if self.fast else model.eval()
         net = net.to(device)
